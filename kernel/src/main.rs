@@ -1,24 +1,36 @@
+//! hotkernel: a small SMP kernel that replaces itself while it runs.
+//!
+//! Boot order is in [`boot`]; the live update is in [`update`]. Architecture code lives
+//! in [`arch`], memory in [`memory`], scheduling in [`sched`] and the task kinds in
+//! [`tasks`]. See `docs/ARCHITECTURE.md` for the address map and the hand-off ABI.
 #![no_std]
 #![no_main]
-use bootloader_api::{config::Mapping, entry_point, BootInfo, BootloaderConfig};
-pub static CONFIG: BootloaderConfig = {
-    let mut c = BootloaderConfig::new_default();
-    c.mappings.kernel_base = Mapping::FixedAddress(0xffff_ffff_8000_0000);
-    c.mappings.physical_memory = Some(Mapping::FixedAddress(0xffff_8000_0000_0000));
-    c.mappings.dynamic_range_start = Some(0xffff_c000_0000_0000);
-    c.mappings.dynamic_range_end = Some(0xffff_dfff_ffff_ffff);
-    c
-};
-entry_point!(main, config = &CONFIG);
-fn out(b: u8) { unsafe { core::arch::asm!("out dx, al", in("dx") 0x3f8u16, in("al") b) } }
-fn main(b: &'static mut BootInfo) -> ! {
-    for c in b"hello from kernel\n" { out(*c) }
-    let addr = main as usize as u64;
-    for i in (0..16).rev() { out(b"0123456789abcdef"[((addr >> (i*4)) & 15) as usize]) }
-    out(b'\n');
-    for r in b.memory_regions.iter() { let _ = r; }
-    unsafe { core::arch::asm!("out dx, eax", in("dx") 0xf4u16, in("eax") 0x10u32) }
-    loop {}
-}
-#[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! { loop {} }
+#![feature(abi_x86_interrupt)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+mod arch;
+mod boot;
+mod bootargs;
+mod console;
+mod cpu;
+mod drivers;
+mod identity;
+mod image;
+mod interrupts;
+mod irq;
+mod machine;
+mod memory;
+mod panic;
+mod quiesce;
+mod sched;
+mod schema;
+mod selftest;
+mod shell;
+mod smp;
+mod tasks;
+mod time;
+mod update;
+
+bootloader_api::entry_point!(boot::kernel_main, config = &boot::BOOTLOADER_CONFIG);

@@ -1,0 +1,172 @@
+//! The interrupt descriptor table, shared by every CPU.
+//!
+//! Every exception has a handler that names it and stops the kernel through a panic
+//! (which exits QEMU with the failure code); a page fault also prints the faulting
+//! address and error code. Device and IPI vectors forward to [`crate::irq`], which owns
+//! what an interrupt means; this module only owns the vector numbers and the entry stubs.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use spin::Once;
+use x86_64::registers::control::Cr2;
+use x86_64::structures::idt::{InterruptDescriptorTable, InterruptStackFrame, PageFaultErrorCode};
+
+use super::{apic, gdt};
+
+/// Interrupt vectors in use.
+pub mod vector {
+    /// Legacy PIC vectors after remapping (all masked; spurious ones land here).
+    pub const PIC_BASE: u8 = 0x20;
+    /// COM2 (the mailbox doorbell), ISA IRQ 3.
+    pub const COM2: u8 = 0x33;
+    /// COM1 (console input), ISA IRQ 4.
+    pub const COM1: u8 = 0x34;
+    /// Local APIC timer: the scheduling tick.
+    pub const TIMER: u8 = 0x40;
+    /// Wakes a halted CPU so it sees a park request (the handler only acknowledges).
+    pub const WAKE: u8 = 0xf2;
+    /// Local APIC error.
+    pub const APIC_ERROR: u8 = 0xfe;
+    /// Local APIC spurious interrupt (no EOI).
+    pub const SPURIOUS: u8 = 0xff;
+}
+
+static IDT: Once<InterruptDescriptorTable> = Once::new();
+
+/// Builds the IDT on first use and loads it on the calling CPU.
+pub fn load() {
+    IDT.call_once(build).load();
+}
+
+fn build() -> InterruptDescriptorTable {
+    let mut idt = InterruptDescriptorTable::new();
+    idt.divide_error.set_handler_fn(divide_error);
+    idt.debug.set_handler_fn(debug);
+    idt.non_maskable_interrupt.set_handler_fn(nmi);
+    idt.breakpoint.set_handler_fn(breakpoint);
+    idt.overflow.set_handler_fn(overflow);
+    idt.bound_range_exceeded.set_handler_fn(bound_range_exceeded);
+    idt.invalid_opcode.set_handler_fn(invalid_opcode);
+    idt.device_not_available.set_handler_fn(device_not_available);
+    // SAFETY: the IST index names a stack every CPU's TSS sets (gdt::init_this_cpu).
+    unsafe {
+        idt.double_fault
+            .set_handler_fn(double_fault)
+            .set_stack_index(gdt::DOUBLE_FAULT_IST_INDEX);
+    }
+    idt.invalid_tss.set_handler_fn(invalid_tss);
+    idt.segment_not_present.set_handler_fn(segment_not_present);
+    idt.stack_segment_fault.set_handler_fn(stack_segment_fault);
+    idt.general_protection_fault.set_handler_fn(general_protection_fault);
+    idt.page_fault.set_handler_fn(page_fault);
+    idt.x87_floating_point.set_handler_fn(x87_floating_point);
+    idt.alignment_check.set_handler_fn(alignment_check);
+    idt.machine_check.set_handler_fn(machine_check);
+    idt.simd_floating_point.set_handler_fn(simd_floating_point);
+    idt.virtualization.set_handler_fn(virtualization);
+    idt.cp_protection_exception.set_handler_fn(cp_protection);
+    idt.hv_injection_exception.set_handler_fn(hv_injection);
+    idt.vmm_communication_exception.set_handler_fn(vmm_communication);
+    idt.security_exception.set_handler_fn(security_exception);
+
+    for v in vector::PIC_BASE..vector::PIC_BASE + 16 {
+        idt[v].set_handler_fn(legacy_pic_spurious);
+    }
+    idt[vector::COM2].set_handler_fn(com2);
+    idt[vector::COM1].set_handler_fn(com1);
+    idt[vector::TIMER].set_handler_fn(timer);
+    idt[vector::WAKE].set_handler_fn(wake);
+    idt[vector::APIC_ERROR].set_handler_fn(apic_error);
+    idt[vector::SPURIOUS].set_handler_fn(spurious);
+    idt
+}
+
+macro_rules! fatal_exception {
+    ($name:ident, $text:literal) => {
+        extern "x86-interrupt" fn $name(frame: InterruptStackFrame) {
+            panic!(concat!("exception: ", $text, "\n{:#?}"), frame);
+        }
+    };
+    ($name:ident, $text:literal, code) => {
+        extern "x86-interrupt" fn $name(frame: InterruptStackFrame, code: u64) {
+            panic!(concat!("exception: ", $text, " (error code {:#x})\n{:#?}"), code, frame);
+        }
+    };
+}
+
+fatal_exception!(divide_error, "divide error");
+fatal_exception!(debug, "debug");
+fatal_exception!(breakpoint, "breakpoint");
+fatal_exception!(overflow, "overflow");
+fatal_exception!(bound_range_exceeded, "bound range exceeded");
+fatal_exception!(invalid_opcode, "invalid opcode");
+fatal_exception!(device_not_available, "device not available");
+fatal_exception!(invalid_tss, "invalid TSS", code);
+fatal_exception!(segment_not_present, "segment not present", code);
+fatal_exception!(stack_segment_fault, "stack-segment fault", code);
+fatal_exception!(general_protection_fault, "general protection fault", code);
+fatal_exception!(x87_floating_point, "x87 floating point");
+fatal_exception!(alignment_check, "alignment check", code);
+fatal_exception!(simd_floating_point, "SIMD floating point");
+fatal_exception!(virtualization, "virtualization");
+fatal_exception!(cp_protection, "control protection", code);
+fatal_exception!(hv_injection, "hypervisor injection");
+fatal_exception!(vmm_communication, "VMM communication", code);
+fatal_exception!(security_exception, "security exception", code);
+
+/// NMIs seen (an NMI may arrive while this CPU holds the console lock, so it only counts).
+pub static NMI_COUNT: AtomicU64 = AtomicU64::new(0);
+
+extern "x86-interrupt" fn nmi(_frame: InterruptStackFrame) {
+    NMI_COUNT.fetch_add(1, Ordering::Relaxed);
+}
+
+extern "x86-interrupt" fn machine_check(frame: InterruptStackFrame) -> ! {
+    panic!("exception: machine check\n{:#?}", frame);
+}
+
+extern "x86-interrupt" fn double_fault(frame: InterruptStackFrame, code: u64) -> ! {
+    panic!("exception: double fault (error code {:#x})\n{:#?}", code, frame);
+}
+
+extern "x86-interrupt" fn page_fault(frame: InterruptStackFrame, code: PageFaultErrorCode) {
+    let address = Cr2::read_raw();
+    panic!(
+        "exception: page fault at {:#x} ({:?}, error code {:#x}) from rip {:#x}",
+        address,
+        code,
+        code.bits(),
+        frame.instruction_pointer.as_u64()
+    );
+}
+
+extern "x86-interrupt" fn legacy_pic_spurious(_frame: InterruptStackFrame) {
+    // The legacy PICs are masked; a spurious IRQ 7/15 needs no acknowledgement.
+}
+
+extern "x86-interrupt" fn timer(_frame: InterruptStackFrame) {
+    crate::irq::timer();
+    apic::end_of_interrupt();
+}
+
+extern "x86-interrupt" fn com1(_frame: InterruptStackFrame) {
+    crate::irq::console_input();
+    apic::end_of_interrupt();
+}
+
+extern "x86-interrupt" fn com2(_frame: InterruptStackFrame) {
+    crate::irq::doorbell();
+    apic::end_of_interrupt();
+}
+
+extern "x86-interrupt" fn wake(_frame: InterruptStackFrame) {
+    apic::end_of_interrupt();
+}
+
+extern "x86-interrupt" fn apic_error(_frame: InterruptStackFrame) {
+    let status = apic::read_error_status();
+    log::error!("local APIC error, ESR {:#x}", status);
+    apic::end_of_interrupt();
+}
+
+extern "x86-interrupt" fn spurious(_frame: InterruptStackFrame) {}

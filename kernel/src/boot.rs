@@ -1,0 +1,71 @@
+//! First boot: the bootloader's configuration and the kernel's init sequence.
+//!
+//! `kernel_main` reads as the list of steps; the resume path of a swap
+//! (`update::resume`) is its mirror and follows the same order.
+
+use bootloader_api::config::{BootloaderConfig, Mapping};
+use bootloader_api::BootInfo;
+use x86_64::instructions::interrupts;
+
+use crate::bootargs::{self, Mode};
+use crate::memory::layout::{BOOTLOADER_DYNAMIC, BSP_STACK_SIZE, KERNEL_IMAGE, PHYS_MAP, STACKS};
+use crate::{arch, console, cpu, drivers, interrupts as routing, machine, memory, sched, selftest, smp, tasks, time};
+
+/// Fixed mappings, so that every address a swap relies on is known in advance; the
+/// bootloader's own dynamic mappings are confined below the kernel's top 512 GiB, which
+/// is the reserved growth window (see `memory::layout`).
+pub static BOOTLOADER_CONFIG: BootloaderConfig = {
+    let mut config = BootloaderConfig::new_default();
+    config.mappings.kernel_base = Mapping::FixedAddress(KERNEL_IMAGE.start);
+    config.mappings.physical_memory = Some(Mapping::FixedAddress(PHYS_MAP));
+    config.mappings.kernel_stack = Mapping::FixedAddress(STACKS);
+    config.mappings.dynamic_range_start = Some(BOOTLOADER_DYNAMIC.start);
+    config.mappings.dynamic_range_end = Some(BOOTLOADER_DYNAMIC.start + BOOTLOADER_DYNAMIC.len - 1);
+    config.kernel_stack_size = BSP_STACK_SIZE;
+    config
+};
+
+fn must<T, E: core::fmt::Display>(result: Result<T, E>, step: &str) -> T {
+    match result {
+        Ok(v) => v,
+        Err(e) => panic!("boot step `{step}` failed: {e}"),
+    }
+}
+
+/// The kernel's entry at first boot (interrupts are disabled).
+pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
+    let boot_tsc = arch::tsc::read();
+    console::init(log::LevelFilter::Info);
+    time::init(arch::tsc::calibrate(10), boot_tsc);
+    let args = bootargs::read();
+    console::set_level(args.log);
+    log::info!("hotkernel {} booting (TSC {} MHz)", crate::identity::describe(), time::tsc_hz() / 1_000_000);
+
+    must(memory::init_first_boot(boot_info), "memory");
+    arch::pic::disable();
+    let rsdp = boot_info.rsdp_addr.into_option();
+    let platform = must(arch::acpi::read_platform(rsdp, memory::phys_offset()), "ACPI");
+    must(machine::init_first_boot(boot_info, &platform), "device mappings");
+    must(smp::register_cpus(true), "CPU stacks");
+    smp::calibrate_timer();
+    smp::init_this_cpu(cpu::get(cpu::CpuId::BSP).expect("BSP registered"));
+    drivers::doorbell::init();
+    routing::route_isa_lines();
+    must(drivers::mailbox::discover(), "mailbox");
+    crate::update::init_first_boot();
+    log::info!("cpu 0 online (apic {})", arch::apic::id());
+    smp::start_application_processors();
+    tasks::spawn_demo(tasks::Workload { compute_tasks: args.tasks, pace_us: args.pace_us });
+    log::info!(
+        "{} CPUs online, {} tasks, {} MiB free",
+        cpu::count(),
+        sched::task_count(),
+        memory::free_frames() * 4096 >> 20
+    );
+    interrupts::enable();
+    match args.mode {
+        Mode::Run => sched::run(),
+        Mode::SelfTest => selftest::run(),
+        Mode::Panic => panic!("deliberate panic (boot option mode=panic)"),
+    }
+}

@@ -1,0 +1,80 @@
+//! This image, as it is loaded: its base, its segments and its GNU build id, read from
+//! its own ELF and program headers (the first loadable segment starts at file offset 0,
+//! so they are mapped at the base).
+
+use object::elf::{FileHeader64, PT_LOAD, PT_NOTE, NT_GNU_BUILD_ID, PF_W, PF_X};
+use object::read::elf::{FileHeader, ProgramHeader};
+use object::LittleEndian;
+
+use crate::memory::layout::KERNEL_IMAGE;
+
+/// A loadable segment of the running image (addresses are virtual, absolute).
+#[derive(Debug, Clone, Copy)]
+pub struct Segment {
+    pub start: u64,
+    pub mem_size: u64,
+    pub writable: bool,
+    pub executable: bool,
+}
+
+/// The running image's headers: at most the first 4 KiB page.
+fn header_bytes() -> &'static [u8] {
+    // SAFETY: the first page of the image holds the ELF header and program headers
+    // (first PT_LOAD at offset 0, linked with separate loadable segments); it is mapped
+    // read-only for the life of the image.
+    unsafe { core::slice::from_raw_parts(KERNEL_IMAGE.start as *const u8, 4096) }
+}
+
+fn header() -> &'static FileHeader64<LittleEndian> {
+    FileHeader64::<LittleEndian>::parse(header_bytes()).expect("the running image has a valid ELF header")
+}
+
+/// The loadable segments.
+pub fn segments() -> impl Iterator<Item = Segment> {
+    let h = header();
+    let phdrs = h.program_headers(LittleEndian, header_bytes()).expect("program headers in the first page");
+    phdrs.iter().filter(|p| p.p_type(LittleEndian) == PT_LOAD).map(|p| {
+        let flags = p.p_flags(LittleEndian);
+        Segment {
+            start: KERNEL_IMAGE.start + p.p_vaddr(LittleEndian),
+            mem_size: p.p_memsz(LittleEndian),
+            writable: flags & PF_W != 0,
+            executable: flags & PF_X != 0,
+        }
+    })
+}
+
+/// Bytes from the base to the end of the last segment, rounded up to a page.
+pub fn span() -> u64 {
+    segments().map(|s| s.start + s.mem_size - KERNEL_IMAGE.start).max().unwrap_or(0).next_multiple_of(4096)
+}
+
+/// The GNU build id (20 bytes for `--build-id=sha1`), zero-padded to 32.
+pub fn build_id() -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let h = header();
+    let Ok(phdrs) = h.program_headers(LittleEndian, header_bytes()) else { return out };
+    for p in phdrs.iter().filter(|p| p.p_type(LittleEndian) == PT_NOTE) {
+        let start = KERNEL_IMAGE.start + p.p_vaddr(LittleEndian);
+        let len = p.p_memsz(LittleEndian) as usize;
+        // SAFETY: PT_NOTE lies inside a loaded read-only segment of this image.
+        let data = unsafe { core::slice::from_raw_parts(start as *const u8, len) };
+        // Notes: namesz, descsz, type, name (padded to 4), desc (padded to 4).
+        let mut at = 0;
+        while at + 12 <= data.len() {
+            let word = |i: usize| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]) as usize;
+            let (namesz, descsz, kind) = (word(at), word(at + 4), word(at + 8) as u32);
+            let desc = at + 12 + namesz.next_multiple_of(4);
+            if desc + descsz > data.len() {
+                break;
+            }
+            if kind == NT_GNU_BUILD_ID {
+                let n = descsz.min(32);
+                out[..n].copy_from_slice(&data[desc..desc + n]);
+                return out;
+            }
+            at = desc + descsz.next_multiple_of(4);
+        }
+    }
+    out
+}

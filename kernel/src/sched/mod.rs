@@ -1,0 +1,96 @@
+//! The scheduler: every CPU runs [`run`], stepping the ready tasks of its own run queue
+//! round-robin and halting when none is ready.
+//!
+//! Between two steps the CPU passes the quiesce checkpoint, the safe point where it
+//! parks when a swap or a patch asks it to: no task is ever stopped in the middle of a
+//! step, so every task's state is whole when it is exported.
+
+pub mod queue;
+pub mod task;
+
+use alloc::boxed::Box;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+pub use queue::RunQueue;
+pub use task::{Task, TaskId};
+use updater::records::entry::TaskEntry as _;
+use x86_64::instructions::interrupts;
+
+use crate::cpu::{self, CpuId};
+use crate::time::{self, Duration};
+use crate::{quiesce, tasks};
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+static FIRST_STEP_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// A fresh task id (ids are never reused; after a swap, numbering continues above the
+/// highest imported id).
+pub fn next_task_id() -> TaskId {
+    TaskId(NEXT_ID.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Makes sure new ids start above `id`.
+pub fn reserve_ids_through(id: u32) {
+    NEXT_ID.fetch_max(id + 1, Ordering::Relaxed);
+}
+
+/// Places `task` on its pinned CPU, or else on the registered CPU with the fewest tasks.
+pub fn place(task: Box<Task>) {
+    let target = match task.entry.affinity() {
+        Some(cpu) if (cpu as usize) < cpu::count() => CpuId::new(cpu as usize),
+        _ => cpu::all().min_by_key(|c| c.queue.len()).map(|c| c.id).unwrap_or(CpuId::BSP),
+    };
+    cpu::get(target).expect("target CPU is registered").queue.push(task);
+}
+
+/// Total tasks on all run queues.
+pub fn task_count() -> usize {
+    cpu::all().map(|c| c.queue.len()).sum()
+}
+
+/// The calling CPU's scheduler loop.
+pub fn run() -> ! {
+    let me = cpu::current();
+    me.online.store(true, Ordering::Release);
+    loop {
+        quiesce::checkpoint();
+        if !run_one(me) {
+            idle(me);
+        }
+    }
+}
+
+/// Steps the first ready task of the calling CPU's queue; false if none was ready.
+pub fn run_one(me: &'static cpu::Cpu) -> bool {
+    let Some(mut task) = me.queue.pop_ready(time::now().ticks()) else {
+        return false;
+    };
+    let next = tasks::step(&mut task, me.id);
+    task.entry.note_step(me.id.index() as u16);
+    me.steps.fetch_add(1, Ordering::Relaxed);
+    if me.first_step_tsc.load(Ordering::Relaxed) == 0 {
+        me.first_step_tsc.store(time::now().ticks(), Ordering::Relaxed);
+        if !FIRST_STEP_LOGGED.swap(true, Ordering::AcqRel) {
+            log::info!("first task step ({} on {})", task.id(), me.id);
+        }
+    }
+    let delay = match next {
+        tasks::Next::Period => Duration::from_micros(task.entry.period_us() as u64),
+        tasks::Next::After(d) => d,
+    };
+    task.wake_at = time::now().ticks() + time::duration_to_ticks(delay);
+    me.queue.push(task);
+    true
+}
+
+/// Halts until the next interrupt unless something is ready or a park was requested.
+fn idle(me: &cpu::Cpu) {
+    interrupts::disable();
+    if quiesce::park_requested() || me.queue.has_ready(time::now().ticks()) {
+        interrupts::enable();
+    } else {
+        // `sti; hlt` is atomic with respect to interrupts: a wake IPI sent after the
+        // check above ends the halt.
+        interrupts::enable_and_hlt();
+    }
+}

@@ -1,0 +1,62 @@
+//! A CPU's run queue: the tasks that CPU steps, in round-robin order.
+//!
+//! Only the owning CPU pops and pushes while the kernel runs; other CPUs touch a queue
+//! only while its owner is parked (export, snapshot) or before it starts (spawn), so the
+//! lock is uncontended in the steady state.
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+
+use spin::Mutex;
+
+use super::task::Task;
+
+pub struct RunQueue {
+    tasks: Mutex<VecDeque<Box<Task>>>,
+}
+
+impl RunQueue {
+    pub const fn new() -> Self {
+        Self { tasks: Mutex::new(VecDeque::new()) }
+    }
+
+    pub fn push(&self, task: Box<Task>) {
+        self.tasks.lock().push_back(task);
+    }
+
+    /// Takes the first task whose wake time has come, rotating the ones passed over to
+    /// the back so that every task gets its turn.
+    pub fn pop_ready(&self, now: u64) -> Option<Box<Task>> {
+        let mut tasks = self.tasks.lock();
+        for _ in 0..tasks.len() {
+            let task = tasks.pop_front()?;
+            if task.wake_at <= now {
+                return Some(task);
+            }
+            tasks.push_back(task);
+        }
+        None
+    }
+
+    /// Whether any task is ready at `now`.
+    pub fn has_ready(&self, now: u64) -> bool {
+        self.tasks.lock().iter().any(|t| t.wake_at <= now)
+    }
+
+    pub fn len(&self) -> usize {
+        self.tasks.lock().len()
+    }
+
+    /// Runs `f` over every task in the queue (in order).
+    pub fn for_each(&self, mut f: impl FnMut(&Task)) {
+        for task in self.tasks.lock().iter() {
+            f(task);
+        }
+    }
+
+    /// Removes and returns every task.
+    pub fn drain(&self) -> Vec<Box<Task>> {
+        self.tasks.lock().drain(..).collect()
+    }
+}

@@ -1,0 +1,36 @@
+//! A task: its table entry (in this kernel's schema version), its state, and when it
+//! may run next. Tasks run to completion: a step is a function call that returns.
+
+use updater::records::entry::TaskEntry as _;
+use updater::records::TaskKind;
+
+use crate::schema::TaskEntry;
+use crate::tasks::TaskState;
+
+/// A task's identifier, unique for the life of the machine (it crosses swaps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskId(pub u32);
+
+impl core::fmt::Display for TaskId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+pub struct Task {
+    /// The scheduler's record of the task (the task-table entry that crosses a swap).
+    pub entry: TaskEntry,
+    /// The task's own state (its kind's record).
+    pub state: TaskState,
+    /// TSC value before which the task does not run.
+    pub wake_at: u64,
+}
+
+impl Task {
+    pub fn id(&self) -> TaskId {
+        TaskId(self.entry.id())
+    }
+    pub fn kind(&self) -> TaskKind {
+        self.entry.kind()
+    }
+}

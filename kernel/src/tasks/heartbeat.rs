@@ -1,0 +1,76 @@
+//! `heartbeat`: once a second, one progress line: CPUs online, steps per second on each
+//! CPU, and what each demo kind has done. Tasks being stepped at that instant on other
+//! CPUs are not counted (the line is a view, not a snapshot; the mailbox snapshot is
+//! the exact one).
+
+use alloc::collections::BTreeMap;
+use core::fmt::Write;
+use core::sync::atomic::Ordering;
+
+use spin::Mutex;
+use updater::records::TaskKind;
+
+use crate::cpu::{self, MAX_CPUS};
+use crate::schema::Heartbeat;
+use crate::tasks::{observe, pipeline, Next, TaskState};
+use crate::time::{self, Duration};
+
+/// Steps per CPU at the previous beat (runtime only).
+static LAST_STEPS: Mutex<[u64; MAX_CPUS]> = Mutex::new([0; MAX_CPUS]);
+
+pub fn initial() -> Heartbeat {
+    Heartbeat { beats: 0, last_total_steps: 0 }
+}
+
+#[inline(never)]
+pub fn step(state: &mut Heartbeat) -> Next {
+    state.beats += 1;
+    let mut line = heapless_line();
+    let secs = time::since_boot().as_secs();
+    let _ = write!(line, "progress {secs:>4}s | {}/{} cpus | steps/s", cpu::online_count(), cpu::count());
+    let mut last = LAST_STEPS.lock();
+    let mut total = 0;
+    for c in cpu::all() {
+        let steps = c.steps.load(Ordering::Relaxed);
+        let _ = write!(line, " {}", steps.saturating_sub(last[c.id.index()]));
+        last[c.id.index()] = steps;
+        total += steps;
+    }
+    state.last_total_steps = total;
+    // Per kind: number of tasks and the sum of their first observed value.
+    let mut kinds: BTreeMap<u16, (u64, u64, u64)> = BTreeMap::new();
+    for c in cpu::all() {
+        c.queue.for_each(|t| {
+            let v = observe(&t.state);
+            let e = kinds.entry(t.kind().raw()).or_insert((0, 0, 0));
+            e.0 += 1;
+            // LCGs show their step count; everything else its first value.
+            let shown = if let TaskState::Lcg(_) = t.state { v[1] } else { v[0] };
+            e.1 = e.1.wrapping_add(shown);
+            if let TaskState::Consumer(_) = t.state {
+                e.2 += v[2];
+            }
+        });
+    }
+    for (kind, (n, sum, errors)) in kinds {
+        let kind = TaskKind::from_raw(kind);
+        match kind {
+            TaskKind::LCG => {
+                let _ = write!(line, " | lcg {n} Σsteps {sum}");
+            }
+            TaskKind::CONSUMER => {
+                let _ = write!(line, " | consumer {n} received {sum} errors {errors} in-flight {}", pipeline::in_flight());
+            }
+            TaskKind::SERVICE | TaskKind::HEARTBEAT | TaskKind::PRODUCER => {}
+            _ => {
+                let _ = write!(line, " | {kind} {n} Σ{sum}");
+            }
+        }
+    }
+    log::info!("{line}");
+    Next::After(Duration::from_secs(1))
+}
+
+fn heapless_line() -> alloc::string::String {
+    alloc::string::String::with_capacity(256)
+}
