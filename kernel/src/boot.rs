@@ -9,7 +9,10 @@ use x86_64::instructions::interrupts;
 
 use crate::bootargs::{self, Mode};
 use crate::memory::layout::{BOOTLOADER_DYNAMIC, BSP_STACK_SIZE, KERNEL_IMAGE, PHYS_MAP, STACKS};
-use crate::{arch, console, cpu, drivers, interrupts as routing, machine, memory, sched, selftest, smp, tasks, time};
+use crate::{
+    arch, console, cpu, drivers, interrupts as routing, machine, memory, sched, selftest, smp,
+    tasks, time,
+};
 
 /// Fixed mappings, so that every address a swap relies on is known in advance; the
 /// bootloader's own dynamic mappings are confined below the kernel's top 512 GiB, which
@@ -39,13 +42,23 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     time::init(arch::tsc::calibrate(10), boot_tsc);
     let args = bootargs::read();
     console::set_level(args.log);
-    log::info!("hotkernel {} booting (TSC {} MHz)", crate::identity::describe(), time::tsc_hz() / 1_000_000);
+    log::info!(
+        "hotkernel {} booting (TSC {} MHz)",
+        crate::identity::describe(),
+        time::tsc_hz() / 1_000_000
+    );
 
     must(memory::init_first_boot(boot_info), "memory");
     arch::pic::disable();
     let rsdp = boot_info.rsdp_addr.into_option();
-    let platform = must(arch::acpi::read_platform(rsdp, memory::phys_offset()), "ACPI");
-    must(machine::init_first_boot(boot_info, &platform), "device mappings");
+    let platform = must(
+        arch::acpi::read_platform(rsdp, memory::phys_offset()),
+        "ACPI",
+    );
+    must(
+        machine::init_first_boot(boot_info, &platform),
+        "device mappings",
+    );
     must(smp::register_cpus(true), "CPU stacks");
     smp::calibrate_timer();
     smp::init_this_cpu(cpu::get(cpu::CpuId::BSP).expect("BSP registered"));
@@ -55,7 +68,10 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     crate::update::init_first_boot();
     log::info!("cpu 0 online (apic {})", arch::apic::id());
     smp::start_application_processors();
-    tasks::spawn_demo(tasks::Workload { compute_tasks: args.tasks, pace_us: args.pace_us });
+    tasks::spawn_demo(tasks::Workload {
+        compute_tasks: args.tasks,
+        pace_us: args.pace_us,
+    });
     log::info!(
         "{} CPUs online, {} tasks, {} MiB free",
         cpu::count(),

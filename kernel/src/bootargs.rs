@@ -33,7 +33,12 @@ pub struct BootArgs {
 
 impl Default for BootArgs {
     fn default() -> Self {
-        Self { mode: Mode::Run, log: LevelFilter::Info, tasks: 8, pace_us: 1000 }
+        Self {
+            mode: Mode::Run,
+            log: LevelFilter::Info,
+            tasks: 8,
+            pace_us: 1000,
+        }
     }
 }
 
@@ -60,7 +65,10 @@ pub fn read() -> BootArgs {
             .map(|m| args.mode = m)
             .is_some(),
             "log" => value.parse::<LevelFilter>().map(|l| args.log = l).is_ok(),
-            "tasks" => value.parse::<usize>().map(|n| args.tasks = n.clamp(2, 8192)).is_ok(),
+            "tasks" => value
+                .parse::<usize>()
+                .map(|n| args.tasks = n.clamp(2, 8192))
+                .is_ok(),
             "pace" => value.parse::<u32>().map(|p| args.pace_us = p).is_ok(),
             _ => false,
         };

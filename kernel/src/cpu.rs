@@ -77,7 +77,8 @@ unsafe impl Sync for Cpu {}
 // SAFETY: as above.
 unsafe impl Send for Cpu {}
 
-static CPUS: [AtomicPtr<Cpu>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+static CPUS: [AtomicPtr<Cpu>; MAX_CPUS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 
 /// Creates the per-CPU state of CPU `id` (APIC id `apic_id`). Registration happens on

@@ -2,7 +2,7 @@
 //! its own ELF and program headers (the first loadable segment starts at file offset 0,
 //! so they are mapped at the base).
 
-use object::elf::{FileHeader64, PT_LOAD, PT_NOTE, NT_GNU_BUILD_ID, PF_W, PF_X};
+use object::elf::{FileHeader64, NT_GNU_BUILD_ID, PF_W, PF_X, PT_LOAD, PT_NOTE};
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::LittleEndian;
 
@@ -26,34 +26,46 @@ fn header_bytes() -> &'static [u8] {
 }
 
 fn header() -> &'static FileHeader64<LittleEndian> {
-    FileHeader64::<LittleEndian>::parse(header_bytes()).expect("the running image has a valid ELF header")
+    FileHeader64::<LittleEndian>::parse(header_bytes())
+        .expect("the running image has a valid ELF header")
 }
 
 /// The loadable segments.
 pub fn segments() -> impl Iterator<Item = Segment> {
     let h = header();
-    let phdrs = h.program_headers(LittleEndian, header_bytes()).expect("program headers in the first page");
-    phdrs.iter().filter(|p| p.p_type(LittleEndian) == PT_LOAD).map(|p| {
-        let flags = p.p_flags(LittleEndian);
-        Segment {
-            start: KERNEL_IMAGE.start + p.p_vaddr(LittleEndian),
-            mem_size: p.p_memsz(LittleEndian),
-            writable: flags & PF_W != 0,
-            executable: flags & PF_X != 0,
-        }
-    })
+    let phdrs = h
+        .program_headers(LittleEndian, header_bytes())
+        .expect("program headers in the first page");
+    phdrs
+        .iter()
+        .filter(|p| p.p_type(LittleEndian) == PT_LOAD)
+        .map(|p| {
+            let flags = p.p_flags(LittleEndian);
+            Segment {
+                start: KERNEL_IMAGE.start + p.p_vaddr(LittleEndian),
+                mem_size: p.p_memsz(LittleEndian),
+                writable: flags & PF_W != 0,
+                executable: flags & PF_X != 0,
+            }
+        })
 }
 
 /// Bytes from the base to the end of the last segment, rounded up to a page.
 pub fn span() -> u64 {
-    segments().map(|s| s.start + s.mem_size - KERNEL_IMAGE.start).max().unwrap_or(0).next_multiple_of(4096)
+    segments()
+        .map(|s| s.start + s.mem_size - KERNEL_IMAGE.start)
+        .max()
+        .unwrap_or(0)
+        .next_multiple_of(4096)
 }
 
 /// The GNU build id (20 bytes for `--build-id=sha1`), zero-padded to 32.
 pub fn build_id() -> [u8; 32] {
     let mut out = [0u8; 32];
     let h = header();
-    let Ok(phdrs) = h.program_headers(LittleEndian, header_bytes()) else { return out };
+    let Ok(phdrs) = h.program_headers(LittleEndian, header_bytes()) else {
+        return out;
+    };
     for p in phdrs.iter().filter(|p| p.p_type(LittleEndian) == PT_NOTE) {
         let start = KERNEL_IMAGE.start + p.p_vaddr(LittleEndian);
         let len = p.p_memsz(LittleEndian) as usize;
@@ -62,7 +74,9 @@ pub fn build_id() -> [u8; 32] {
         // Notes: namesz, descsz, type, name (padded to 4), desc (padded to 4).
         let mut at = 0;
         while at + 12 <= data.len() {
-            let word = |i: usize| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]) as usize;
+            let word = |i: usize| {
+                u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]) as usize
+            };
             let (namesz, descsz, kind) = (word(at), word(at + 4), word(at + 8) as u32);
             let desc = at + 12 + namesz.next_multiple_of(4);
             if desc + descsz > data.len() {

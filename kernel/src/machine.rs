@@ -10,11 +10,13 @@ use alloc::vec::Vec;
 use bootloader_api::info::MemoryRegionKind;
 use bootloader_api::BootInfo;
 use spin::Mutex;
-use updater::records::machine::{IsaLine, MemoryRegion, V1 as MachineRecord, MAX_CPUS, MAX_MEMORY_REGIONS};
+use updater::records::machine::{
+    IsaLine, MemoryRegion, MAX_CPUS, MAX_MEMORY_REGIONS, V1 as MachineRecord,
+};
 
 use crate::arch::acpi::Platform;
-use crate::arch::ioapic::{IoApic, LineMode};
 use crate::arch::apic;
+use crate::arch::ioapic::{IoApic, LineMode};
 use crate::memory::layout::{DEVICES, HANDOFF, HEAP, KERNEL_IMAGE, STAGING_BUFFER};
 use crate::memory::{self, paging::MapError, MMIO};
 use crate::{image, time};
@@ -27,7 +29,10 @@ fn mode_bits(mode: LineMode) -> u32 {
 
 /// Line mode from the record's bits.
 pub fn line_mode(line: IsaLine) -> LineMode {
-    LineMode { active_low: line.mode & 1 != 0, level_triggered: line.mode & 2 != 0 }
+    LineMode {
+        active_low: line.mode & 1 != 0,
+        level_triggered: line.mode & 2 != 0,
+    }
 }
 
 /// Maps `len` bytes of device registers at physical `phys` into the device window
@@ -43,7 +48,11 @@ pub fn map_shared(phys: u64, len: u64) -> Result<u64, MapError> {
     Ok(virt)
 }
 
-fn map_into_window(phys: u64, len: u64, flags: x86_64::structures::paging::PageTableFlags) -> Result<u64, MapError> {
+fn map_into_window(
+    phys: u64,
+    len: u64,
+    flags: x86_64::structures::paging::PageTableFlags,
+) -> Result<u64, MapError> {
     let mut guard = MACHINE.lock();
     let m = guard.as_mut().expect("machine record exists");
     let virt = m.device_window_next;
@@ -53,7 +62,10 @@ fn map_into_window(phys: u64, len: u64, flags: x86_64::structures::paging::PageT
     // into the device window, which no other code uses.
     memory::with_tables(|t| unsafe { t.map_physical(virt, phys - offset, size, flags) })?;
     m.device_window_next += size + 4096; // leave a guard page between devices
-    assert!(m.device_window_next < DEVICES.end(), "device window exhausted");
+    assert!(
+        m.device_window_next < DEVICES.end(),
+        "device window exhausted"
+    );
     Ok(virt + offset)
 }
 
@@ -68,11 +80,20 @@ pub fn init_first_boot(boot_info: &BootInfo, platform: &Platform) -> Result<(), 
             MemoryRegionKind::Bootloader => 1,
             _ => 2,
         };
-        memory_map[n] = MemoryRegion { start: r.start, end: r.end, kind };
+        memory_map[n] = MemoryRegion {
+            start: r.start,
+            end: r.end,
+            kind,
+        };
         n += 1;
     }
     let mut cpu_apic_ids = [0u32; MAX_CPUS];
-    let cpus: Vec<u32> = platform.processors.iter().take(MAX_CPUS).map(|p| p.apic_id).collect();
+    let cpus: Vec<u32> = platform
+        .processors
+        .iter()
+        .take(MAX_CPUS)
+        .map(|p| p.apic_id)
+        .collect();
     cpu_apic_ids[..cpus.len()].copy_from_slice(&cpus);
     let bitmap = memory::frame_bitmap();
     let io = platform.io_apics.first().copied();
@@ -97,8 +118,14 @@ pub fn init_first_boot(boot_info: &BootInfo, platform: &Platform) -> Result<(), 
         ioapic_phys: io.map_or(0, |i| i.phys),
         ioapic_virt: 0,
         ioapic_gsi_base: io.map_or(0, |i| i.gsi_base),
-        com1: IsaLine { gsi: com1.gsi, mode: mode_bits(com1.mode) },
-        com2: IsaLine { gsi: com2.gsi, mode: mode_bits(com2.mode) },
+        com1: IsaLine {
+            gsi: com1.gsi,
+            mode: mode_bits(com1.mode),
+        },
+        com2: IsaLine {
+            gsi: com2.gsi,
+            mode: mode_bits(com2.mode),
+        },
         mailbox: (0, 0, 0),
         device_window_next: DEVICES.start,
         cpu_apic_ids,

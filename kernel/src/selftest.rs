@@ -16,7 +16,10 @@ use crate::{println, sched};
 type TestResult = Result<(), String>;
 
 const TESTS: &[(&str, fn() -> TestResult)] = &[
-    ("frame allocator returns distinct frames and takes them back", frames),
+    (
+        "frame allocator returns distinct frames and takes them back",
+        frames,
+    ),
     ("heap allocates and frees", heap),
     ("page tables map, translate and unmap", paging),
     ("TSC is calibrated and monotonic", tsc),
@@ -62,7 +65,10 @@ fn frames() -> TestResult {
         return Err(format!("duplicate frames handed out: {taken:?}"));
     }
     if memory::free_frames() != before - 8 {
-        return Err(format!("free count {} after taking 8 of {before}", memory::free_frames()));
+        return Err(format!(
+            "free count {} after taking 8 of {before}",
+            memory::free_frames()
+        ));
     }
     let mut f = memory::FRAMES.lock();
     let f = f.as_mut().ok_or("no frame allocator")?;
@@ -70,7 +76,9 @@ fn frames() -> TestResult {
         f.deallocate(frame);
     }
     let after = f.free_frames();
-    (after == before).then_some(()).ok_or(format!("free frames {after} after giving back, {before} before"))
+    (after == before).then_some(()).ok_or(format!(
+        "free frames {after} after giving back, {before} before"
+    ))
 }
 
 fn heap() -> TestResult {
@@ -83,23 +91,29 @@ fn heap() -> TestResult {
         }
     }
     let (used_after, _) = memory::heap::usage();
-    (used_after == used_before).then_some(()).ok_or(format!("{used_before} bytes used before, {used_after} after"))
+    (used_after == used_before).then_some(()).ok_or(format!(
+        "{used_before} bytes used before, {used_after} after"
+    ))
 }
 
 fn paging() -> TestResult {
     // A page in the patch area, which nothing uses yet.
     let virt = layout::PATCH_AREA.end() - 4096;
     memory::with_tables(|t| t.map_fresh(virt, 4096, DATA)).map_err(|e| format!("map: {e}"))?;
-    let (phys, _) = memory::with_tables(|t| t.translate(virt)).ok_or("mapped page does not translate")?;
+    let (phys, _) =
+        memory::with_tables(|t| t.translate(virt)).ok_or("mapped page does not translate")?;
     // SAFETY: the page was just mapped writable for this test only.
     unsafe { core::ptr::write_volatile(virt as *mut u64, 0x1234_5678) };
     // SAFETY: physical memory is mapped at phys_offset; `phys` is that page.
-    let through_phys = unsafe { core::ptr::read_volatile(memory::phys_to_virt(phys) as *const u64) };
+    let through_phys =
+        unsafe { core::ptr::read_volatile(memory::phys_to_virt(phys) as *const u64) };
     memory::with_tables(|t| t.unmap(virt, 4096, true)).map_err(|e| format!("unmap: {e}"))?;
     if memory::with_tables(|t| t.translate(virt)).is_some() {
         return Err("page still translates after unmap".into());
     }
-    (through_phys == 0x1234_5678).then_some(()).ok_or(format!("read {through_phys:#x} through the physical mapping"))
+    (through_phys == 0x1234_5678).then_some(()).ok_or(format!(
+        "read {through_phys:#x} through the physical mapping"
+    ))
 }
 
 fn tsc() -> TestResult {
@@ -113,7 +127,9 @@ fn tsc() -> TestResult {
 }
 
 fn timer_ticks() -> TestResult {
-    let before: Vec<u64> = cpu::all().map(|c| c.ticks.load(Ordering::Relaxed)).collect();
+    let before: Vec<u64> = cpu::all()
+        .map(|c| c.ticks.load(Ordering::Relaxed))
+        .collect();
     let deadline = time::now() + Duration::from_secs(5);
     loop {
         let stalled: Vec<usize> = cpu::all()
@@ -136,15 +152,28 @@ fn all_cpus_run_tasks() -> TestResult {
     let me = cpu::get(CpuId::BSP).ok_or("no BSP")?;
     loop {
         sched::run_one(me);
-        let idle: Vec<usize> =
-            cpu::all().filter(|c| c.steps.load(Ordering::Relaxed) == 0).map(|c| c.id.index()).collect();
-        let offline: Vec<usize> = cpu::all().filter(|c| c.id != CpuId::BSP && !c.online.load(Ordering::Acquire)).map(|c| c.id.index()).collect();
+        let idle: Vec<usize> = cpu::all()
+            .filter(|c| c.steps.load(Ordering::Relaxed) == 0)
+            .map(|c| c.id.index())
+            .collect();
+        let offline: Vec<usize> = cpu::all()
+            .filter(|c| c.id != CpuId::BSP && !c.online.load(Ordering::Acquire))
+            .map(|c| c.id.index())
+            .collect();
         if idle.is_empty() && offline.is_empty() {
-            println!("selftest: {} CPUs ran {} task steps", cpu::count(), cpu::all().map(|c| c.steps.load(Ordering::Relaxed)).sum::<u64>());
+            println!(
+                "selftest: {} CPUs ran {} task steps",
+                cpu::count(),
+                cpu::all()
+                    .map(|c| c.steps.load(Ordering::Relaxed))
+                    .sum::<u64>()
+            );
             return Ok(());
         }
         if time::now() > deadline {
-            return Err(format!("after 10 s, CPUs {offline:?} offline and {idle:?} without a task step"));
+            return Err(format!(
+                "after 10 s, CPUs {offline:?} offline and {idle:?} without a task step"
+            ));
         }
     }
 }

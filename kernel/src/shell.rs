@@ -15,7 +15,11 @@ struct LineBuffer {
     ready: bool,
 }
 
-static LINE: Mutex<LineBuffer> = Mutex::new(LineBuffer { bytes: [0; LINE_MAX], len: 0, ready: false });
+static LINE: Mutex<LineBuffer> = Mutex::new(LineBuffer {
+    bytes: [0; LINE_MAX],
+    len: 0,
+    ready: false,
+});
 
 /// Called from the COM1 interrupt: appends a byte; a newline completes the line.
 pub fn push_byte(byte: u8) {
@@ -57,14 +61,24 @@ pub fn run_pending() {
             for c in cpu::all() {
                 c.queue.for_each(|t| {
                     let v = tasks::observe(&t.state);
-                    crate::println!("{:>6} {:<14} {} steps={:<10} {:?}", t.id(), t.kind().name(), c.id, task_steps(t), v);
+                    crate::println!(
+                        "{:>6} {:<14} {} steps={:<10} {:?}",
+                        t.id(),
+                        t.kind().name(),
+                        c.id,
+                        task_steps(t),
+                        v
+                    );
                 });
             }
             crate::println!("{} tasks", sched::task_count());
         }
         "mem" => {
             let (used, free) = memory::heap::usage();
-            crate::println!("frames free: {}  heap used: {used}  heap free: {free}", memory::free_frames());
+            crate::println!(
+                "frames free: {}  heap used: {used}  heap free: {free}",
+                memory::free_frames()
+            );
         }
         other => crate::println!("unknown command `{other}` (try `help`)"),
     }

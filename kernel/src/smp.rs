@@ -7,7 +7,9 @@ use core::sync::atomic::Ordering;
 use crate::arch::{self, apic, gdt, idt, idt::vector};
 use crate::cpu::{self, Cpu, CpuId};
 use crate::machine;
-use crate::memory::layout::{ist_top, stack_slot, stack_top, AP_STACK_SIZE, IST_OFFSET, IST_SIZE, KIB};
+use crate::memory::layout::{
+    ist_top, stack_slot, stack_top, AP_STACK_SIZE, IST_OFFSET, IST_SIZE, KIB,
+};
 use crate::memory::{self, paging::MapError, DATA};
 use crate::sched;
 
@@ -61,7 +63,11 @@ pub fn start_application_processors() {
         return;
     }
     for c in cpu::all().filter(|c| c.id != CpuId::BSP) {
-        let start = arch::smp::ApStart { apic_id: c.apic_id, stack_top: stack_top(c.id.index()), arg: c.id.index() as u64 };
+        let start = arch::smp::ApStart {
+            apic_id: c.apic_id,
+            stack_top: stack_top(c.id.index()),
+            arg: c.id.index() as u64,
+        };
         // SAFETY: the trampoline is installed; `ap_main` never returns and signals first;
         // the stack slot was mapped by `register_cpus` and belongs to this AP.
         match unsafe { arch::smp::start_ap(offset, start, ap_main) } {

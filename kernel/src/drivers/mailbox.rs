@@ -19,7 +19,10 @@ pub struct SharedMemory {
 
 /// Finds the ivshmem device and maps its shared memory; `None` if the VM has none.
 pub fn discover() -> Result<Option<SharedMemory>, MapError> {
-    let Some(f) = pci::scan().into_iter().find(|f| f.vendor == VENDOR && f.device == DEVICE) else {
+    let Some(f) = pci::scan()
+        .into_iter()
+        .find(|f| f.vendor == VENDOR && f.device == DEVICE)
+    else {
         return Ok(None);
     };
     let Some((phys, len)) = pci::memory_bar(f.address, 2) else {
@@ -27,6 +30,10 @@ pub fn discover() -> Result<Option<SharedMemory>, MapError> {
         return Ok(None);
     };
     let virt = machine::map_shared(phys, len)?;
-    log::info!("mailbox: ivshmem at {}, {} MiB shared at {phys:#x}", f.address, len >> 20);
+    log::info!(
+        "mailbox: ivshmem at {}, {} MiB shared at {phys:#x}",
+        f.address,
+        len >> 20
+    );
     Ok(Some(SharedMemory { phys, virt, len }))
 }

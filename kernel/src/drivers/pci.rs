@@ -21,7 +21,11 @@ impl core::fmt::Display for PciAddress {
 
 impl PciAddress {
     fn config_address(&self, offset: u8) -> u32 {
-        1 << 31 | (self.bus as u32) << 16 | (self.device as u32) << 11 | (self.function as u32) << 8 | (offset as u32 & 0xfc)
+        1 << 31
+            | (self.bus as u32) << 16
+            | (self.device as u32) << 11
+            | (self.function as u32) << 8
+            | (offset as u32 & 0xfc)
     }
 
     /// Reads the 32-bit configuration register at `offset`.
@@ -69,19 +73,33 @@ pub fn scan() -> Vec<PciFunction> {
 
 fn scan_bus(bus: u8, found: &mut Vec<PciFunction>) {
     for device in 0..32 {
-        let first = PciAddress { bus, device, function: 0 };
+        let first = PciAddress {
+            bus,
+            device,
+            function: 0,
+        };
         if first.vendor_device().0 == 0xffff {
             continue;
         }
         let multifunction = (first.read(0x0c) >> 16) & 0x80 != 0;
         for function in 0..if multifunction { 8 } else { 1 } {
-            let address = PciAddress { bus, device, function };
+            let address = PciAddress {
+                bus,
+                device,
+                function,
+            };
             let (vendor, device_id) = address.vendor_device();
             if vendor == 0xffff {
                 continue;
             }
             let class = address.read(0x08);
-            let f = PciFunction { address, vendor, device: device_id, class: (class >> 24) as u8, subclass: (class >> 16) as u8 };
+            let f = PciFunction {
+                address,
+                vendor,
+                device: device_id,
+                class: (class >> 24) as u8,
+                subclass: (class >> 16) as u8,
+            };
             found.push(f);
             let header_type = (address.read(0x0c) >> 16) & 0x7f;
             if f.class == 0x06 && f.subclass == 0x04 && header_type == 1 {

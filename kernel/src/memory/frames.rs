@@ -56,14 +56,25 @@ impl FrameAllocator {
             .find(|(start, end)| start + bitmap_frames * FRAME <= *end)
             .map(|(start, _)| start)
             .expect("no usable region can hold the frame bitmap");
-        let bitmap = FrameBitmap { phys: place, frames };
+        let bitmap = FrameBitmap {
+            phys: place,
+            frames,
+        };
         let words_ptr = (phys_offset + place) as *mut u64;
         // SAFETY: the bitmap frames are usable memory (caller contract) reserved below,
         // mapped at phys_offset, and u64-aligned (frame-aligned).
         let words = unsafe { core::slice::from_raw_parts_mut(words_ptr, bitmap.words()) };
         words.fill(u64::MAX);
-        let mut allocator = FrameAllocator { bitmap, words, free: 0, next: 0 };
-        for region in regions.iter().filter(|r| r.kind == MemoryRegionKind::Usable) {
+        let mut allocator = FrameAllocator {
+            bitmap,
+            words,
+            free: 0,
+            next: 0,
+        };
+        for region in regions
+            .iter()
+            .filter(|r| r.kind == MemoryRegionKind::Usable)
+        {
             let first = region.start.div_ceil(FRAME);
             let last = region.end / FRAME;
             for frame in first..last {
@@ -89,7 +100,12 @@ impl FrameAllocator {
         let used: u64 = words.iter().map(|w| w.count_ones() as u64).sum();
         let padding = bitmap.words() as u64 * 64 - bitmap.frames;
         let free = bitmap.frames + padding - used;
-        FrameAllocator { bitmap, words, free, next: 0 }
+        FrameAllocator {
+            bitmap,
+            words,
+            free,
+            next: 0,
+        }
     }
 
     /// What another kernel needs to adopt this allocator.

@@ -26,7 +26,11 @@ pub fn rebuild() {
     // SAFETY: the heap region is mapped writable (first boot: `init`; after a swap: by an
     // earlier kernel, recorded in the machine record), and nothing allocated from an
     // earlier allocator over it is used any more.
-    unsafe { ALLOCATOR.lock().init(HEAP.start as *mut u8, HEAP.len as usize) };
+    unsafe {
+        ALLOCATOR
+            .lock()
+            .init(HEAP.start as *mut u8, HEAP.len as usize)
+    };
 }
 
 /// Bytes in use and bytes free.

@@ -79,7 +79,11 @@ pub const IST_SIZE: u64 = 16 * KIB;
 
 /// Top of CPU `index`'s kernel stack (16-byte aligned).
 pub const fn stack_top(index: usize) -> u64 {
-    let size = if index == 0 { BSP_STACK_SIZE } else { AP_STACK_SIZE };
+    let size = if index == 0 {
+        BSP_STACK_SIZE
+    } else {
+        AP_STACK_SIZE
+    };
     stack_slot(index).start + 4 * KIB + size
 }
 

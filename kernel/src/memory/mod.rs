@@ -28,10 +28,13 @@ pub static PAGE_TABLES: Mutex<Option<PageTables>> = Mutex::new(None);
 static PHYS_OFFSET: AtomicU64 = AtomicU64::new(0);
 
 /// Flags of plain kernel data.
-pub const DATA: PageTableFlags =
-    PageTableFlags::PRESENT.union(PageTableFlags::WRITABLE).union(PageTableFlags::NO_EXECUTE);
+pub const DATA: PageTableFlags = PageTableFlags::PRESENT
+    .union(PageTableFlags::WRITABLE)
+    .union(PageTableFlags::NO_EXECUTE);
 /// Flags of device registers.
-pub const MMIO: PageTableFlags = DATA.union(PageTableFlags::NO_CACHE).union(PageTableFlags::WRITE_THROUGH);
+pub const MMIO: PageTableFlags = DATA
+    .union(PageTableFlags::NO_CACHE)
+    .union(PageTableFlags::WRITE_THROUGH);
 
 /// Why memory could not be set up.
 #[derive(Debug)]
@@ -50,9 +53,14 @@ impl From<MapError> for MemoryError {
 impl core::fmt::Display for MemoryError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            MemoryError::NoPhysicalMapping => write!(f, "the bootloader did not map physical memory"),
+            MemoryError::NoPhysicalMapping => {
+                write!(f, "the bootloader did not map physical memory")
+            }
             MemoryError::TrampolinePageTaken => {
-                write!(f, "physical page {TRAMPOLINE_PHYS:#x} (AP trampoline) is not free memory")
+                write!(
+                    f,
+                    "physical page {TRAMPOLINE_PHYS:#x} (AP trampoline) is not free memory"
+                )
             }
             MemoryError::Map(e) => write!(f, "{e}"),
         }
@@ -71,7 +79,10 @@ pub fn phys_to_virt(phys: u64) -> *mut u8 {
 
 /// Runs `f` with the page tables locked.
 pub fn with_tables<R>(f: impl FnOnce(&mut PageTables) -> R) -> R {
-    f(PAGE_TABLES.lock().as_mut().expect("page tables used before memory::init"))
+    f(PAGE_TABLES
+        .lock()
+        .as_mut()
+        .expect("page tables used before memory::init"))
 }
 
 /// Free physical frames.
@@ -81,13 +92,20 @@ pub fn free_frames() -> u64 {
 
 /// The frame bitmap's location (for the machine record).
 pub fn frame_bitmap() -> FrameBitmap {
-    FRAMES.lock().as_ref().expect("frame allocator not set up").bitmap()
+    FRAMES
+        .lock()
+        .as_ref()
+        .expect("frame allocator not set up")
+        .bitmap()
 }
 
 /// First boot: frame allocator from the memory map, page tables, heap, the staging
 /// buffer, the hand-off region and the identity-mapped trampoline page.
 pub fn init_first_boot(boot_info: &BootInfo) -> Result<(), MemoryError> {
-    let offset = boot_info.physical_memory_offset.into_option().ok_or(MemoryError::NoPhysicalMapping)?;
+    let offset = boot_info
+        .physical_memory_offset
+        .into_option()
+        .ok_or(MemoryError::NoPhysicalMapping)?;
     PHYS_OFFSET.store(offset, Ordering::Relaxed);
     // SAFETY: the bootloader maps all physical memory at `offset`, and its memory map's
     // usable regions are free when the kernel starts.
@@ -105,7 +123,12 @@ pub fn init_first_boot(boot_info: &BootInfo) -> Result<(), MemoryError> {
         // SAFETY: the trampoline frame was reserved above; mapping it at its own
         // address (executable) is what the AP needs the instant it enables paging.
         unsafe {
-            t.map_physical(TRAMPOLINE_PHYS, TRAMPOLINE_PHYS, 4096, PageTableFlags::PRESENT | PageTableFlags::WRITABLE)?
+            t.map_physical(
+                TRAMPOLINE_PHYS,
+                TRAMPOLINE_PHYS,
+                4096,
+                PageTableFlags::PRESENT | PageTableFlags::WRITABLE,
+            )?
         };
         Ok(())
     })

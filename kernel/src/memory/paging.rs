@@ -7,8 +7,8 @@
 use x86_64::registers::control::Cr3;
 use x86_64::structures::paging::mapper::{MapToError, TranslateResult, UnmapError};
 use x86_64::structures::paging::{
-    FrameAllocator as X86FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags, PhysFrame,
-    Size4KiB, Translate,
+    FrameAllocator as X86FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags,
+    PhysFrame, Size4KiB, Translate,
 };
 use x86_64::{PhysAddr, VirtAddr};
 
@@ -38,7 +38,9 @@ impl From<MapToError<Size4KiB>> for MapError {
     fn from(e: MapToError<Size4KiB>) -> Self {
         match e {
             MapToError::FrameAllocationFailed => MapError::OutOfFrames,
-            MapToError::PageAlreadyMapped(frame) => MapError::AlreadyMapped { virt: frame.start_address().as_u64() },
+            MapToError::PageAlreadyMapped(frame) => MapError::AlreadyMapped {
+                virt: frame.start_address().as_u64(),
+            },
             MapToError::ParentEntryHugePage => MapError::HugePage { virt: 0 },
         }
     }
@@ -81,13 +83,24 @@ impl PageTables {
     }
 
     /// Maps `len` bytes at `virt` to fresh zeroed frames with `flags`.
-    pub fn map_fresh(&mut self, virt: u64, len: u64, flags: PageTableFlags) -> Result<(), MapError> {
+    pub fn map_fresh(
+        &mut self,
+        virt: u64,
+        len: u64,
+        flags: PageTableFlags,
+    ) -> Result<(), MapError> {
         for page in pages(virt, len) {
             let frame = GlobalFrames.allocate_frame().ok_or(MapError::OutOfFrames)?;
             // SAFETY: the frame is fresh (allocator) and zeroed below before use.
             unsafe {
-                core::ptr::write_bytes((self.phys_offset + frame.start_address().as_u64()) as *mut u8, 0, 4096);
-                self.inner.map_to(page, frame, flags, &mut GlobalFrames)?.flush();
+                core::ptr::write_bytes(
+                    (self.phys_offset + frame.start_address().as_u64()) as *mut u8,
+                    0,
+                    4096,
+                );
+                self.inner
+                    .map_to(page, frame, flags, &mut GlobalFrames)?
+                    .flush();
             }
         }
         Ok(())
@@ -99,11 +112,21 @@ impl PageTables {
     /// # Safety
     /// - the physical range must be safe to access with `flags` (device registers need
     ///   `NO_CACHE`), and nothing else may assume it is unmapped.
-    pub unsafe fn map_physical(&mut self, virt: u64, phys: u64, len: u64, flags: PageTableFlags) -> Result<(), MapError> {
+    pub unsafe fn map_physical(
+        &mut self,
+        virt: u64,
+        phys: u64,
+        len: u64,
+        flags: PageTableFlags,
+    ) -> Result<(), MapError> {
         for (i, page) in pages(virt, len).enumerate() {
             let frame = PhysFrame::containing_address(PhysAddr::new(phys + i as u64 * 4096));
             // SAFETY: caller contract.
-            unsafe { self.inner.map_to(page, frame, flags, &mut GlobalFrames)?.flush() };
+            unsafe {
+                self.inner
+                    .map_to(page, frame, flags, &mut GlobalFrames)?
+                    .flush()
+            };
         }
         Ok(())
     }
@@ -121,22 +144,35 @@ impl PageTables {
                     }
                 }
                 Err(UnmapError::PageNotMapped) => {
-                    return Err(MapError::NotMapped { virt: page.start_address().as_u64() })
+                    return Err(MapError::NotMapped {
+                        virt: page.start_address().as_u64(),
+                    })
                 }
-                Err(_) => return Err(MapError::HugePage { virt: page.start_address().as_u64() }),
+                Err(_) => {
+                    return Err(MapError::HugePage {
+                        virt: page.start_address().as_u64(),
+                    })
+                }
             }
         }
         Ok(())
     }
 
     /// Changes the flags of every mapped page in `len` bytes at `virt`.
-    pub fn set_flags(&mut self, virt: u64, len: u64, flags: PageTableFlags) -> Result<(), MapError> {
+    pub fn set_flags(
+        &mut self,
+        virt: u64,
+        len: u64,
+        flags: PageTableFlags,
+    ) -> Result<(), MapError> {
         for page in pages(virt, len) {
             // SAFETY: the caller decides the permissions; the mapping target stays.
             unsafe {
                 self.inner
                     .update_flags(page, flags)
-                    .map_err(|_| MapError::NotMapped { virt: page.start_address().as_u64() })?
+                    .map_err(|_| MapError::NotMapped {
+                        virt: page.start_address().as_u64(),
+                    })?
                     .flush();
             }
         }
@@ -146,7 +182,11 @@ impl PageTables {
     /// The physical address `virt` maps to, and the page flags.
     pub fn translate(&self, virt: u64) -> Option<(u64, PageTableFlags)> {
         match self.inner.translate(VirtAddr::new(virt)) {
-            TranslateResult::Mapped { frame, offset, flags } => Some((frame.start_address().as_u64() + offset, flags)),
+            TranslateResult::Mapped {
+                frame,
+                offset,
+                flags,
+            } => Some((frame.start_address().as_u64() + offset, flags)),
             _ => None,
         }
     }

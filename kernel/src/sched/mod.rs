@@ -38,9 +38,15 @@ pub fn reserve_ids_through(id: u32) {
 pub fn place(task: Box<Task>) {
     let target = match task.entry.affinity() {
         Some(cpu) if (cpu as usize) < cpu::count() => CpuId::new(cpu as usize),
-        _ => cpu::all().min_by_key(|c| c.queue.len()).map(|c| c.id).unwrap_or(CpuId::BSP),
+        _ => cpu::all()
+            .min_by_key(|c| c.queue.len())
+            .map(|c| c.id)
+            .unwrap_or(CpuId::BSP),
     };
-    cpu::get(target).expect("target CPU is registered").queue.push(task);
+    cpu::get(target)
+        .expect("target CPU is registered")
+        .queue
+        .push(task);
 }
 
 /// Total tasks on all run queues.
@@ -69,7 +75,8 @@ pub fn run_one(me: &'static cpu::Cpu) -> bool {
     task.entry.note_step(me.id.index() as u16);
     me.steps.fetch_add(1, Ordering::Relaxed);
     if me.first_step_tsc.load(Ordering::Relaxed) == 0 {
-        me.first_step_tsc.store(time::now().ticks(), Ordering::Relaxed);
+        me.first_step_tsc
+            .store(time::now().ticks(), Ordering::Relaxed);
         if !FIRST_STEP_LOGGED.swap(true, Ordering::AcqRel) {
             log::info!("first task step ({} on {})", task.id(), me.id);
         }

@@ -18,7 +18,9 @@ pub struct RunQueue {
 
 impl RunQueue {
     pub const fn new() -> Self {
-        Self { tasks: Mutex::new(VecDeque::new()) }
+        Self {
+            tasks: Mutex::new(VecDeque::new()),
+        }
     }
 
     pub fn push(&self, task: Box<Task>) {

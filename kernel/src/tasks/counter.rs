@@ -13,7 +13,11 @@ pub fn initial() -> Counter {
 
 #[cfg(any(feature = "v2", feature = "v3", feature = "broken"))]
 pub fn initial() -> Counter {
-    Counter { stride: 1, last_cpu: updater::records::counter::UNKNOWN_CPU, count: 0 }
+    Counter {
+        stride: 1,
+        last_cpu: updater::records::counter::UNKNOWN_CPU,
+        count: 0,
+    }
 }
 
 #[cfg(not(any(feature = "v2", feature = "v3", feature = "broken")))]

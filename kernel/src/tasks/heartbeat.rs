@@ -19,7 +19,10 @@ use crate::time::{self, Duration};
 static LAST_STEPS: Mutex<[u64; MAX_CPUS]> = Mutex::new([0; MAX_CPUS]);
 
 pub fn initial() -> Heartbeat {
-    Heartbeat { beats: 0, last_total_steps: 0 }
+    Heartbeat {
+        beats: 0,
+        last_total_steps: 0,
+    }
 }
 
 #[inline(never)]
@@ -27,7 +30,12 @@ pub fn step(state: &mut Heartbeat) -> Next {
     state.beats += 1;
     let mut line = heapless_line();
     let secs = time::since_boot().as_secs();
-    let _ = write!(line, "progress {secs:>4}s | {}/{} cpus | steps/s", cpu::online_count(), cpu::count());
+    let _ = write!(
+        line,
+        "progress {secs:>4}s | {}/{} cpus | steps/s",
+        cpu::online_count(),
+        cpu::count()
+    );
     let mut last = LAST_STEPS.lock();
     let mut total = 0;
     for c in cpu::all() {
@@ -45,7 +53,11 @@ pub fn step(state: &mut Heartbeat) -> Next {
             let e = kinds.entry(t.kind().raw()).or_insert((0, 0, 0));
             e.0 += 1;
             // LCGs show their step count; everything else its first value.
-            let shown = if let TaskState::Lcg(_) = t.state { v[1] } else { v[0] };
+            let shown = if let TaskState::Lcg(_) = t.state {
+                v[1]
+            } else {
+                v[0]
+            };
             e.1 = e.1.wrapping_add(shown);
             if let TaskState::Consumer(_) = t.state {
                 e.2 += v[2];
@@ -59,7 +71,11 @@ pub fn step(state: &mut Heartbeat) -> Next {
                 let _ = write!(line, " | lcg {n} Σsteps {sum}");
             }
             TaskKind::CONSUMER => {
-                let _ = write!(line, " | consumer {n} received {sum} errors {errors} in-flight {}", pipeline::in_flight());
+                let _ = write!(
+                    line,
+                    " | consumer {n} received {sum} errors {errors} in-flight {}",
+                    pipeline::in_flight()
+                );
             }
             TaskKind::SERVICE | TaskKind::HEARTBEAT | TaskKind::PRODUCER => {}
             _ => {

@@ -7,7 +7,11 @@ use crate::tasks::Next;
 /// A stream starting from a seed derived from `n`.
 pub fn initial(n: u64) -> Lcg {
     let seed = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(n + 1);
-    Lcg { seed, x: seed, steps: 0 }
+    Lcg {
+        seed,
+        x: seed,
+        steps: 0,
+    }
 }
 
 #[inline(never)]

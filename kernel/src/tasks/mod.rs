@@ -84,22 +84,50 @@ fn spawn(kind: TaskKind, state: TaskState, affinity: Option<CpuId>, period_us: u
         flags,
         crate::machine::boot_seq(),
     );
-    sched::place(Box::new(Task { entry, state, wake_at: 0 }));
+    sched::place(Box::new(Task {
+        entry,
+        state,
+        wake_at: 0,
+    }));
 }
 
 /// Creates the demo workload on the registered CPUs (first boot only; after a swap the
 /// tasks come from the hand-off records).
 pub fn spawn_demo(workload: Workload) {
     let cpus = cpu::count();
-    spawn(TaskKind::SERVICE, TaskState::Service(schema::Service::default()), Some(CpuId::BSP), 10_000, 0);
-    spawn(TaskKind::HEARTBEAT, TaskState::Heartbeat(heartbeat::initial()), Some(CpuId::BSP), 1_000_000, 0);
+    spawn(
+        TaskKind::SERVICE,
+        TaskState::Service(schema::Service::default()),
+        Some(CpuId::BSP),
+        10_000,
+        0,
+    );
+    spawn(
+        TaskKind::HEARTBEAT,
+        TaskState::Heartbeat(heartbeat::initial()),
+        Some(CpuId::BSP),
+        1_000_000,
+        0,
+    );
     let pace = workload.pace_us;
     let compute = workload.compute_tasks.max(2);
     for i in 0..compute {
         if i % 2 == 0 {
-            spawn(TaskKind::COUNTER, TaskState::Counter(counter::initial()), None, pace, 0);
+            spawn(
+                TaskKind::COUNTER,
+                TaskState::Counter(counter::initial()),
+                None,
+                pace,
+                0,
+            );
         } else {
-            spawn(TaskKind::LCG, TaskState::Lcg(lcg::initial(i as u64)), None, pace, 0);
+            spawn(
+                TaskKind::LCG,
+                TaskState::Lcg(lcg::initial(i as u64)),
+                None,
+                pace,
+                0,
+            );
         }
     }
     // Two pipelines; each producer and consumer pinned to different CPUs when there
@@ -108,12 +136,30 @@ pub fn spawn_demo(workload: Workload) {
         let channel = pipeline::create_channel();
         let producer_cpu = CpuId::new((1 + 2 * p as usize) % cpus);
         let consumer_cpu = CpuId::new((2 + 2 * p as usize) % cpus);
-        spawn(TaskKind::PRODUCER, TaskState::Producer(pipeline::producer(channel)), Some(producer_cpu), pace, 0);
-        spawn(TaskKind::CONSUMER, TaskState::Consumer(pipeline::consumer(channel)), Some(consumer_cpu), pace, 0);
+        spawn(
+            TaskKind::PRODUCER,
+            TaskState::Producer(pipeline::producer(channel)),
+            Some(producer_cpu),
+            pace,
+            0,
+        );
+        spawn(
+            TaskKind::CONSUMER,
+            TaskState::Consumer(pipeline::consumer(channel)),
+            Some(consumer_cpu),
+            pace,
+            0,
+        );
     }
     #[cfg(not(feature = "v3"))]
     for _ in 0..2 {
-        spawn(TaskKind::TICKER, TaskState::Ticker(ticker::initial()), None, pace * 10, updater::records::task_table::flags::OPTIONAL);
+        spawn(
+            TaskKind::TICKER,
+            TaskState::Ticker(ticker::initial()),
+            None,
+            pace * 10,
+            updater::records::task_table::flags::OPTIONAL,
+        );
     }
     #[cfg(feature = "v3")]
     table::spawn_initial(pace);

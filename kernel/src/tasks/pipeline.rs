@@ -27,7 +27,10 @@ static CHANNELS: Mutex<Vec<ChannelState>> = Mutex::new(Vec::new());
 pub fn create_channel() -> u32 {
     let mut channels = CHANNELS.lock();
     let id = channels.iter().map(|c| c.id).max().unwrap_or(0) + 1;
-    channels.push(ChannelState { id, values: VecDeque::with_capacity(CHANNEL_CAPACITY) });
+    channels.push(ChannelState {
+        id,
+        values: VecDeque::with_capacity(CHANNEL_CAPACITY),
+    });
     id
 }
 
@@ -36,7 +39,12 @@ pub fn producer(channel: u32) -> Producer {
 }
 
 pub fn consumer(channel: u32) -> Consumer {
-    Consumer { channel, expected: 0, sum: 0, errors: 0 }
+    Consumer {
+        channel,
+        expected: 0,
+        sum: 0,
+        errors: 0,
+    }
 }
 
 #[inline(never)]
@@ -80,7 +88,11 @@ pub fn export_channels() -> Vec<Channel> {
             for (slot, v) in items.iter_mut().zip(c.values.iter()) {
                 *slot = *v;
             }
-            Channel { id: c.id, len: c.values.len() as u32, items }
+            Channel {
+                id: c.id,
+                len: c.values.len() as u32,
+                items,
+            }
         })
         .collect()
 }
@@ -90,7 +102,10 @@ pub fn import_channels(channels: &[Channel]) {
     let mut table = CHANNELS.lock();
     table.clear();
     for c in channels {
-        table.push(ChannelState { id: c.id, values: c.values().iter().copied().collect() });
+        table.push(ChannelState {
+            id: c.id,
+            values: c.values().iter().copied().collect(),
+        });
     }
 }
 

@@ -54,7 +54,10 @@ impl Platform {
             .iter()
             .find(|(source, _)| *source == irq)
             .map(|(_, route)| *route)
-            .unwrap_or(IsaRoute { gsi: irq as u32, mode: LineMode::ISA })
+            .unwrap_or(IsaRoute {
+                gsi: irq as u32,
+                mode: LineMode::ISA,
+            })
     }
 }
 
@@ -85,7 +88,11 @@ struct PhysMap {
 }
 
 impl AcpiHandler for PhysMap {
-    unsafe fn map_physical_region<T>(&self, physical_address: usize, size: usize) -> PhysicalMapping<Self, T> {
+    unsafe fn map_physical_region<T>(
+        &self,
+        physical_address: usize,
+        size: usize,
+    ) -> PhysicalMapping<Self, T> {
         let virt = (self.offset + physical_address as u64) as *mut T;
         // SAFETY: all physical memory is mapped at `offset` (bootloader config), so the
         // region is readable there for as long as the kernel runs.
@@ -108,8 +115,15 @@ pub fn read_platform(rsdp: Option<u64>, phys_offset: u64) -> Result<Platform, Pl
     let rsdp = rsdp.ok_or(PlatformError::NoRsdp)?;
     // SAFETY: the bootloader found a valid RSDP at this physical address, and the
     // handler maps physical memory through the bootloader's complete mapping.
-    let tables = unsafe { AcpiTables::from_rsdp(PhysMap { offset: phys_offset }, rsdp as usize) }
-        .map_err(PlatformError::Acpi)?;
+    let tables = unsafe {
+        AcpiTables::from_rsdp(
+            PhysMap {
+                offset: phys_offset,
+            },
+            rsdp as usize,
+        )
+    }
+    .map_err(PlatformError::Acpi)?;
     let info = tables.platform_info().map_err(PlatformError::Acpi)?;
     let apic = match info.interrupt_model {
         InterruptModel::Apic(apic) => apic,
@@ -117,17 +131,26 @@ pub fn read_platform(rsdp: Option<u64>, phys_offset: u64) -> Result<Platform, Pl
     };
     let mut processors = Vec::new();
     if let Some(p) = info.processor_info {
-        processors.push(ProcessorDesc { apic_id: p.boot_processor.local_apic_id, is_bootstrap: true });
+        processors.push(ProcessorDesc {
+            apic_id: p.boot_processor.local_apic_id,
+            is_bootstrap: true,
+        });
         for ap in p.application_processors.iter() {
             if ap.state != ProcessorState::Disabled {
-                processors.push(ProcessorDesc { apic_id: ap.local_apic_id, is_bootstrap: false });
+                processors.push(ProcessorDesc {
+                    apic_id: ap.local_apic_id,
+                    is_bootstrap: false,
+                });
             }
         }
     }
     let io_apics = apic
         .io_apics
         .iter()
-        .map(|io| IoApicDesc { phys: io.address as u64, gsi_base: io.global_system_interrupt_base })
+        .map(|io| IoApicDesc {
+            phys: io.address as u64,
+            gsi_base: io.global_system_interrupt_base,
+        })
         .collect();
     let overrides = apic
         .interrupt_source_overrides
@@ -137,8 +160,19 @@ pub fn read_platform(rsdp: Option<u64>, phys_offset: u64) -> Result<Platform, Pl
                 active_low: matches!(o.polarity, Polarity::ActiveLow),
                 level_triggered: matches!(o.trigger_mode, TriggerMode::Level),
             };
-            (o.isa_source, IsaRoute { gsi: o.global_system_interrupt, mode })
+            (
+                o.isa_source,
+                IsaRoute {
+                    gsi: o.global_system_interrupt,
+                    mode,
+                },
+            )
         })
         .collect();
-    Ok(Platform { processors, local_apic_phys: apic.local_apic_address, io_apics, overrides })
+    Ok(Platform {
+        processors,
+        local_apic_phys: apic.local_apic_address,
+        io_apics,
+        overrides,
+    })
 }

@@ -25,7 +25,8 @@ pub struct Selectors {
 }
 
 static TSS: [Once<TaskStateSegment>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
-static GDT: [Once<(GlobalDescriptorTable, Selectors)>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
+static GDT: [Once<(GlobalDescriptorTable, Selectors)>; MAX_CPUS] =
+    [const { Once::new() }; MAX_CPUS];
 
 /// Builds (once) and loads the GDT and TSS of the calling CPU `cpu`, whose double-fault
 /// stack ends at `double_fault_stack_top`.

@@ -45,9 +45,11 @@ fn build() -> InterruptDescriptorTable {
     idt.non_maskable_interrupt.set_handler_fn(nmi);
     idt.breakpoint.set_handler_fn(breakpoint);
     idt.overflow.set_handler_fn(overflow);
-    idt.bound_range_exceeded.set_handler_fn(bound_range_exceeded);
+    idt.bound_range_exceeded
+        .set_handler_fn(bound_range_exceeded);
     idt.invalid_opcode.set_handler_fn(invalid_opcode);
-    idt.device_not_available.set_handler_fn(device_not_available);
+    idt.device_not_available
+        .set_handler_fn(device_not_available);
     // SAFETY: the IST index names a stack every CPU's TSS sets (gdt::init_this_cpu).
     unsafe {
         idt.double_fault
@@ -57,7 +59,8 @@ fn build() -> InterruptDescriptorTable {
     idt.invalid_tss.set_handler_fn(invalid_tss);
     idt.segment_not_present.set_handler_fn(segment_not_present);
     idt.stack_segment_fault.set_handler_fn(stack_segment_fault);
-    idt.general_protection_fault.set_handler_fn(general_protection_fault);
+    idt.general_protection_fault
+        .set_handler_fn(general_protection_fault);
     idt.page_fault.set_handler_fn(page_fault);
     idt.x87_floating_point.set_handler_fn(x87_floating_point);
     idt.alignment_check.set_handler_fn(alignment_check);
@@ -66,7 +69,8 @@ fn build() -> InterruptDescriptorTable {
     idt.virtualization.set_handler_fn(virtualization);
     idt.cp_protection_exception.set_handler_fn(cp_protection);
     idt.hv_injection_exception.set_handler_fn(hv_injection);
-    idt.vmm_communication_exception.set_handler_fn(vmm_communication);
+    idt.vmm_communication_exception
+        .set_handler_fn(vmm_communication);
     idt.security_exception.set_handler_fn(security_exception);
 
     for v in vector::PIC_BASE..vector::PIC_BASE + 16 {
@@ -89,7 +93,10 @@ macro_rules! fatal_exception {
     };
     ($name:ident, $text:literal, code) => {
         extern "x86-interrupt" fn $name(frame: InterruptStackFrame, code: u64) {
-            panic!(concat!("exception: ", $text, " (error code {:#x})\n{:#?}"), code, frame);
+            panic!(
+                concat!("exception: ", $text, " (error code {:#x})\n{:#?}"),
+                code, frame
+            );
         }
     };
 }
@@ -126,7 +133,10 @@ extern "x86-interrupt" fn machine_check(frame: InterruptStackFrame) -> ! {
 }
 
 extern "x86-interrupt" fn double_fault(frame: InterruptStackFrame, code: u64) -> ! {
-    panic!("exception: double fault (error code {:#x})\n{:#?}", code, frame);
+    panic!(
+        "exception: double fault (error code {:#x})\n{:#?}",
+        code, frame
+    );
 }
 
 extern "x86-interrupt" fn page_fault(frame: InterruptStackFrame, code: PageFaultErrorCode) {

@@ -12,7 +12,10 @@ pub struct LineMode {
 
 impl LineMode {
     /// ISA default: active high, edge triggered.
-    pub const ISA: LineMode = LineMode { active_low: false, level_triggered: false };
+    pub const ISA: LineMode = LineMode {
+        active_low: false,
+        level_triggered: false,
+    };
 }
 
 /// One I/O APIC.

@@ -130,8 +130,13 @@ pub enum SmpError {
 impl core::fmt::Display for SmpError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            SmpError::PageTablesAbove4G(a) => write!(f, "page-table root {a:#x} is above 4 GiB; APs cannot load it"),
-            SmpError::NoResponse { apic_id } => write!(f, "CPU with APIC id {apic_id} did not start"),
+            SmpError::PageTablesAbove4G(a) => write!(
+                f,
+                "page-table root {a:#x} is above 4 GiB; APs cannot load it"
+            ),
+            SmpError::NoResponse { apic_id } => {
+                write!(f, "CPU with APIC id {apic_id} did not start")
+            }
         }
     }
 }
@@ -160,7 +165,10 @@ pub unsafe fn install_trampoline(phys_offset: u64) -> Result<(), SmpError> {
     // SAFETY: the trampoline labels delimit bytes of this image.
     let (start, len) = unsafe {
         let start = &hk_trampoline_start as *const u8;
-        (start, &hk_trampoline_end as *const u8 as usize - start as usize)
+        (
+            start,
+            &hk_trampoline_end as *const u8 as usize - start as usize,
+        )
     };
     let page = (phys_offset + TRAMPOLINE_PHYS) as *mut u8;
     // SAFETY: the destination page is reserved for the trampoline (caller contract) and
@@ -181,13 +189,18 @@ pub unsafe fn install_trampoline(phys_offset: u64) -> Result<(), SmpError> {
 /// - [`install_trampoline`] succeeded and nothing has overwritten the page since;
 /// - `entry` must be a function that never returns and calls [`signal_started`] first;
 /// - `stack_top` must be the top of a mapped stack owned by that AP.
-pub unsafe fn start_ap(phys_offset: u64, ap: ApStart, entry: extern "C" fn(u64) -> !) -> Result<(), SmpError> {
+pub unsafe fn start_ap(
+    phys_offset: u64,
+    ap: ApStart,
+    entry: extern "C" fn(u64) -> !,
+) -> Result<(), SmpError> {
     let page = (phys_offset + TRAMPOLINE_PHYS) as *mut u8;
     STARTED.store(false, Ordering::Release);
     // SAFETY: as in install_trampoline; the slots are inside the page.
     unsafe {
         (page.add(offset_of(&hk_trampoline_stack)) as *mut u64).write_volatile(ap.stack_top);
-        (page.add(offset_of(&hk_trampoline_entry)) as *mut u64).write_volatile(entry as usize as u64);
+        (page.add(offset_of(&hk_trampoline_entry)) as *mut u64)
+            .write_volatile(entry as usize as u64);
         (page.add(offset_of(&hk_trampoline_arg)) as *mut u64).write_volatile(ap.arg);
     }
     let vector = (TRAMPOLINE_PHYS >> 12) as u8;
@@ -204,5 +217,7 @@ pub unsafe fn start_ap(phys_offset: u64, ap: ApStart, entry: extern "C" fn(u64) 
             core::hint::spin_loop();
         }
     }
-    Err(SmpError::NoResponse { apic_id: ap.apic_id })
+    Err(SmpError::NoResponse {
+        apic_id: ap.apic_id,
+    })
 }

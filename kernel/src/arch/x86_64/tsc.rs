@@ -24,7 +24,10 @@ const PIT_HZ: u64 = 1_193_182;
 /// Interrupts should be disabled: the measurement busy-waits on the PIT output.
 pub fn calibrate(millis: u64) -> u64 {
     let count = PIT_HZ * millis / 1000;
-    assert!(count > 0 && count <= 0xffff, "PIT calibration period out of range");
+    assert!(
+        count > 0 && count <= 0xffff,
+        "PIT calibration period out of range"
+    );
     // SAFETY: ports 0x42, 0x43 and 0x61 are PIT channel 2 and its gate/speaker
     // control; the speaker stays off (bit 1 clear) and nothing else uses channel 2.
     unsafe {
