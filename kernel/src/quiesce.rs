@@ -1,10 +1,181 @@
-//! Quiesce: stopping every other CPU at a safe point (between task steps) and letting
-//! them go again. (Placeholder: no park requests yet.)
+//! Quiesce: stop every other CPU at a safe point and let it go again. The one mechanism
+//! behind the swap, the hotpatch and consistent snapshots.
+//!
+//! The coordinator (the BSP, with interrupts off) raises the park generation in the
+//! hand-off region and sends a wake IPI to every other CPU. Each CPU notices at its next
+//! checkpoint — between two task steps, or as soon as the IPI ends its halt — records its
+//! call stack, and enters the park stub, which acknowledges with a timestamp and halts
+//! outside both images until released (see `arch::park`). If not every CPU acknowledges within the bound, the coordinator
+//! releases the ones that did and reports which did not: a missing CPU causes a refusal,
+//! never a hang. A CPU that parks after that finds the release already given and goes on.
+//!
+//! The coordinator never waits for an interrupt: it polls the acknowledgement counter.
+//! Parked CPUs halt between checks of the release generation, and their own timer ticks
+//! bound the wait if a wake IPI is ever lost.
 
-/// Called by every CPU between two task steps.
-pub fn checkpoint() {}
+use core::sync::atomic::Ordering;
 
-/// Whether a park has been requested (an idle CPU must not halt then).
+use crate::arch::{apic, idt::vector, park};
+use crate::cpu::{self, CpuId};
+use crate::memory::layout::stack_slot;
+use crate::time::{self, Duration, Instant};
+use crate::update::handoff;
+
+/// Every CPU but the coordinator is parked. Dropping it without [`release`] would leave
+/// them parked, so it must be used.
+#[must_use = "parked CPUs stay parked until released"]
+#[derive(Debug)]
+pub struct Parked {
+    generation: u64,
+    /// CPUs parked (the coordinator not included).
+    pub cpus: usize,
+    /// When the first wake IPI was sent.
+    pub ipi_at: Instant,
+    /// When the last acknowledgement was seen.
+    pub all_parked_at: Instant,
+}
+
+impl Parked {
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+/// Why a quiesce failed.
+#[derive(Debug, Clone, Copy)]
+pub struct QuiesceTimeout {
+    /// CPUs that acknowledged, and how many were asked.
+    pub acked: usize,
+    pub asked: usize,
+    /// The first CPU that did not acknowledge.
+    pub missing: Option<CpuId>,
+    pub waited: Duration,
+}
+
+impl core::fmt::Display for QuiesceTimeout {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{} of {} CPUs parked within {} µs",
+            self.acked,
+            self.asked,
+            self.waited.as_micros()
+        )?;
+        if let Some(c) = self.missing {
+            write!(f, "; {c} never acknowledged")?;
+        }
+        Ok(())
+    }
+}
+
+/// Called by every CPU between task steps: parks it if a park was requested.
+pub fn checkpoint() {
+    let control = handoff::park_control();
+    let me = cpu::current();
+    let slot = &control.slots[me.id.index()];
+    let requested = control.request.load(Ordering::Acquire);
+    if requested <= slot.parked_gen.load(Ordering::Relaxed) {
+        return;
+    }
+    if control.ignore_cpu.load(Ordering::Relaxed) == me.id.index() as u32 {
+        // Fault injection: behave like a CPU that never answers this request.
+        slot.parked_gen.store(requested, Ordering::Relaxed);
+        return;
+    }
+    x86_64::instructions::interrupts::disable();
+    let range = stack_slot(me.id.index());
+    let mut stack = [0u64; updater::handoff::STACK_DEPTH];
+    let n = park::return_addresses(range.start, range.end(), &mut stack);
+    for (i, a) in slot.return_addresses.iter().enumerate() {
+        a.store(if i < n { stack[i] } else { 0 }, Ordering::Relaxed);
+    }
+    // SAFETY: interrupts are off; the entry, slot and control are the installed stub and
+    // this CPU's structures in the hand-off region. If the release sends this CPU into a
+    // new kernel, this stack is abandoned (nothing returns into it).
+    unsafe { park::park(handoff::park_entry(), slot, control, requested) };
+    x86_64::instructions::interrupts::enable();
+}
+
+/// Whether this CPU has a park request it has not answered (an idle CPU must not halt).
 pub fn park_requested() -> bool {
-    false
+    let control = handoff::park_control();
+    let me = arch_index();
+    control.request.load(Ordering::Acquire) > control.slots[me].parked_gen.load(Ordering::Relaxed)
+}
+
+fn arch_index() -> usize {
+    crate::arch::cpu_index()
+}
+
+/// Parks every CPU but the caller. Call with interrupts disabled, from the coordinator.
+/// `ignore` makes one CPU ignore the request (fault injection for tests).
+pub fn park_others(bound: Duration, ignore: Option<CpuId>) -> Result<Parked, QuiesceTimeout> {
+    let control = handoff::park_control();
+    let me = cpu::current();
+    let others: usize = cpu::all()
+        .filter(|c| c.id != me.id && c.online.load(Ordering::Acquire))
+        .count();
+    let generation = control.request.load(Ordering::Relaxed) + 1;
+    control.ignore_cpu.store(
+        ignore.map_or(u32::MAX, |c| c.index() as u32),
+        Ordering::Relaxed,
+    );
+    control.acks.store(0, Ordering::Relaxed);
+    control.resume_entry.store(0, Ordering::Relaxed);
+    // The coordinator never parks itself for this generation.
+    control.slots[me.id.index()]
+        .parked_gen
+        .store(generation, Ordering::Relaxed);
+    let ipi_at = time::now();
+    control.request.store(generation, Ordering::Release);
+    if others > 0 {
+        apic::send_ipi_to_others(vector::WAKE);
+    }
+    let deadline = ipi_at + bound;
+    loop {
+        let acked = control.acks.load(Ordering::Acquire) as usize;
+        if acked >= others {
+            return Ok(Parked {
+                generation,
+                cpus: others,
+                ipi_at,
+                all_parked_at: time::now(),
+            });
+        }
+        let now = time::now();
+        if now > deadline {
+            let missing = cpu::all()
+                .filter(|c| c.id != me.id)
+                .find(|c| {
+                    control.slots[c.id.index()].ack_tsc.load(Ordering::Relaxed) < ipi_at.ticks()
+                })
+                .map(|c| c.id);
+            // Let the parked ones go; late ones will find the release given.
+            control.release.store(generation, Ordering::Release);
+            control.ignore_cpu.store(u32::MAX, Ordering::Relaxed);
+            return Err(QuiesceTimeout {
+                acked,
+                asked: others,
+                missing,
+                waited: now.saturating_duration_since(ipi_at),
+            });
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// Releases parked CPUs back into this kernel.
+pub fn release(parked: Parked) {
+    let control = handoff::park_control();
+    control.resume_entry.store(0, Ordering::Relaxed);
+    control.ignore_cpu.store(u32::MAX, Ordering::Relaxed);
+    control.release.store(parked.generation, Ordering::Release);
+    wake_parked(parked.cpus);
+}
+
+/// Ends the halt of parked CPUs after a release (their timer would, one tick later).
+pub fn wake_parked(cpus: usize) {
+    if cpus > 0 {
+        apic::send_ipi_to_others(vector::WAKE);
+    }
 }

@@ -11,7 +11,7 @@ use crate::arch::{self, ExitCode};
 use crate::cpu::{self, CpuId};
 use crate::memory::{self, layout, DATA};
 use crate::time::{self, Duration};
-use crate::{println, sched};
+use crate::{println, quiesce, sched};
 
 type TestResult = Result<(), String>;
 
@@ -25,6 +25,14 @@ const TESTS: &[(&str, fn() -> TestResult)] = &[
     ("TSC is calibrated and monotonic", tsc),
     ("every CPU takes timer ticks", timer_ticks),
     ("every CPU is online and runs tasks", all_cpus_run_tasks),
+    (
+        "quiesce parks and releases every other CPU, 200 times",
+        quiesce_round_trips,
+    ),
+    (
+        "a CPU that never acknowledges makes quiesce fail, not hang",
+        quiesce_timeout,
+    ),
 ];
 
 /// Runs every test and exits QEMU with the verdict.
@@ -175,5 +183,81 @@ fn all_cpus_run_tasks() -> TestResult {
                 "after 10 s, CPUs {offline:?} offline and {idle:?} without a task step"
             ));
         }
+    }
+}
+
+fn quiesce_round_trips() -> TestResult {
+    let steps_before: u64 = cpu::all().map(|c| c.steps.load(Ordering::Relaxed)).sum();
+    let mut worst = Duration::ZERO;
+    let mut total = Duration::ZERO;
+    const ROUNDS: u32 = 200;
+    for round in 0..ROUNDS {
+        let parked = x86_64::instructions::interrupts::without_interrupts(|| {
+            let parked = quiesce::park_others(Duration::from_millis(500), None)
+                .map_err(|e| format!("round {round}: {e}"))?;
+            let took = parked
+                .all_parked_at
+                .saturating_duration_since(parked.ipi_at);
+            let n = parked.cpus;
+            quiesce::release(parked);
+            Ok::<_, String>((took, n))
+        })?;
+        if parked.1 != cpu::count() - 1 {
+            return Err(format!(
+                "round {round}: {} CPUs parked, expected {}",
+                parked.1,
+                cpu::count() - 1
+            ));
+        }
+        worst = worst.max(parked.0);
+        total += parked.0;
+        sched::run_one(cpu::get(CpuId::BSP).ok_or("no BSP")?);
+    }
+    println!(
+        "selftest: quiesce of {} CPUs: mean {} µs, worst {} µs",
+        cpu::count() - 1,
+        total.as_micros() / ROUNDS as u128,
+        worst.as_micros()
+    );
+    // The other CPUs must still be running tasks after all that.
+    let deadline = time::now() + Duration::from_secs(5);
+    loop {
+        let steps: u64 = cpu::all().map(|c| c.steps.load(Ordering::Relaxed)).sum();
+        if steps > steps_before + 10 * cpu::count() as u64 {
+            return Ok(());
+        }
+        if time::now() > deadline {
+            return Err(format!(
+                "task steps stalled at {steps} after quiesce (was {steps_before})"
+            ));
+        }
+        sched::run_one(cpu::get(CpuId::BSP).ok_or("no BSP")?);
+    }
+}
+
+fn quiesce_timeout() -> TestResult {
+    if cpu::count() < 2 {
+        println!("selftest: (one CPU: nothing to time out)");
+        return Ok(());
+    }
+    let victim = CpuId::new(cpu::count() - 1);
+    let result = x86_64::instructions::interrupts::without_interrupts(|| {
+        quiesce::park_others(Duration::from_millis(50), Some(victim))
+    });
+    match result {
+        Ok(parked) => {
+            quiesce::release(parked);
+            Err(format!("quiesce succeeded although {victim} ignored it"))
+        }
+        Err(e) if e.missing == Some(victim) => {
+            // A later quiesce must work again.
+            let again = x86_64::instructions::interrupts::without_interrupts(|| {
+                quiesce::park_others(Duration::from_millis(500), None)
+            })
+            .map_err(|e| format!("quiesce after the timeout failed: {e}"))?;
+            quiesce::release(again);
+            Ok(())
+        }
+        Err(e) => Err(format!("timed out but blamed the wrong CPU: {e}")),
     }
 }

@@ -13,5 +13,6 @@
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+pub mod handoff;
 pub mod records;
 pub mod wire;

@@ -96,6 +96,12 @@ pub fn enable_this_cpu(spurious_vector: u8, error_vector: u8) {
     end_of_interrupt();
 }
 
+/// Virtual address of the end-of-interrupt register (for code outside this module that
+/// must acknowledge interrupts itself, like the park stub).
+pub fn eoi_address() -> u64 {
+    BASE.load(Ordering::Acquire) + reg::EOI as u64
+}
+
 /// The calling CPU's APIC id.
 pub fn id() -> u32 {
     read(reg::ID) >> 24

@@ -16,6 +16,7 @@ pub mod fw_cfg;
 pub mod gdt;
 pub mod idt;
 pub mod ioapic;
+pub mod park;
 pub mod percpu;
 pub mod pic;
 pub mod smp;

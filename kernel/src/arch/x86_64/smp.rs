@@ -74,6 +74,7 @@ hk_trampoline_start:
     mov rsp, [rip + hk_trampoline_stack]
     mov rdi, [rip + hk_trampoline_arg]
     mov rax, [rip + hk_trampoline_entry]
+    push 0
     jmp rax
 
     .balign 8

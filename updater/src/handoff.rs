@@ -1,0 +1,310 @@
+//! The hand-off region's ABI: the one layout both images of a swap must share.
+//!
+//! The region is a fixed virtual range with fixed frames (see the kernel's
+//! `memory::layout::HANDOFF`). Its pages are laid out by the offsets below; the
+//! descriptor and park structures are `#[repr(C)]` plain data (integers, atomics and
+//! arrays — no pointers into either image's code), so two images built from different
+//! sources agree on them as long as [`HANDOFF_ABI_VERSION`] matches. Record sets (the
+//! exported state) are encoded byte strings, see [`crate::recordset`].
+//!
+//! | offset | size | content |
+//! | --- | --- | --- |
+//! | `0x00000` | 4 KiB | [`Descriptor`] |
+//! | `0x01000` | 4 KiB | park stub code (read-only, executable) |
+//! | `0x02000` | 8 KiB | [`ParkControl`] |
+//! | `0x04000` | 4 KiB | GDT parked CPUs run on |
+//! | `0x05000` | 4 KiB | IDT parked CPUs run on |
+//! | `0x10000` | 64 KiB | the BSP's stack while the bootstrap runs |
+//! | `0x20000` | 64 KiB | update history |
+//! | `0x40000` | 1.75 MiB | exported record set (old kernel's schemas) |
+//! | `0x200000` | 2 MiB | converted record set (new kernel's schemas) |
+
+use core::sync::atomic::{AtomicU32, AtomicU64};
+
+/// Version of this layout. Both images must have the same.
+pub const HANDOFF_ABI_VERSION: u32 = 1;
+/// Magic at the start of the descriptor.
+pub const DESCRIPTOR_MAGIC: [u8; 8] = *b"HKHANDOF";
+
+pub const DESCRIPTOR_OFFSET: u64 = 0x0000;
+pub const PARK_STUB_OFFSET: u64 = 0x1000;
+pub const PARK_CONTROL_OFFSET: u64 = 0x2000;
+pub const PARK_GDT_OFFSET: u64 = 0x4000;
+pub const PARK_IDT_OFFSET: u64 = 0x5000;
+pub const BOOTSTRAP_STACK_OFFSET: u64 = 0x10000;
+pub const BOOTSTRAP_STACK_SIZE: u64 = 0x10000;
+pub const HISTORY_OFFSET: u64 = 0x20000;
+pub const HISTORY_SIZE: u64 = 0x10000;
+pub const EXPORT_OFFSET: u64 = 0x40000;
+pub const EXPORT_SIZE: u64 = 0x1c0000;
+pub const CONVERTED_OFFSET: u64 = 0x200000;
+pub const CONVERTED_SIZE: u64 = 0x200000;
+/// Total size the region must have.
+pub const REGION_SIZE: u64 = 0x400000;
+
+/// Most CPUs the park structures hold.
+pub const MAX_CPUS: usize = 16;
+/// Most segments a new image may have.
+pub const MAX_SEGMENTS: usize = 8;
+/// Return addresses kept from a parked CPU's call stack.
+pub const STACK_DEPTH: usize = 16;
+
+/// A descriptor-table register image (`lgdt`/`lidt` operand): limit then base.
+#[repr(C, packed)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TableRegister {
+    pub limit: u16,
+    pub base: u64,
+}
+
+/// One CPU's place in the park protocol.
+#[repr(C)]
+pub struct ParkSlot {
+    /// CPU index (argument of the new kernel's AP entry).
+    pub cpu_index: AtomicU64,
+    /// Stack the CPU runs on when entering a new kernel.
+    pub stack_top: AtomicU64,
+    /// Last park generation this CPU has answered.
+    pub parked_gen: AtomicU64,
+    /// TSC when it acknowledged.
+    pub ack_tsc: AtomicU64,
+    /// TSC when it saw the release.
+    pub release_tsc: AtomicU64,
+    /// TSC at its first task step after a release into a new kernel.
+    pub resumed_tsc: AtomicU64,
+    /// Return addresses on its stack when it parked (frame-pointer walk), 0-terminated.
+    pub return_addresses: [AtomicU64; STACK_DEPTH],
+    /// GDTR and IDTR of the kernel it parked from (restored when it returns there).
+    pub saved_gdtr: [u8; 16],
+    pub saved_idtr: [u8; 16],
+    pub _reserved: [u64; 6],
+}
+
+/// The park protocol's shared state. Generations only grow: a CPU parks when
+/// `request` is above its slot's `parked_gen`, and leaves when `release` reaches it.
+///
+/// A parked CPU halts between checks of `release` with interrupts enabled against the
+/// stub's own IDT (every vector: end of interrupt, return), so it is woken by an IPI
+/// or, at worst, by its next timer tick; it does not spin, because spinning vCPUs starve
+/// the coordinator when there are more vCPUs than host cores.
+#[repr(C)]
+pub struct ParkControl {
+    pub request: AtomicU64,
+    pub release: AtomicU64,
+    /// CPUs that acknowledged the current request.
+    pub acks: AtomicU32,
+    /// CPU index told (fault injection) to ignore the current request, or `u32::MAX`.
+    pub ignore_cpu: AtomicU32,
+    /// Where released CPUs go: 0 = back into the kernel they parked from; otherwise the
+    /// new kernel's AP entry, called with the CPU index on the slot's stack.
+    pub resume_entry: AtomicU64,
+    /// GDTR and IDTR of the tables parked CPUs load (in this region).
+    pub gdtr: TableRegister,
+    pub _pad0: [u8; 6],
+    pub idtr: TableRegister,
+    pub _pad1: [u8; 6],
+    /// Address of the local APIC's end-of-interrupt register (the stub's interrupt
+    /// handler writes it).
+    pub lapic_eoi: AtomicU64,
+    pub _reserved: [u64; 7],
+    pub slots: [ParkSlot; MAX_CPUS],
+}
+
+/// Phase timestamps of one swap, TSC values (0 = not reached).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct SwapClock {
+    pub park_ipi: AtomicU64,
+    pub all_parked: AtomicU64,
+    pub exported: AtomicU64,
+    pub reconciled: AtomicU64,
+    pub overlaid: AtomicU64,
+    pub reinitialised: AtomicU64,
+    pub all_released: AtomicU64,
+    pub scheduling: AtomicU64,
+}
+
+/// A segment of the new image: where it goes relative to the base, and its rights.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SegmentDesc {
+    /// Offset from the image base (page-aligned).
+    pub offset: u64,
+    /// Bytes in memory.
+    pub mem_size: u64,
+    /// Bytes from the file (the rest is zero, `.bss`).
+    pub file_size: u64,
+    /// 4 = read, 2 = write, 1 = execute.
+    pub flags: u64,
+}
+
+/// The image a swap replaces or installs.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ImageRef {
+    pub version: [u16; 4],
+    pub build_id: [u8; 32],
+    pub label: [u8; 48],
+    pub caps_required: u64,
+    pub caps_provided: u64,
+    /// Where the image runs (its base) and the bytes it spans.
+    pub base: u64,
+    pub span: u64,
+}
+
+impl ImageRef {
+    pub const EMPTY: ImageRef = ImageRef {
+        version: [0; 4],
+        build_id: [0; 32],
+        label: [0; 48],
+        caps_required: 0,
+        caps_provided: 0,
+        base: 0,
+        span: 0,
+    };
+}
+
+/// Where a swap stands. Written by whoever makes progress.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwapState {
+    Idle = 0,
+    /// The old kernel exported its records; the bootstrap has not run.
+    Exported = 1,
+    /// The bootstrap refused; the old kernel resumes.
+    RolledBack = 2,
+    /// Reconciliation succeeded; the overlay may have started (no return).
+    Committed = 3,
+    /// The new kernel is running and has not reported yet.
+    Resumed = 4,
+    /// The new kernel wrote its report.
+    Reported = 5,
+}
+
+/// Faults a test can inject into a swap.
+pub mod inject {
+    /// The bootstrap fails its reconciliation deliberately.
+    pub const RECONCILE_FAIL: u64 = 1 << 0;
+    /// One AP ignores the park request.
+    pub const AP_NO_ACK: u64 = 1 << 1;
+}
+
+/// Most conversion steps logged.
+pub const MAX_CONVERSIONS: usize = 32;
+/// Most warnings logged.
+pub const MAX_WARNINGS: usize = 8;
+
+/// One logged conversion: `count` entries of `kind` went from `from` to `to`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConversionLog {
+    pub kind: u16,
+    pub from: u16,
+    pub to: u16,
+    pub _pad: u16,
+    pub count: u32,
+    pub _pad2: u32,
+}
+
+/// The update descriptor: page 0 of the region.
+#[repr(C)]
+pub struct Descriptor {
+    pub magic: [u8; 8],
+    pub abi_version: u32,
+    /// A [`SwapState`] value.
+    pub state: AtomicU32,
+    /// Sequence number of the mailbox request that started this swap.
+    pub request_seq: u64,
+    /// [`inject`] bits.
+    pub inject: u64,
+    pub old_image: ImageRef,
+    pub new_image: ImageRef,
+    /// Addresses of the new image: where it runs its bootstrap (staging window), where its
+    /// base-relocated copy waits for the overlay, and its entries (absolute).
+    pub staging_base: u64,
+    pub overlay_source: u64,
+    pub bootstrap_entry: u64,
+    pub resume_entry: u64,
+    pub ap_entry: u64,
+    pub segment_count: u64,
+    pub segments: [SegmentDesc; MAX_SEGMENTS],
+    /// The span currently mapped at the base (old image plus growth pages prepared).
+    pub mapped_span: u64,
+    /// Exported and converted record sets: offset from the region start and length.
+    pub exported: (u64, u64),
+    pub converted: (u64, u64),
+    pub clock: SwapClock,
+    pub cpus_parked: u32,
+    pub tasks_before: u32,
+    pub tasks_after: u32,
+    pub conversion_count: u32,
+    pub conversions: [ConversionLog; MAX_CONVERSIONS],
+    pub warning_count: u32,
+    pub _pad: u32,
+    pub warnings: [[u8; 96]; MAX_WARNINGS],
+    /// Why the bootstrap refused (UTF-8, NUL-padded), when state is RolledBack.
+    pub failure: [u8; 160],
+    /// Initialisation requirements the new kernel must meet at resume (bits defined by
+    /// the new image; e.g. "create the tasks of a kind that did not exist").
+    pub init_requirements: u64,
+}
+
+/// Copies `text` into a NUL-padded byte field, truncated at a character boundary.
+pub fn set_text(field: &mut [u8], text: &str) {
+    field.fill(0);
+    let mut n = text.len().min(field.len());
+    while !text.is_char_boundary(n) {
+        n -= 1;
+    }
+    field[..n].copy_from_slice(&text.as_bytes()[..n]);
+}
+
+/// The text of a NUL-padded byte field (up to the first invalid byte).
+pub fn text(field: &[u8]) -> &str {
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    match core::str::from_utf8(&field[..end]) {
+        Ok(s) => s,
+        Err(e) => core::str::from_utf8(&field[..e.valid_up_to()]).unwrap_or(""),
+    }
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<Descriptor>() <= 4096);
+    assert!(core::mem::size_of::<ParkControl>() <= 8192);
+    assert!(core::mem::size_of::<ParkSlot>() == 256);
+    assert!(EXPORT_OFFSET + EXPORT_SIZE <= CONVERTED_OFFSET);
+    assert!(CONVERTED_OFFSET + CONVERTED_SIZE <= REGION_SIZE);
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_fields_round_trip_and_truncate_on_char_boundaries() {
+        let mut f = [0u8; 8];
+        set_text(&mut f, "abc");
+        assert_eq!(text(&f), "abc");
+        set_text(&mut f, "ééééé"); // 10 bytes: truncated to 4 whole characters
+        assert_eq!(text(&f), "éééé");
+    }
+
+    #[test]
+    fn offsets_of_the_park_control_are_stable() {
+        // The park stub's assembly uses these offsets; a change here is an ABI change.
+        assert_eq!(core::mem::offset_of!(ParkControl, request), 0);
+        assert_eq!(core::mem::offset_of!(ParkControl, release), 8);
+        assert_eq!(core::mem::offset_of!(ParkControl, acks), 16);
+        assert_eq!(core::mem::offset_of!(ParkControl, resume_entry), 24);
+        assert_eq!(core::mem::offset_of!(ParkControl, gdtr), 32);
+        assert_eq!(core::mem::offset_of!(ParkControl, idtr), 48);
+        assert_eq!(core::mem::offset_of!(ParkControl, lapic_eoi), 64);
+        assert_eq!(core::mem::offset_of!(ParkControl, slots), 128);
+        assert_eq!(core::mem::offset_of!(ParkSlot, stack_top), 8);
+        assert_eq!(core::mem::offset_of!(ParkSlot, parked_gen), 16);
+        assert_eq!(core::mem::offset_of!(ParkSlot, ack_tsc), 24);
+        assert_eq!(core::mem::offset_of!(ParkSlot, release_tsc), 32);
+        assert_eq!(core::mem::offset_of!(ParkSlot, saved_gdtr), 176);
+        assert_eq!(core::mem::offset_of!(ParkSlot, saved_idtr), 192);
+    }
+}
