@@ -13,6 +13,9 @@
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+pub mod convert;
 pub mod handoff;
 pub mod records;
+pub mod relocate;
+pub mod recordset;
 pub mod wire;

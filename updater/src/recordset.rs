@@ -1,0 +1,389 @@
+//! A record set: the exported (or converted) state of a kernel, as one byte string in the
+//! hand-off region.
+//!
+//! | offset | size | field |
+//! | --- | --- | --- |
+//! | 0 | 8 | magic `HKRECSET` |
+//! | 8 | 4 | layout version (1) |
+//! | 12 | 4 | record count (≤ [`MAX_RECORDS`]) |
+//! | 16 | 8 | total length in bytes |
+//! | 24 | 8 | FNV-1a 64 of everything after the header |
+//! | 32 | 32 × [`MAX_RECORDS`] | directory: per record kind u16, schema u16, flags u16, 0 u16, entry size u32, entry count u32, offset u64, length u64 |
+//! | 1056 | … | record payloads (8-byte aligned), each `entry count × entry size` bytes |
+//!
+//! Entries of task-state records start with the task id (u32) followed by the state.
+//! Writing needs no allocation (the bootstrap has no heap); reading validates every
+//! offset and length and never panics.
+
+use crate::records::{Keyed, RecordKind, SchemaVersion, StateRecord};
+use crate::wire::{Reader, Writer};
+
+pub const MAGIC: [u8; 8] = *b"HKRECSET";
+pub const LAYOUT_VERSION: u32 = 1;
+pub const MAX_RECORDS: usize = 32;
+const HEADER: usize = 32;
+const DIR_ENTRY: usize = 32;
+const PAYLOAD_START: usize = HEADER + DIR_ENTRY * MAX_RECORDS;
+
+/// Record flags.
+pub mod flags {
+    /// An image that cannot read this record may drop it (with a warning).
+    pub const OPTIONAL: u16 = 1 << 0;
+}
+
+/// Why a record set could not be written or read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordSetError {
+    BadMagic,
+    UnknownLayout(u32),
+    TooManyRecords,
+    OutOfSpace { needed: usize, available: usize },
+    Truncated { kind: u16 },
+    Checksum { expected: u64, found: u64 },
+    EntrySize { kind: u16, entry_size: u32, expected: usize },
+    Duplicate { kind: u16 },
+}
+
+impl core::fmt::Display for RecordSetError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RecordSetError::BadMagic => write!(f, "record set has no HKRECSET magic"),
+            RecordSetError::UnknownLayout(v) => write!(f, "record set layout {v} is not understood (1 is)"),
+            RecordSetError::TooManyRecords => write!(f, "more than {MAX_RECORDS} records"),
+            RecordSetError::OutOfSpace { needed, available } => {
+                write!(f, "record area too small: {needed} bytes needed, {available} available")
+            }
+            RecordSetError::Truncated { kind } => {
+                write!(f, "record {} extends past the end of the set", RecordKind::from_raw(*kind))
+            }
+            RecordSetError::Checksum { expected, found } => {
+                write!(f, "record set checksum {found:#x}, expected {expected:#x}: the set was damaged")
+            }
+            RecordSetError::EntrySize { kind, entry_size, expected } => write!(
+                f,
+                "record {} has {entry_size}-byte entries, its schema needs {expected}",
+                RecordKind::from_raw(*kind)
+            ),
+            RecordSetError::Duplicate { kind } => write!(f, "record {} appears twice", RecordKind::from_raw(*kind)),
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: cheap damage detection (not a security digest).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// One record's directory entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub kind: RecordKind,
+    pub schema: SchemaVersion,
+    pub flags: u16,
+    pub entry_size: u32,
+    pub entries: u32,
+}
+
+impl RecordHeader {
+    pub fn optional(&self) -> bool {
+        self.flags & flags::OPTIONAL != 0
+    }
+}
+
+/// Builds a record set in a caller-provided buffer.
+pub struct RecordSetWriter<'a> {
+    buf: &'a mut [u8],
+    count: usize,
+    end: usize,
+}
+
+impl<'a> RecordSetWriter<'a> {
+    pub fn new(buf: &'a mut [u8]) -> Result<Self, RecordSetError> {
+        if buf.len() < PAYLOAD_START {
+            return Err(RecordSetError::OutOfSpace { needed: PAYLOAD_START, available: buf.len() });
+        }
+        buf[..PAYLOAD_START].fill(0);
+        Ok(Self { buf, count: 0, end: PAYLOAD_START })
+    }
+
+    /// Adds a record of `entries` entries of `entry_size` bytes, each written by `write`.
+    pub fn add_raw(
+        &mut self,
+        kind: RecordKind,
+        schema: SchemaVersion,
+        flags: u16,
+        entry_size: usize,
+        entries: usize,
+        mut write: impl FnMut(usize, &mut Writer<'_>),
+    ) -> Result<(), RecordSetError> {
+        if self.count == MAX_RECORDS {
+            return Err(RecordSetError::TooManyRecords);
+        }
+        let len = entry_size * entries;
+        let start = self.end.next_multiple_of(8);
+        if start + len > self.buf.len() {
+            return Err(RecordSetError::OutOfSpace { needed: start + len, available: self.buf.len() });
+        }
+        for i in 0..entries {
+            let at = start + i * entry_size;
+            let mut w = Writer::new(&mut self.buf[at..at + entry_size]);
+            write(i, &mut w);
+        }
+        let d = HEADER + self.count * DIR_ENTRY;
+        let mut w = Writer::new(&mut self.buf[d..d + DIR_ENTRY]);
+        w.u16(kind.raw());
+        w.u16(schema.get());
+        w.u16(flags);
+        w.u16(0);
+        w.u32(entry_size as u32);
+        w.u32(entries as u32);
+        w.u64(start as u64);
+        w.u64(len as u64);
+        self.count += 1;
+        self.end = start + len;
+        Ok(())
+    }
+
+    /// Adds a record of plain entries.
+    pub fn add<R: StateRecord>(&mut self, flags: u16, entries: &[R]) -> Result<(), RecordSetError> {
+        self.add_raw(R::KIND, R::SCHEMA, flags, R::SIZE, entries.len(), |i, w| entries[i].encode(w))
+    }
+
+    /// Adds a task-state record from `(task id, state)` pairs produced by `each`.
+    pub fn add_keyed<R: StateRecord>(
+        &mut self,
+        flags: u16,
+        count: usize,
+        mut each: impl FnMut(usize) -> (u32, R),
+    ) -> Result<(), RecordSetError> {
+        self.add_raw(R::KIND, R::SCHEMA, flags, 4 + R::SIZE, count, |i, w| {
+            let (task, state) = each(i);
+            w.u32(task);
+            state.encode(w);
+        })
+    }
+
+    /// Writes the header and checksum; returns the set's length.
+    pub fn finish(self) -> usize {
+        let checksum = fnv1a(&self.buf[HEADER..self.end]);
+        let mut w = Writer::new(&mut self.buf[..HEADER]);
+        w.bytes(&MAGIC);
+        w.u32(LAYOUT_VERSION);
+        w.u32(self.count as u32);
+        w.u64(self.end as u64);
+        w.u64(checksum);
+        self.end
+    }
+}
+
+/// A validated record set.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordSet<'a> {
+    bytes: &'a [u8],
+    count: usize,
+}
+
+/// One record of a set.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub header: RecordHeader,
+    pub bytes: &'a [u8],
+}
+
+impl<'a> Record<'a> {
+    /// The bytes of entry `i`.
+    pub fn entry(&self, i: usize) -> &'a [u8] {
+        let size = self.header.entry_size as usize;
+        &self.bytes[i * size..(i + 1) * size]
+    }
+
+    /// Decodes every entry as `R` (which must be this record's kind and schema).
+    pub fn decode<R: StateRecord>(&self) -> impl Iterator<Item = Result<R, crate::wire::WireError>> + 'a {
+        let this = *self;
+        (0..this.header.entries as usize).map(move |i| R::decode(&mut Reader::new(this.entry(i))))
+    }
+
+    /// Decodes every entry of a task-state record as `(task id, R)`.
+    pub fn decode_keyed<R: StateRecord>(&self) -> impl Iterator<Item = Result<Keyed<R>, crate::wire::WireError>> + 'a {
+        let this = *self;
+        (0..this.header.entries as usize).map(move |i| {
+            let mut r = Reader::new(this.entry(i));
+            Ok(Keyed { task: r.u32()?, state: R::decode(&mut r)? })
+        })
+    }
+
+    /// Whether the entries have the size `R` (plain) needs.
+    pub fn check_size<R: StateRecord>(&self, keyed: bool) -> Result<(), RecordSetError> {
+        let expected = R::SIZE + if keyed { 4 } else { 0 };
+        if self.header.entry_size as usize != expected {
+            return Err(RecordSetError::EntrySize {
+                kind: self.header.kind.raw(),
+                entry_size: self.header.entry_size,
+                expected,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl<'a> RecordSet<'a> {
+    /// Validates a set: magic, layout, bounds of every record, checksum, no duplicates.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, RecordSetError> {
+        if bytes.len() < HEADER {
+            return Err(RecordSetError::BadMagic);
+        }
+        let mut r = Reader::new(bytes);
+        let magic: [u8; 8] = r.array().map_err(|_| RecordSetError::BadMagic)?;
+        if magic != MAGIC {
+            return Err(RecordSetError::BadMagic);
+        }
+        let layout = r.u32().map_err(|_| RecordSetError::BadMagic)?;
+        if layout != LAYOUT_VERSION {
+            return Err(RecordSetError::UnknownLayout(layout));
+        }
+        let count = r.u32().map_err(|_| RecordSetError::BadMagic)? as usize;
+        let total = r.u64().map_err(|_| RecordSetError::BadMagic)?;
+        let checksum = r.u64().map_err(|_| RecordSetError::BadMagic)?;
+        if count > MAX_RECORDS {
+            return Err(RecordSetError::TooManyRecords);
+        }
+        if total < PAYLOAD_START as u64 || total > bytes.len() as u64 {
+            return Err(RecordSetError::OutOfSpace { needed: total as usize, available: bytes.len() });
+        }
+        let bytes = &bytes[..total as usize];
+        let found = fnv1a(&bytes[HEADER..]);
+        if found != checksum {
+            return Err(RecordSetError::Checksum { expected: checksum, found });
+        }
+        let set = RecordSet { bytes, count };
+        for i in 0..count {
+            let rec = set.get(i)?;
+            for j in 0..i {
+                if set.get(j)?.header.kind == rec.header.kind {
+                    return Err(RecordSetError::Duplicate { kind: rec.header.kind.raw() });
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    fn get(&self, i: usize) -> Result<Record<'a>, RecordSetError> {
+        let d = HEADER + i * DIR_ENTRY;
+        let mut r = Reader::new(&self.bytes[d..d + DIR_ENTRY]);
+        let short = |_| RecordSetError::BadMagic;
+        let kind = r.u16().map_err(short)?;
+        let schema = r.u16().map_err(short)?;
+        let flags = r.u16().map_err(short)?;
+        r.skip(2).map_err(short)?;
+        let entry_size = r.u32().map_err(short)?;
+        let entries = r.u32().map_err(short)?;
+        let offset = r.u64().map_err(short)?;
+        let len = r.u64().map_err(short)?;
+        let schema = SchemaVersion::try_new(schema).ok_or(RecordSetError::Truncated { kind })?;
+        let end = offset.checked_add(len).ok_or(RecordSetError::Truncated { kind })?;
+        if offset < PAYLOAD_START as u64
+            || end > self.bytes.len() as u64
+            || (entry_size as u64).checked_mul(entries as u64) != Some(len)
+            || entry_size == 0 && entries != 0
+        {
+            return Err(RecordSetError::Truncated { kind });
+        }
+        Ok(Record {
+            header: RecordHeader { kind: RecordKind::from_raw(kind), schema, flags, entry_size, entries },
+            bytes: &self.bytes[offset as usize..end as usize],
+        })
+    }
+
+    /// Every record, in the order written.
+    pub fn records(&self) -> impl Iterator<Item = Record<'a>> + '_ {
+        (0..self.count).filter_map(|i| self.get(i).ok())
+    }
+
+    /// The record of `kind`, if present.
+    pub fn find(&self, kind: RecordKind) -> Option<Record<'a>> {
+        self.records().find(|r| r.header.kind == kind)
+    }
+
+    /// Length of the set in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{counter, task_table, TaskKind};
+    use proptest::prelude::*;
+    use std::vec::Vec;
+
+    fn sample(buf: &mut [u8]) -> usize {
+        let mut w = RecordSetWriter::new(buf).unwrap();
+        let table = [
+            task_table::V1 { id: 1, kind: TaskKind::COUNTER, affinity: 0xffff, period_us: 1000, flags: 0, steps: 7 },
+            task_table::V1 { id: 2, kind: TaskKind::COUNTER, affinity: 1, period_us: 1000, flags: 0, steps: 9 },
+        ];
+        w.add(0, &table).unwrap();
+        w.add_keyed(0, 2, |i| (i as u32 + 1, counter::V1 { count: 100 + i as u64 })).unwrap();
+        w.finish()
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut buf = [0u8; 4096];
+        let len = sample(&mut buf);
+        let set = RecordSet::parse(&buf[..len]).unwrap();
+        let table = set.find(RecordKind::TASK_TABLE).unwrap();
+        let entries: Vec<task_table::V1> = table.decode().map(Result::unwrap).collect();
+        assert_eq!(entries[1].steps, 9);
+        let counters = set.find(TaskKind::COUNTER.state_record()).unwrap();
+        counters.check_size::<counter::V1>(true).unwrap();
+        let states: Vec<_> = counters.decode_keyed::<counter::V1>().map(Result::unwrap).collect();
+        assert_eq!((states[1].task, states[1].state.count), (2, 101));
+    }
+
+    #[test]
+    fn damage_is_detected() {
+        let mut buf = [0u8; 4096];
+        let len = sample(&mut buf);
+        buf[len - 3] ^= 0x40;
+        assert!(matches!(RecordSet::parse(&buf[..len]), Err(RecordSetError::Checksum { .. })));
+    }
+
+    #[test]
+    fn a_full_area_is_refused_not_overrun() {
+        let mut buf = [0u8; PAYLOAD_START + 16];
+        let mut w = RecordSetWriter::new(&mut buf).unwrap();
+        let many = [counter::V1 { count: 1 }, counter::V1 { count: 2 }, counter::V1 { count: 3 }];
+        assert!(matches!(w.add(0, &many), Err(RecordSetError::OutOfSpace { .. })));
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = RecordSet::parse(&bytes).map(|s| s.records().count());
+        }
+
+        #[test]
+        fn parse_never_panics_on_mutations(at in 0usize..1200, value: u8, cut in 0usize..1200) {
+            let mut buf = [0u8; 4096];
+            let len = sample(&mut buf);
+            buf[at % len] = value;
+            let end = len - cut % len;
+            if let Ok(set) = RecordSet::parse(&buf[..end]) {
+                for r in set.records() {
+                    let _ = r.decode_keyed::<counter::V1>().count();
+                }
+            }
+        }
+    }
+}
