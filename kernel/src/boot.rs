@@ -49,6 +49,7 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     );
 
     must(memory::init_first_boot(boot_info), "memory");
+    crate::update::selfswap::remember_file(boot_info.kernel_addr, boot_info.kernel_len);
     arch::pic::disable();
     let rsdp = boot_info.rsdp_addr.into_option();
     let platform = must(

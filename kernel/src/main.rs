@@ -14,6 +14,7 @@ mod arch;
 mod boot;
 mod bootargs;
 mod console;
+mod continuity;
 mod cpu;
 mod drivers;
 mod identity;

@@ -11,7 +11,11 @@ use crate::arch::{self, ExitCode};
 use crate::cpu::{self, CpuId};
 use crate::memory::{self, layout, DATA};
 use crate::time::{self, Duration};
-use crate::{println, quiesce, sched};
+use crate::update::load::{self, Loaded};
+use crate::update::{handoff, swap};
+use crate::{continuity, println, quiesce, sched};
+use updater::handoff::{inject, text, Descriptor};
+use updater::recordset::RecordSet;
 
 type TestResult = Result<(), String>;
 
@@ -35,7 +39,24 @@ const TESTS: &[(&str, fn() -> TestResult)] = &[
     ),
 ];
 
-/// Runs every test and exits QEMU with the verdict.
+/// Request sequence number that marks the self-test's swap into itself: the resumed
+/// kernel sees it in the descriptor and finishes the self-test.
+pub const SELF_SWAP_SEQ: u64 = u64::MAX;
+
+/// Tests that need a loaded image of this kernel (rollbacks), run before the swap.
+const SWAP_TESTS: &[(&str, fn(&Loaded) -> TestResult)] = &[
+    (
+        "an injected reconciliation failure rolls back with every task intact",
+        rollback_on_injected_failure,
+    ),
+    (
+        "an AP that never acknowledges the park makes the swap roll back, not hang",
+        rollback_on_silent_ap,
+    ),
+];
+
+/// Runs every test and exits QEMU with the verdict (after a swap into itself, the
+/// resumed kernel finishes in [`after_self_swap`]).
 pub fn run() -> ! {
     let mut failed = 0;
     for (name, test) in TESTS {
@@ -47,11 +68,148 @@ pub fn run() -> ! {
             }
         }
     }
+    let own = crate::update::selfswap::own_image();
+    let loaded = match own.as_ref().map(|o| load::load(&o.source())) {
+        Some(Ok(l)) => Some(l),
+        Some(Err(e)) => {
+            println!("selftest: loading this kernel's own image ... FAILED: {e}");
+            failed += 1;
+            None
+        }
+        None => {
+            println!(
+                "selftest: loading this kernel's own image ... FAILED: ELF file not available"
+            );
+            failed += 1;
+            None
+        }
+    };
+    if let Some(loaded) = loaded.as_ref() {
+        for (name, test) in SWAP_TESTS {
+            match test(loaded) {
+                Ok(()) => println!("selftest: {name} ... ok"),
+                Err(reason) => {
+                    failed += 1;
+                    println!("selftest: {name} ... FAILED: {reason}");
+                }
+            }
+        }
+    }
+    let total = TESTS.len() + SWAP_TESTS.len() + 1;
+    if failed != 0 {
+        println!("selftest: {failed} of {total} FAILED");
+        arch::exit_qemu(ExitCode::Failure)
+    }
+    // Last: swap into this same image. The resumed kernel finishes the self-test.
+    let loaded = loaded.expect("loaded when nothing failed");
+    let refusal = swap::apply(&loaded, SELF_SWAP_SEQ, 0);
+    println!("selftest: swap into this image ... FAILED: {refusal}");
+    arch::exit_qemu(ExitCode::Failure)
+}
+
+fn exported_set() -> Result<RecordSet<'static>, String> {
+    let (offset, len) = handoff::descriptor().exported;
+    // SAFETY: the export area is not written again until the next swap, which only this
+    // (single-threaded) self-test starts.
+    let bytes = unsafe { handoff::area(offset, len) };
+    RecordSet::parse(bytes).map_err(|e| format!("exported set unreadable: {e}"))
+}
+
+fn rollback_on_injected_failure(loaded: &Loaded) -> TestResult {
+    match swap::apply(loaded, 1, inject::RECONCILE_FAIL) {
+        swap::SwapRefusal::Bootstrap => {}
+        other => return Err(format!("expected the bootstrap to refuse, got: {other}")),
+    }
+    let reason = String::from(text(&handoff::descriptor().failure));
+    if !reason.contains("injected") {
+        return Err(format!(
+            "refusal reason does not name the injected fault: {reason:?}"
+        ));
+    }
+    let c = continuity::check(&exported_set()?)?;
+    println!(
+        "selftest: rolled back ({reason}); {} tasks continued, {} steps since",
+        c.tasks, c.steps_since
+    );
+    Ok(())
+}
+
+fn rollback_on_silent_ap(loaded: &Loaded) -> TestResult {
+    if cpu::count() < 2 {
+        println!("selftest: (one CPU: no AP to keep silent)");
+        return Ok(());
+    }
+    match swap::apply(loaded, 2, inject::AP_NO_ACK) {
+        swap::SwapRefusal::Quiesce(e) if e.missing == Some(CpuId::new(cpu::count() - 1)) => {
+            println!("selftest: refused: {e}");
+            Ok(())
+        }
+        other => Err(format!(
+            "expected a quiesce refusal naming the last CPU, got: {other}"
+        )),
+    }
+}
+
+/// The resumed kernel's end of the self-test: continuity, addresses, phase times.
+pub fn after_self_swap(d: &Descriptor) -> ! {
+    let mut failed = 0;
+    let mut report = |name: &str, r: TestResult| match r {
+        Ok(()) => println!("selftest: {name} ... ok"),
+        Err(reason) => {
+            failed += 1;
+            println!("selftest: {name} ... FAILED: {reason}");
+        }
+    };
+    report(
+        "swap into this image: every task continues from its exported state",
+        (|| {
+            let c = continuity::check(&exported_set()?)?;
+            println!(
+                "selftest: {} tasks continued, {} steps since the export",
+                c.tasks, c.steps_since
+            );
+            Ok(())
+        })(),
+    );
+    report(
+        "the running code is at the kernel base, not in the staging window",
+        {
+            let here = after_self_swap as usize as u64;
+            if layout::KERNEL_IMAGE.contains(here) {
+                Ok(())
+            } else {
+                Err(format!("code runs at {here:#x}"))
+            }
+        },
+    );
+    let t = |v: &core::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+    let resumed = cpu::all()
+        .map(|c| {
+            handoff::park_control().slots[c.id.index()]
+                .resumed_tsc
+                .load(Ordering::Relaxed)
+        })
+        .max()
+        .unwrap_or(0);
+    let us = |a: u64, b: u64| time::ticks_to_nanos(b.saturating_sub(a)) / 1000;
+    let c = &d.clock;
+    println!(
+        "selftest: downtime {} µs: quiesce {} export {} reconcile {} overlay {} reinit {} release {} (µs, {} CPUs parked)",
+        us(t(&c.park_ipi), resumed),
+        us(t(&c.park_ipi), t(&c.all_parked)),
+        us(t(&c.all_parked), t(&c.exported)),
+        us(t(&c.exported), t(&c.reconciled)),
+        us(t(&c.reconciled), t(&c.overlaid)),
+        us(t(&c.overlaid), t(&c.reinitialised)),
+        us(t(&c.reinitialised), resumed),
+        d.cpus_parked
+    );
+    let total = TESTS.len() + SWAP_TESTS.len() + 2;
     if failed == 0 {
-        println!("selftest: all {} passed", TESTS.len());
+        println!("selftest: all {total} passed");
         arch::exit_qemu(ExitCode::Success)
     } else {
-        println!("selftest: {failed} of {} FAILED", TESTS.len());
+        println!("selftest: {failed} of {total} FAILED");
         arch::exit_qemu(ExitCode::Failure)
     }
 }

@@ -65,8 +65,14 @@ fn convert_entry<U: Upgrade>(input: &[u8], output: &mut [u8]) -> Result<(), Conv
 impl Step {
     /// The step that `U` implements.
     pub const fn of<U: Upgrade>() -> Step {
-        assert!(U::From::KIND.raw() == U::To::KIND.raw(), "a step converts one record kind");
-        assert!(U::From::SCHEMA.get() + 1 == U::To::SCHEMA.get(), "a step goes from N to N+1");
+        assert!(
+            U::From::KIND.raw() == U::To::KIND.raw(),
+            "a step converts one record kind"
+        );
+        assert!(
+            U::From::SCHEMA.get() + 1 == U::To::SCHEMA.get(),
+            "a step goes from N to N+1"
+        );
         assert!(U::From::SIZE <= MAX_ENTRY && U::To::SIZE <= MAX_ENTRY);
         Step {
             kind: U::From::KIND,
@@ -97,11 +103,30 @@ pub struct Reads {
 pub enum ReconcileError {
     Input(RecordSetError),
     Output(RecordSetError),
-    MissingConverter { kind: RecordKind, from: SchemaVersion, to: SchemaVersion },
-    Downgrade { kind: RecordKind, exported: SchemaVersion, reads: SchemaVersion },
-    Unreadable { kind: RecordKind, version: SchemaVersion },
-    EntrySize { kind: RecordKind, found: usize, expected: usize },
-    Entry { kind: RecordKind, index: usize, error: ConvertError },
+    MissingConverter {
+        kind: RecordKind,
+        from: SchemaVersion,
+        to: SchemaVersion,
+    },
+    Downgrade {
+        kind: RecordKind,
+        exported: SchemaVersion,
+        reads: SchemaVersion,
+    },
+    Unreadable {
+        kind: RecordKind,
+        version: SchemaVersion,
+    },
+    EntrySize {
+        kind: RecordKind,
+        found: usize,
+        expected: usize,
+    },
+    Entry {
+        kind: RecordKind,
+        index: usize,
+        error: ConvertError,
+    },
 }
 
 impl core::fmt::Display for ReconcileError {
@@ -112,16 +137,35 @@ impl core::fmt::Display for ReconcileError {
             ReconcileError::MissingConverter { kind, from, to } => {
                 write!(f, "no converter for {kind} {from}→{to} in the new image")
             }
-            ReconcileError::Downgrade { kind, exported, reads } => {
-                write!(f, "{kind} was exported as {exported}, the new image reads only the older {reads}")
+            ReconcileError::Downgrade {
+                kind,
+                exported,
+                reads,
+            } => {
+                write!(
+                    f,
+                    "{kind} was exported as {exported}, the new image reads only the older {reads}"
+                )
             }
             ReconcileError::Unreadable { kind, version } => {
-                write!(f, "the new image cannot read {kind} {version}, and the record is not optional")
+                write!(
+                    f,
+                    "the new image cannot read {kind} {version}, and the record is not optional"
+                )
             }
-            ReconcileError::EntrySize { kind, found, expected } => {
-                write!(f, "{kind} entries are {found} bytes, their schema needs {expected}")
+            ReconcileError::EntrySize {
+                kind,
+                found,
+                expected,
+            } => {
+                write!(
+                    f,
+                    "{kind} entries are {found} bytes, their schema needs {expected}"
+                )
             }
-            ReconcileError::Entry { kind, index, error } => write!(f, "{kind} entry {index}: {error}"),
+            ReconcileError::Entry { kind, index, error } => {
+                write!(f, "{kind} entry {index}: {error}")
+            }
         }
     }
 }
@@ -152,14 +196,21 @@ pub fn reconcile(
                 log.dropped(h.kind, h.schema, h.entries);
                 continue;
             }
-            return Err(ReconcileError::Unreadable { kind: h.kind, version: h.schema });
+            return Err(ReconcileError::Unreadable {
+                kind: h.kind,
+                version: h.schema,
+            });
         };
         if h.schema > target.version {
             if h.optional() {
                 log.dropped(h.kind, h.schema, h.entries);
                 continue;
             }
-            return Err(ReconcileError::Downgrade { kind: h.kind, exported: h.schema, reads: target.version });
+            return Err(ReconcileError::Downgrade {
+                kind: h.kind,
+                exported: h.schema,
+                reads: target.version,
+            });
         }
         // The chain from the exported version up to the one read.
         let mut chain: [Option<&Step>; 16] = [None; 16];
@@ -169,9 +220,17 @@ pub fn reconcile(
             let step = steps
                 .iter()
                 .find(|s| s.kind == h.kind && s.from == v)
-                .ok_or(ReconcileError::MissingConverter { kind: h.kind, from: v, to: v.next() })?;
+                .ok_or(ReconcileError::MissingConverter {
+                    kind: h.kind,
+                    from: v,
+                    to: v.next(),
+                })?;
             if n == chain.len() {
-                return Err(ReconcileError::MissingConverter { kind: h.kind, from: v, to: v.next() });
+                return Err(ReconcileError::MissingConverter {
+                    kind: h.kind,
+                    from: v,
+                    to: v.next(),
+                });
             }
             chain[n] = Some(step);
             n += 1;
@@ -182,39 +241,67 @@ pub fn reconcile(
         let keyed = h.kind.task_kind().is_some();
         let key = if keyed { 4 } else { 0 };
         if (h.entry_size as usize) < key {
-            return Err(ReconcileError::EntrySize { kind: h.kind, found: h.entry_size as usize, expected: key });
+            return Err(ReconcileError::EntrySize {
+                kind: h.kind,
+                found: h.entry_size as usize,
+                expected: key,
+            });
         }
-        let first_size = chain_steps.next().map_or(h.entry_size.saturating_sub(key as u32) as usize, |s| s.from_size);
+        let first_size = chain_steps
+            .next()
+            .map_or(h.entry_size.saturating_sub(key as u32) as usize, |s| {
+                s.from_size
+            });
         if h.entry_size as usize != first_size + key {
-            return Err(ReconcileError::EntrySize { kind: h.kind, found: h.entry_size as usize, expected: first_size + key });
+            return Err(ReconcileError::EntrySize {
+                kind: h.kind,
+                found: h.entry_size as usize,
+                expected: first_size + key,
+            });
         }
-        let out_size = chain.iter().flatten().last().map_or(first_size, |s| s.to_size) + key;
+        let out_size = chain
+            .iter()
+            .flatten()
+            .last()
+            .map_or(first_size, |s| s.to_size)
+            + key;
         let mut failure: Option<ReconcileError> = None;
         writer
-            .add_raw(h.kind, target.version, h.flags, out_size, h.entries as usize, |i, w| {
-                if failure.is_some() {
-                    w.zeros(out_size);
-                    return;
-                }
-                let entry = record.entry(i);
-                if keyed {
-                    w.bytes(&entry[..4]);
-                }
-                let mut a = [0u8; MAX_ENTRY];
-                let mut b = [0u8; MAX_ENTRY];
-                let mut len = entry.len() - key;
-                a[..len].copy_from_slice(&entry[key..]);
-                for step in chain.iter().flatten() {
-                    if let Err(error) = (step.entry)(&a[..len], &mut b[..step.to_size]) {
-                        failure = Some(ReconcileError::Entry { kind: h.kind, index: i, error });
-                        w.zeros(out_size - key);
+            .add_raw(
+                h.kind,
+                target.version,
+                h.flags,
+                out_size,
+                h.entries as usize,
+                |i, w| {
+                    if failure.is_some() {
+                        w.zeros(out_size);
                         return;
                     }
-                    len = step.to_size;
-                    a[..len].copy_from_slice(&b[..len]);
-                }
-                w.bytes(&a[..len]);
-            })
+                    let entry = record.entry(i);
+                    if keyed {
+                        w.bytes(&entry[..4]);
+                    }
+                    let mut a = [0u8; MAX_ENTRY];
+                    let mut b = [0u8; MAX_ENTRY];
+                    let mut len = entry.len() - key;
+                    a[..len].copy_from_slice(&entry[key..]);
+                    for step in chain.iter().flatten() {
+                        if let Err(error) = (step.entry)(&a[..len], &mut b[..step.to_size]) {
+                            failure = Some(ReconcileError::Entry {
+                                kind: h.kind,
+                                index: i,
+                                error,
+                            });
+                            w.zeros(out_size - key);
+                            return;
+                        }
+                        len = step.to_size;
+                        a[..len].copy_from_slice(&b[..len]);
+                    }
+                    w.bytes(&a[..len]);
+                },
+            )
             .map_err(ReconcileError::Output)?;
         if let Some(e) = failure {
             return Err(e);
@@ -260,8 +347,11 @@ pub mod steps {
 }
 
 /// Every step this tree defines.
-pub const ALL_STEPS: &[Step] =
-    &[Step::of::<steps::TaskTable1To2>(), Step::of::<steps::TaskTable2To3>(), Step::of::<steps::Counter1To2>()];
+pub const ALL_STEPS: &[Step] = &[
+    Step::of::<steps::TaskTable1To2>(),
+    Step::of::<steps::TaskTable2To3>(),
+    Step::of::<steps::Counter1To2>(),
+];
 
 #[cfg(test)]
 mod tests {
@@ -278,7 +368,13 @@ mod tests {
         dropped: Vec<(RecordKind, u16, u32)>,
     }
     impl ReconcileLog for Log {
-        fn converted(&mut self, kind: RecordKind, from: SchemaVersion, to: SchemaVersion, count: u32) {
+        fn converted(
+            &mut self,
+            kind: RecordKind,
+            from: SchemaVersion,
+            to: SchemaVersion,
+            count: u32,
+        ) {
             self.converted.push((kind, from.get(), to.get(), count));
         }
         fn dropped(&mut self, kind: RecordKind, version: SchemaVersion, entries: u32) {
@@ -291,27 +387,65 @@ mod tests {
         let table: Vec<_> = (0..tasks)
             .map(|i| task_table::V1 {
                 id: i + 1,
-                kind: if i % 2 == 0 { TaskKind::COUNTER } else { TaskKind::TICKER },
+                kind: if i % 2 == 0 {
+                    TaskKind::COUNTER
+                } else {
+                    TaskKind::TICKER
+                },
                 affinity: task_table::ANY_CPU,
                 period_us: 1000,
-                flags: if i % 2 == 0 { 0 } else { task_table::flags::OPTIONAL },
+                flags: if i % 2 == 0 {
+                    0
+                } else {
+                    task_table::flags::OPTIONAL
+                },
                 steps: 10 * i as u64,
             })
             .collect();
         w.add(0, &table).unwrap();
         let counters: Vec<u32> = (0..tasks).filter(|i| i % 2 == 0).collect();
-        w.add_keyed(0, counters.len(), |i| (counters[i] + 1, counter::V1 { count: 1000 + counters[i] as u64 })).unwrap();
+        w.add_keyed(0, counters.len(), |i| {
+            (
+                counters[i] + 1,
+                counter::V1 {
+                    count: 1000 + counters[i] as u64,
+                },
+            )
+        })
+        .unwrap();
         let tickers: Vec<u32> = (0..tasks).filter(|i| i % 2 == 1).collect();
-        w.add_keyed(OPTIONAL, tickers.len(), |i| (tickers[i] + 1, ticker::V1 { ticks: 5 })).unwrap();
-        w.add_keyed(0, 1, |_| (99, lcg::V1 { seed: 1, x: 2, steps: 3 })).unwrap();
+        w.add_keyed(OPTIONAL, tickers.len(), |i| {
+            (tickers[i] + 1, ticker::V1 { ticks: 5 })
+        })
+        .unwrap();
+        w.add_keyed(0, 1, |_| {
+            (
+                99,
+                lcg::V1 {
+                    seed: 1,
+                    x: 2,
+                    steps: 3,
+                },
+            )
+        })
+        .unwrap();
         w.finish()
     }
 
     fn reads_v3() -> [Reads; 3] {
         [
-            Reads { kind: RecordKind::TASK_TABLE, version: SchemaVersion::new(3) },
-            Reads { kind: TaskKind::COUNTER.state_record(), version: SchemaVersion::new(2) },
-            Reads { kind: TaskKind::LCG.state_record(), version: SchemaVersion::new(1) },
+            Reads {
+                kind: RecordKind::TASK_TABLE,
+                version: SchemaVersion::new(3),
+            },
+            Reads {
+                kind: TaskKind::COUNTER.state_record(),
+                version: SchemaVersion::new(2),
+            },
+            Reads {
+                kind: TaskKind::LCG.state_record(),
+                version: SchemaVersion::new(1),
+            },
         ]
     }
 
@@ -332,17 +466,41 @@ mod tests {
         );
         assert_eq!(log.dropped, vec![(TaskKind::TICKER.state_record(), 1, 5)]);
         let set = RecordSet::parse(&out[..n]).unwrap();
-        let table: Vec<task_table::V3> = set.find(RecordKind::TASK_TABLE).unwrap().decode().map(Result::unwrap).collect();
+        let table: Vec<task_table::V3> = set
+            .find(RecordKind::TASK_TABLE)
+            .unwrap()
+            .decode()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(table.len(), 10);
-        assert!(table.iter().enumerate().all(|(i, t)| t.id == i as u32 + 1 && t.steps == 10 * i as u64));
-        let counters: Vec<_> =
-            set.find(TaskKind::COUNTER.state_record()).unwrap().decode_keyed::<counter::V2>().map(Result::unwrap).collect();
+        assert!(table
+            .iter()
+            .enumerate()
+            .all(|(i, t)| t.id == i as u32 + 1 && t.steps == 10 * i as u64));
+        let counters: Vec<_> = set
+            .find(TaskKind::COUNTER.state_record())
+            .unwrap()
+            .decode_keyed::<counter::V2>()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(counters[2].task, 5);
         assert_eq!(counters[2].state.count, 1004);
         assert_eq!(counters[2].state.stride, 1);
         // Unchanged kinds are copied as they are.
-        let l: Vec<_> = set.find(TaskKind::LCG.state_record()).unwrap().decode_keyed::<lcg::V1>().map(Result::unwrap).collect();
-        assert_eq!(l[0].state, lcg::V1 { seed: 1, x: 2, steps: 3 });
+        let l: Vec<_> = set
+            .find(TaskKind::LCG.state_record())
+            .unwrap()
+            .decode_keyed::<lcg::V1>()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            l[0].state,
+            lcg::V1 {
+                seed: 1,
+                x: 2,
+                steps: 3
+            }
+        );
     }
 
     #[test]
@@ -350,8 +508,18 @@ mod tests {
         let mut input = vec![0u8; 64 * 1024];
         let len = v1_state(&mut input, 4);
         let mut out = vec![0u8; 64 * 1024];
-        let only_second = [Step::of::<steps::TaskTable2To3>(), Step::of::<steps::Counter1To2>()];
-        let err = reconcile(&input[..len], &reads_v3(), &only_second, &mut out, &mut Log::default()).unwrap_err();
+        let only_second = [
+            Step::of::<steps::TaskTable2To3>(),
+            Step::of::<steps::Counter1To2>(),
+        ];
+        let err = reconcile(
+            &input[..len],
+            &reads_v3(),
+            &only_second,
+            &mut out,
+            &mut Log::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             err,
             ReconcileError::MissingConverter {
@@ -360,7 +528,10 @@ mod tests {
                 to: SchemaVersion::new(2)
             }
         );
-        assert_eq!(err.to_string(), "no converter for task-table v1→v2 in the new image");
+        assert_eq!(
+            err.to_string(),
+            "no converter for task-table v1→v2 in the new image"
+        );
     }
 
     #[test]
@@ -368,9 +539,21 @@ mod tests {
         let mut input = vec![0u8; 64 * 1024];
         let len = v1_state(&mut input, 4);
         let mut out = vec![0u8; 64 * 1024];
-        let reads = [Reads { kind: RecordKind::TASK_TABLE, version: SchemaVersion::new(1) }];
-        let err = reconcile(&input[..len], &reads, ALL_STEPS, &mut out, &mut Log::default()).unwrap_err();
-        assert!(matches!(err, ReconcileError::Unreadable { kind, .. } if kind == TaskKind::COUNTER.state_record()));
+        let reads = [Reads {
+            kind: RecordKind::TASK_TABLE,
+            version: SchemaVersion::new(1),
+        }];
+        let err = reconcile(
+            &input[..len],
+            &reads,
+            ALL_STEPS,
+            &mut out,
+            &mut Log::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ReconcileError::Unreadable { kind, .. } if kind == TaskKind::COUNTER.state_record())
+        );
     }
 
     #[test]
@@ -378,14 +561,37 @@ mod tests {
         let mut input = vec![0u8; 64 * 1024];
         let len = v1_state(&mut input, 4);
         let mut mid = vec![0u8; 64 * 1024];
-        let n = reconcile(&input[..len], &reads_v3(), ALL_STEPS, &mut mid, &mut Log::default()).unwrap();
+        let n = reconcile(
+            &input[..len],
+            &reads_v3(),
+            ALL_STEPS,
+            &mut mid,
+            &mut Log::default(),
+        )
+        .unwrap();
         let mut out = vec![0u8; 64 * 1024];
         let v1_reads = [
-            Reads { kind: RecordKind::TASK_TABLE, version: SchemaVersion::new(1) },
-            Reads { kind: TaskKind::COUNTER.state_record(), version: SchemaVersion::new(1) },
-            Reads { kind: TaskKind::LCG.state_record(), version: SchemaVersion::new(1) },
+            Reads {
+                kind: RecordKind::TASK_TABLE,
+                version: SchemaVersion::new(1),
+            },
+            Reads {
+                kind: TaskKind::COUNTER.state_record(),
+                version: SchemaVersion::new(1),
+            },
+            Reads {
+                kind: TaskKind::LCG.state_record(),
+                version: SchemaVersion::new(1),
+            },
         ];
-        let err = reconcile(&mid[..n], &v1_reads, ALL_STEPS, &mut out, &mut Log::default()).unwrap_err();
+        let err = reconcile(
+            &mid[..n],
+            &v1_reads,
+            ALL_STEPS,
+            &mut out,
+            &mut Log::default(),
+        )
+        .unwrap_err();
         assert!(matches!(err, ReconcileError::Downgrade { .. }));
     }
 
@@ -394,14 +600,38 @@ mod tests {
         let mut input = vec![0u8; 64 * 1024];
         let mut w = RecordSetWriter::new(&mut input).unwrap();
         let table = [
-            task_table::V1 { id: 1, kind: TaskKind::COUNTER, affinity: 0, period_us: 1, flags: 0, steps: 0 },
-            task_table::V1 { id: 2, kind: TaskKind::COUNTER, affinity: 0, period_us: 1, flags: 0x1_0000, steps: 0 },
+            task_table::V1 {
+                id: 1,
+                kind: TaskKind::COUNTER,
+                affinity: 0,
+                period_us: 1,
+                flags: 0,
+                steps: 0,
+            },
+            task_table::V1 {
+                id: 2,
+                kind: TaskKind::COUNTER,
+                affinity: 0,
+                period_us: 1,
+                flags: 0x1_0000,
+                steps: 0,
+            },
         ];
         w.add(0, &table).unwrap();
         let len = w.finish();
         let mut out = vec![0u8; 64 * 1024];
-        let reads = [Reads { kind: RecordKind::TASK_TABLE, version: SchemaVersion::new(2) }];
-        let err = reconcile(&input[..len], &reads, ALL_STEPS, &mut out, &mut Log::default()).unwrap_err();
+        let reads = [Reads {
+            kind: RecordKind::TASK_TABLE,
+            version: SchemaVersion::new(2),
+        }];
+        let err = reconcile(
+            &input[..len],
+            &reads,
+            ALL_STEPS,
+            &mut out,
+            &mut Log::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "task-table entry 1: task 2: flags 0x10000 do not fit the 16-bit flags of task-table v2");
     }
 }

@@ -187,6 +187,9 @@ pub mod inject {
     pub const RECONCILE_FAIL: u64 = 1 << 0;
     /// One AP ignores the park request.
     pub const AP_NO_ACK: u64 = 1 << 1;
+    /// Not a fault: make the overlay copy every page (to measure against the default,
+    /// which copies only pages that differ).
+    pub const OVERLAY_FULL: u64 = 1 << 8;
 }
 
 /// Most conversion steps logged.
@@ -247,6 +250,45 @@ pub struct Descriptor {
     /// Initialisation requirements the new kernel must meet at resume (bits defined by
     /// the new image; e.g. "create the tasks of a kind that did not exist").
     pub init_requirements: u64,
+    /// The pages the overlay copies: runs of (first page, page count) from the base.
+    /// Pages not listed hold the same bytes in the old and the new image already.
+    pub copy_run_count: u32,
+    pub _pad3: u32,
+    pub copy_runs: [CopyRun; MAX_COPY_RUNS],
+}
+
+/// Most runs of pages an overlay copies.
+pub const MAX_COPY_RUNS: usize = 64;
+
+/// A run of pages the overlay copies.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyRun {
+    pub first_page: u32,
+    pub pages: u32,
+}
+
+/// Adds page `page` to a list of runs (pages must come in increasing order). When the
+/// list is full, the new page extends the last run (copying a few identical pages more
+/// is always correct).
+pub fn add_page(runs: &mut [CopyRun; MAX_COPY_RUNS], count: &mut u32, page: u32) {
+    let n = *count as usize;
+    if n > 0 {
+        let last = &mut runs[n - 1];
+        if last.first_page + last.pages == page {
+            last.pages += 1;
+            return;
+        }
+        if n == MAX_COPY_RUNS {
+            last.pages = page + 1 - last.first_page;
+            return;
+        }
+    }
+    runs[n] = CopyRun {
+        first_page: page,
+        pages: 1,
+    };
+    *count += 1;
 }
 
 /// Copies `text` into a NUL-padded byte field, truncated at a character boundary.
@@ -287,6 +329,44 @@ mod tests {
         assert_eq!(text(&f), "abc");
         set_text(&mut f, "ééééé"); // 10 bytes: truncated to 4 whole characters
         assert_eq!(text(&f), "éééé");
+    }
+
+    #[test]
+    fn page_runs_merge_and_saturate() {
+        let mut runs = [CopyRun::default(); MAX_COPY_RUNS];
+        let mut n = 0;
+        for p in [0, 1, 2, 5, 6, 9] {
+            add_page(&mut runs, &mut n, p);
+        }
+        assert_eq!(
+            &runs[..n as usize],
+            &[
+                CopyRun {
+                    first_page: 0,
+                    pages: 3
+                },
+                CopyRun {
+                    first_page: 5,
+                    pages: 2
+                },
+                CopyRun {
+                    first_page: 9,
+                    pages: 1
+                }
+            ]
+        );
+        let mut runs = [CopyRun::default(); MAX_COPY_RUNS];
+        let mut n = 0;
+        for p in 0..200 {
+            add_page(&mut runs, &mut n, 2 * p);
+        }
+        assert_eq!(n as usize, MAX_COPY_RUNS);
+        // Every page asked for is covered.
+        for p in 0..200u32 {
+            assert!(runs[..n as usize]
+                .iter()
+                .any(|r| (r.first_page..r.first_page + r.pages).contains(&(2 * p))));
+        }
     }
 
     #[test]

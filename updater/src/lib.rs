@@ -16,6 +16,6 @@ extern crate std;
 pub mod convert;
 pub mod handoff;
 pub mod records;
-pub mod relocate;
 pub mod recordset;
+pub mod relocate;
 pub mod wire;

@@ -37,34 +37,66 @@ pub enum RecordSetError {
     BadMagic,
     UnknownLayout(u32),
     TooManyRecords,
-    OutOfSpace { needed: usize, available: usize },
-    Truncated { kind: u16 },
-    Checksum { expected: u64, found: u64 },
-    EntrySize { kind: u16, entry_size: u32, expected: usize },
-    Duplicate { kind: u16 },
+    OutOfSpace {
+        needed: usize,
+        available: usize,
+    },
+    Truncated {
+        kind: u16,
+    },
+    Checksum {
+        expected: u64,
+        found: u64,
+    },
+    EntrySize {
+        kind: u16,
+        entry_size: u32,
+        expected: usize,
+    },
+    Duplicate {
+        kind: u16,
+    },
 }
 
 impl core::fmt::Display for RecordSetError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             RecordSetError::BadMagic => write!(f, "record set has no HKRECSET magic"),
-            RecordSetError::UnknownLayout(v) => write!(f, "record set layout {v} is not understood (1 is)"),
+            RecordSetError::UnknownLayout(v) => {
+                write!(f, "record set layout {v} is not understood (1 is)")
+            }
             RecordSetError::TooManyRecords => write!(f, "more than {MAX_RECORDS} records"),
             RecordSetError::OutOfSpace { needed, available } => {
-                write!(f, "record area too small: {needed} bytes needed, {available} available")
+                write!(
+                    f,
+                    "record area too small: {needed} bytes needed, {available} available"
+                )
             }
             RecordSetError::Truncated { kind } => {
-                write!(f, "record {} extends past the end of the set", RecordKind::from_raw(*kind))
+                write!(
+                    f,
+                    "record {} extends past the end of the set",
+                    RecordKind::from_raw(*kind)
+                )
             }
             RecordSetError::Checksum { expected, found } => {
-                write!(f, "record set checksum {found:#x}, expected {expected:#x}: the set was damaged")
+                write!(
+                    f,
+                    "record set checksum {found:#x}, expected {expected:#x}: the set was damaged"
+                )
             }
-            RecordSetError::EntrySize { kind, entry_size, expected } => write!(
+            RecordSetError::EntrySize {
+                kind,
+                entry_size,
+                expected,
+            } => write!(
                 f,
                 "record {} has {entry_size}-byte entries, its schema needs {expected}",
                 RecordKind::from_raw(*kind)
             ),
-            RecordSetError::Duplicate { kind } => write!(f, "record {} appears twice", RecordKind::from_raw(*kind)),
+            RecordSetError::Duplicate { kind } => {
+                write!(f, "record {} appears twice", RecordKind::from_raw(*kind))
+            }
         }
     }
 }
@@ -105,10 +137,17 @@ pub struct RecordSetWriter<'a> {
 impl<'a> RecordSetWriter<'a> {
     pub fn new(buf: &'a mut [u8]) -> Result<Self, RecordSetError> {
         if buf.len() < PAYLOAD_START {
-            return Err(RecordSetError::OutOfSpace { needed: PAYLOAD_START, available: buf.len() });
+            return Err(RecordSetError::OutOfSpace {
+                needed: PAYLOAD_START,
+                available: buf.len(),
+            });
         }
         buf[..PAYLOAD_START].fill(0);
-        Ok(Self { buf, count: 0, end: PAYLOAD_START })
+        Ok(Self {
+            buf,
+            count: 0,
+            end: PAYLOAD_START,
+        })
     }
 
     /// Adds a record of `entries` entries of `entry_size` bytes, each written by `write`.
@@ -127,7 +166,10 @@ impl<'a> RecordSetWriter<'a> {
         let len = entry_size * entries;
         let start = self.end.next_multiple_of(8);
         if start + len > self.buf.len() {
-            return Err(RecordSetError::OutOfSpace { needed: start + len, available: self.buf.len() });
+            return Err(RecordSetError::OutOfSpace {
+                needed: start + len,
+                available: self.buf.len(),
+            });
         }
         for i in 0..entries {
             let at = start + i * entry_size;
@@ -151,7 +193,9 @@ impl<'a> RecordSetWriter<'a> {
 
     /// Adds a record of plain entries.
     pub fn add<R: StateRecord>(&mut self, flags: u16, entries: &[R]) -> Result<(), RecordSetError> {
-        self.add_raw(R::KIND, R::SCHEMA, flags, R::SIZE, entries.len(), |i, w| entries[i].encode(w))
+        self.add_raw(R::KIND, R::SCHEMA, flags, R::SIZE, entries.len(), |i, w| {
+            entries[i].encode(w)
+        })
     }
 
     /// Adds a task-state record from `(task id, state)` pairs produced by `each`.
@@ -203,17 +247,24 @@ impl<'a> Record<'a> {
     }
 
     /// Decodes every entry as `R` (which must be this record's kind and schema).
-    pub fn decode<R: StateRecord>(&self) -> impl Iterator<Item = Result<R, crate::wire::WireError>> + 'a {
+    pub fn decode<R: StateRecord>(
+        &self,
+    ) -> impl Iterator<Item = Result<R, crate::wire::WireError>> + 'a {
         let this = *self;
         (0..this.header.entries as usize).map(move |i| R::decode(&mut Reader::new(this.entry(i))))
     }
 
     /// Decodes every entry of a task-state record as `(task id, R)`.
-    pub fn decode_keyed<R: StateRecord>(&self) -> impl Iterator<Item = Result<Keyed<R>, crate::wire::WireError>> + 'a {
+    pub fn decode_keyed<R: StateRecord>(
+        &self,
+    ) -> impl Iterator<Item = Result<Keyed<R>, crate::wire::WireError>> + 'a {
         let this = *self;
         (0..this.header.entries as usize).map(move |i| {
             let mut r = Reader::new(this.entry(i));
-            Ok(Keyed { task: r.u32()?, state: R::decode(&mut r)? })
+            Ok(Keyed {
+                task: r.u32()?,
+                state: R::decode(&mut r)?,
+            })
         })
     }
 
@@ -253,19 +304,27 @@ impl<'a> RecordSet<'a> {
             return Err(RecordSetError::TooManyRecords);
         }
         if total < PAYLOAD_START as u64 || total > bytes.len() as u64 {
-            return Err(RecordSetError::OutOfSpace { needed: total as usize, available: bytes.len() });
+            return Err(RecordSetError::OutOfSpace {
+                needed: total as usize,
+                available: bytes.len(),
+            });
         }
         let bytes = &bytes[..total as usize];
         let found = fnv1a(&bytes[HEADER..]);
         if found != checksum {
-            return Err(RecordSetError::Checksum { expected: checksum, found });
+            return Err(RecordSetError::Checksum {
+                expected: checksum,
+                found,
+            });
         }
         let set = RecordSet { bytes, count };
         for i in 0..count {
             let rec = set.get(i)?;
             for j in 0..i {
                 if set.get(j)?.header.kind == rec.header.kind {
-                    return Err(RecordSetError::Duplicate { kind: rec.header.kind.raw() });
+                    return Err(RecordSetError::Duplicate {
+                        kind: rec.header.kind.raw(),
+                    });
                 }
             }
         }
@@ -285,7 +344,9 @@ impl<'a> RecordSet<'a> {
         let offset = r.u64().map_err(short)?;
         let len = r.u64().map_err(short)?;
         let schema = SchemaVersion::try_new(schema).ok_or(RecordSetError::Truncated { kind })?;
-        let end = offset.checked_add(len).ok_or(RecordSetError::Truncated { kind })?;
+        let end = offset
+            .checked_add(len)
+            .ok_or(RecordSetError::Truncated { kind })?;
         if offset < PAYLOAD_START as u64
             || end > self.bytes.len() as u64
             || (entry_size as u64).checked_mul(entries as u64) != Some(len)
@@ -294,7 +355,13 @@ impl<'a> RecordSet<'a> {
             return Err(RecordSetError::Truncated { kind });
         }
         Ok(Record {
-            header: RecordHeader { kind: RecordKind::from_raw(kind), schema, flags, entry_size, entries },
+            header: RecordHeader {
+                kind: RecordKind::from_raw(kind),
+                schema,
+                flags,
+                entry_size,
+                entries,
+            },
             bytes: &self.bytes[offset as usize..end as usize],
         })
     }
@@ -329,11 +396,33 @@ mod tests {
     fn sample(buf: &mut [u8]) -> usize {
         let mut w = RecordSetWriter::new(buf).unwrap();
         let table = [
-            task_table::V1 { id: 1, kind: TaskKind::COUNTER, affinity: 0xffff, period_us: 1000, flags: 0, steps: 7 },
-            task_table::V1 { id: 2, kind: TaskKind::COUNTER, affinity: 1, period_us: 1000, flags: 0, steps: 9 },
+            task_table::V1 {
+                id: 1,
+                kind: TaskKind::COUNTER,
+                affinity: 0xffff,
+                period_us: 1000,
+                flags: 0,
+                steps: 7,
+            },
+            task_table::V1 {
+                id: 2,
+                kind: TaskKind::COUNTER,
+                affinity: 1,
+                period_us: 1000,
+                flags: 0,
+                steps: 9,
+            },
         ];
         w.add(0, &table).unwrap();
-        w.add_keyed(0, 2, |i| (i as u32 + 1, counter::V1 { count: 100 + i as u64 })).unwrap();
+        w.add_keyed(0, 2, |i| {
+            (
+                i as u32 + 1,
+                counter::V1 {
+                    count: 100 + i as u64,
+                },
+            )
+        })
+        .unwrap();
         w.finish()
     }
 
@@ -347,7 +436,10 @@ mod tests {
         assert_eq!(entries[1].steps, 9);
         let counters = set.find(TaskKind::COUNTER.state_record()).unwrap();
         counters.check_size::<counter::V1>(true).unwrap();
-        let states: Vec<_> = counters.decode_keyed::<counter::V1>().map(Result::unwrap).collect();
+        let states: Vec<_> = counters
+            .decode_keyed::<counter::V1>()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!((states[1].task, states[1].state.count), (2, 101));
     }
 
@@ -356,15 +448,25 @@ mod tests {
         let mut buf = [0u8; 4096];
         let len = sample(&mut buf);
         buf[len - 3] ^= 0x40;
-        assert!(matches!(RecordSet::parse(&buf[..len]), Err(RecordSetError::Checksum { .. })));
+        assert!(matches!(
+            RecordSet::parse(&buf[..len]),
+            Err(RecordSetError::Checksum { .. })
+        ));
     }
 
     #[test]
     fn a_full_area_is_refused_not_overrun() {
         let mut buf = [0u8; PAYLOAD_START + 16];
         let mut w = RecordSetWriter::new(&mut buf).unwrap();
-        let many = [counter::V1 { count: 1 }, counter::V1 { count: 2 }, counter::V1 { count: 3 }];
-        assert!(matches!(w.add(0, &many), Err(RecordSetError::OutOfSpace { .. })));
+        let many = [
+            counter::V1 { count: 1 },
+            counter::V1 { count: 2 },
+            counter::V1 { count: 3 },
+        ];
+        assert!(matches!(
+            w.add(0, &many),
+            Err(RecordSetError::OutOfSpace { .. })
+        ));
     }
 
     proptest! {

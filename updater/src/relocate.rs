@@ -16,7 +16,10 @@ impl core::fmt::Display for RelocError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             RelocError::OutOfImage { offset, image_len } => {
-                write!(f, "relocation slot at {offset:#x} is outside the {image_len}-byte image")
+                write!(
+                    f,
+                    "relocation slot at {offset:#x} is outside the {image_len}-byte image"
+                )
             }
         }
     }
@@ -33,8 +36,14 @@ pub fn relocate(
     for (address, addend) in relocations {
         let at = address
             .checked_sub(link_base)
-            .filter(|&o| o.checked_add(8).is_some_and(|end| end <= image.len() as u64))
-            .ok_or(RelocError::OutOfImage { offset: address, image_len: image.len() })? as usize;
+            .filter(|&o| {
+                o.checked_add(8)
+                    .is_some_and(|end| end <= image.len() as u64)
+            })
+            .ok_or(RelocError::OutOfImage {
+                offset: address,
+                image_len: image.len(),
+            })? as usize;
         let value = base.wrapping_add(addend as u64);
         image[at..at + 8].copy_from_slice(&value.to_le_bytes());
         n += 1;
@@ -49,13 +58,28 @@ mod tests {
     #[test]
     fn slots_get_base_plus_addend_and_bounds_are_checked() {
         let mut image = [0u8; 32];
-        let n = relocate(&mut image, 0, 0xffff_ffff_8000_0000, [(8u64, 0x1234i64), (16, 0)].into_iter()).unwrap();
+        let n = relocate(
+            &mut image,
+            0,
+            0xffff_ffff_8000_0000,
+            [(8u64, 0x1234i64), (16, 0)].into_iter(),
+        )
+        .unwrap();
         assert_eq!(n, 2);
-        assert_eq!(u64::from_le_bytes(image[8..16].try_into().unwrap()), 0xffff_ffff_8000_1234);
-        assert_eq!(u64::from_le_bytes(image[16..24].try_into().unwrap()), 0xffff_ffff_8000_0000);
+        assert_eq!(
+            u64::from_le_bytes(image[8..16].try_into().unwrap()),
+            0xffff_ffff_8000_1234
+        );
+        assert_eq!(
+            u64::from_le_bytes(image[16..24].try_into().unwrap()),
+            0xffff_ffff_8000_0000
+        );
         assert_eq!(
             relocate(&mut image, 0, 0, [(28u64, 0i64)].into_iter()),
-            Err(RelocError::OutOfImage { offset: 28, image_len: 32 })
+            Err(RelocError::OutOfImage {
+                offset: 28,
+                image_len: 32
+            })
         );
         assert!(relocate(&mut image, 0, 0, [(u64::MAX, 0i64)].into_iter()).is_err());
     }

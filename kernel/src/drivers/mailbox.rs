@@ -17,6 +17,13 @@ pub struct SharedMemory {
     pub len: u64,
 }
 
+static SHARED: spin::Once<SharedMemory> = spin::Once::new();
+
+/// The mailbox's shared memory, once discovered or adopted.
+pub fn shared() -> Option<SharedMemory> {
+    SHARED.get().copied()
+}
+
 /// Finds the ivshmem device and maps its shared memory; `None` if the VM has none.
 pub fn discover() -> Result<Option<SharedMemory>, MapError> {
     let Some(f) = pci::scan()
@@ -36,4 +43,10 @@ pub fn discover() -> Result<Option<SharedMemory>, MapError> {
         len >> 20
     );
     Ok(Some(SharedMemory { phys, virt, len }))
+}
+
+/// After a swap: the mapping the previous kernel made, from the machine record.
+pub fn adopt() -> Option<SharedMemory> {
+    let (phys, virt, len) = machine::record().mailbox;
+    (len != 0).then(|| *SHARED.call_once(|| SharedMemory { phys, virt, len }))
 }

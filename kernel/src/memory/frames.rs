@@ -44,7 +44,14 @@ impl FrameAllocator {
     /// - `phys_offset` maps all physical memory;
     /// - the `Usable` regions of `regions` are unused by anything else.
     pub unsafe fn from_memory_map(regions: &MemoryRegions, phys_offset: u64) -> Self {
-        let top = regions.iter().map(|r| r.end).max().unwrap_or(0);
+        // Only RAM the kernel may allocate needs bits: firmware reserves ranges far above
+        // it (QEMU reports one just below 1 TiB), which would make the bitmap huge.
+        let top = regions
+            .iter()
+            .filter(|r| r.kind == MemoryRegionKind::Usable)
+            .map(|r| r.end)
+            .max()
+            .unwrap_or(0);
         let frames = top / FRAME;
         let bytes = frames.div_ceil(64) * 8;
         let bitmap_frames = bytes.div_ceil(FRAME);

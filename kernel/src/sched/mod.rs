@@ -57,6 +57,10 @@ pub fn task_count() -> usize {
 /// The calling CPU's scheduler loop.
 pub fn run() -> ! {
     let me = cpu::current();
+    // When this CPU schedules again: the end of a swap's downtime for it.
+    crate::update::handoff::park_control().slots[me.id.index()]
+        .resumed_tsc
+        .store(time::now().ticks(), Ordering::Relaxed);
     me.online.store(true, Ordering::Release);
     loop {
         quiesce::checkpoint();

@@ -26,6 +26,7 @@ use crate::schema;
 use crate::time::Duration;
 
 /// A task's state, by kind.
+#[derive(Clone)]
 pub enum TaskState {
     Counter(schema::Counter),
     Lcg(schema::Lcg),
@@ -181,4 +182,18 @@ pub fn observe(state: &TaskState) -> [u64; 4] {
         #[cfg(feature = "v3")]
         TaskState::Table(s) => [s.cursor, s.rounds as u64, s.crc as u64, 0],
     }
+}
+
+/// Creates what a swap's initialisation requirements ask for (bits from the bootstrap).
+pub fn meet_init_requirements(bits: u64) {
+    #[cfg(feature = "v3")]
+    if bits & crate::update::bootstrap::requirement::CREATE_TABLE_TASKS != 0 {
+        table::spawn_initial(1000);
+        log::info!(
+            "initialised {} table tasks (new kind in this image)",
+            table::INITIAL_TASKS
+        );
+    }
+    #[cfg(not(feature = "v3"))]
+    let _ = bits;
 }

@@ -1,0 +1,111 @@
+//! Import: the new kernel turns the converted records into its own live state — the
+//! machine record, the tasks on their CPUs' run queues, the channels.
+//!
+//! The bootstrap validated the set before committing, so a failure here is a bug in this
+//! image, not bad input: it stops the kernel with a message rather than guessing.
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+
+use updater::records::entry::TaskEntry as _;
+use updater::records::machine::V1 as MachineRecord;
+use updater::records::{pipeline, RecordKind, StateRecord, TaskKind};
+use updater::recordset::{Record, RecordSet};
+
+use crate::identity;
+use crate::sched::{self, Task};
+use crate::schema;
+use crate::tasks::{self, TaskState};
+
+/// The machine record of a converted set.
+pub fn machine(set: &RecordSet<'_>) -> MachineRecord {
+    let record = set
+        .find(RecordKind::MACHINE)
+        .expect("converted set has a machine record (checked by the bootstrap)");
+    record
+        .decode::<MachineRecord>()
+        .next()
+        .expect("one machine entry")
+        .expect("machine record decodes")
+}
+
+fn states<R: StateRecord>(set: &RecordSet<'_>, kind: TaskKind) -> BTreeMap<u32, R> {
+    let Some(record): Option<Record<'_>> = set.find(kind.state_record()) else {
+        return BTreeMap::new();
+    };
+    record
+        .decode_keyed::<R>()
+        .map(|k| k.expect("state entry decodes"))
+        .map(|k| (k.task, k.state))
+        .collect()
+}
+
+fn lost(id: u32) -> ! {
+    panic!("task {id} lost its state between bootstrap and import")
+}
+
+/// Places every task of the set on a run queue; returns how many.
+pub fn tasks(set: &RecordSet<'_>) -> usize {
+    let mut counters = states::<schema::Counter>(set, TaskKind::COUNTER);
+    let mut lcgs = states::<schema::Lcg>(set, TaskKind::LCG);
+    let mut producers = states::<schema::Producer>(set, TaskKind::PRODUCER);
+    let mut consumers = states::<schema::Consumer>(set, TaskKind::CONSUMER);
+    let mut heartbeats = states::<schema::Heartbeat>(set, TaskKind::HEARTBEAT);
+    let mut services = states::<schema::Service>(set, TaskKind::SERVICE);
+    #[cfg(not(feature = "v3"))]
+    let mut tickers = states::<schema::Ticker>(set, TaskKind::TICKER);
+    #[cfg(feature = "v3")]
+    let mut tables = states::<schema::Table>(set, TaskKind::TABLE);
+
+    let table = set
+        .find(RecordKind::TASK_TABLE)
+        .expect("task table (checked by the bootstrap)");
+    let mut placed = 0;
+    for entry in table.decode::<schema::TaskEntry>() {
+        let entry = entry.expect("task-table entry decodes");
+        let id = entry.id();
+        if !identity::knows_task_kind(entry.kind()) {
+            continue; // optional, checked by the bootstrap
+        }
+        let state = match entry.kind() {
+            TaskKind::COUNTER => {
+                TaskState::Counter(counters.remove(&id).unwrap_or_else(|| lost(id)))
+            }
+            TaskKind::LCG => TaskState::Lcg(lcgs.remove(&id).unwrap_or_else(|| lost(id))),
+            TaskKind::PRODUCER => {
+                TaskState::Producer(producers.remove(&id).unwrap_or_else(|| lost(id)))
+            }
+            TaskKind::CONSUMER => {
+                TaskState::Consumer(consumers.remove(&id).unwrap_or_else(|| lost(id)))
+            }
+            TaskKind::HEARTBEAT => {
+                TaskState::Heartbeat(heartbeats.remove(&id).unwrap_or_else(|| lost(id)))
+            }
+            TaskKind::SERVICE => {
+                TaskState::Service(services.remove(&id).unwrap_or_else(|| lost(id)))
+            }
+            #[cfg(not(feature = "v3"))]
+            TaskKind::TICKER => TaskState::Ticker(tickers.remove(&id).unwrap_or_else(|| lost(id))),
+            #[cfg(feature = "v3")]
+            TaskKind::TABLE => TaskState::Table(tables.remove(&id).unwrap_or_else(|| lost(id))),
+            other => {
+                panic!("task {id}: kind {other} passed validation but has no step function here")
+            }
+        };
+        sched::reserve_ids_through(id);
+        sched::place(Box::new(Task {
+            entry,
+            state,
+            wake_at: 0,
+        }));
+        placed += 1;
+    }
+    if let Some(channels) = set.find(RecordKind::CHANNELS) {
+        let list: alloc::vec::Vec<pipeline::ChannelV1> = channels
+            .decode::<pipeline::ChannelV1>()
+            .map(|c| c.expect("channel decodes"))
+            .collect();
+        tasks::pipeline::import_channels(&list);
+    }
+    placed
+}

@@ -1,0 +1,265 @@
+//! Load: lay a staged image out where it will run, before anything stops.
+//!
+//! Two copies are made from the package's segments, each relocated for its base:
+//! - in the staging window, executable, so the new image's bootstrap can run there;
+//! - in the overlay source, as plain data relocated for the kernel base, so the overlay
+//!   is a single copy with no relocation work inside the stopped section.
+//!
+//! If the new image is larger than what is mapped at the kernel base, the extra pages
+//! are mapped now (the growth window). Frames of an earlier load are freed first, and the
+//! new kernel frees this load's after a swap, so repeated swaps do not leak memory.
+
+use spin::Mutex;
+use updater::handoff::{add_page, CopyRun, ImageRef, SegmentDesc, MAX_COPY_RUNS, MAX_SEGMENTS};
+use updater::relocate::{relocate, RelocError};
+use x86_64::structures::paging::PageTableFlags;
+
+use crate::machine;
+use crate::memory::layout::{KERNEL_IMAGE, OVERLAY_SOURCE, STAGING_WINDOW};
+use crate::memory::{self, paging::MapError, DATA};
+
+/// Segment flag bits: read 4, write 2, execute 1.
+pub const R: u32 = 4;
+pub const W: u32 = 2;
+pub const X: u32 = 1;
+
+/// One segment of the image to load.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentSource<'a> {
+    /// Link-time address (relative to the image's link base).
+    pub vaddr: u64,
+    pub data: &'a [u8],
+    pub mem_size: u64,
+    pub flags: u32,
+}
+
+/// An image ready to be laid out (from a validated package).
+pub struct ImageSource<'a, I: Iterator<Item = (u64, i64)> + Clone> {
+    pub identity: ImageRef,
+    pub link_base: u64,
+    pub span: u64,
+    pub segments: &'a [SegmentSource<'a>],
+    pub relocations: I,
+    /// Entry offsets from the link base.
+    pub bootstrap: u64,
+    pub resume: u64,
+    pub ap_resume: u64,
+}
+
+/// A laid-out image, ready for a swap.
+#[derive(Debug, Clone, Copy)]
+pub struct Loaded {
+    pub identity: ImageRef,
+    pub span: u64,
+    pub segments: [SegmentDesc; MAX_SEGMENTS],
+    pub segment_count: usize,
+    pub bootstrap_entry: u64,
+    pub resume_entry: u64,
+    pub ap_entry: u64,
+    /// Pages of the new image that differ from what the base holds now.
+    pub copy_runs: [CopyRun; MAX_COPY_RUNS],
+    pub copy_run_count: u32,
+    /// How many pages that is.
+    pub pages_to_copy: u64,
+}
+
+/// Why an image could not be laid out.
+#[derive(Debug)]
+pub enum LoadError {
+    TooLarge { span: u64, window: u64 },
+    TooManySegments(usize),
+    Map(MapError),
+    Relocation(RelocError),
+}
+
+impl From<MapError> for LoadError {
+    fn from(e: MapError) -> Self {
+        LoadError::Map(e)
+    }
+}
+
+impl core::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            LoadError::TooLarge { span, window } => {
+                write!(
+                    f,
+                    "image spans {span} bytes; the growth window holds {window}"
+                )
+            }
+            LoadError::TooManySegments(n) => write!(
+                f,
+                "image has {n} segments; at most {MAX_SEGMENTS} are supported"
+            ),
+            LoadError::Map(e) => write!(f, "cannot map the image: {e}"),
+            LoadError::Relocation(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Span of the current load in the staging window and overlay source (0 = none).
+static LOADED_SPAN: Mutex<u64> = Mutex::new(0);
+
+/// Frees the staging window and overlay source of the current load, if any.
+pub fn release_staging() {
+    let mut span = LOADED_SPAN.lock();
+    if *span != 0 {
+        release_span(*span);
+        *span = 0;
+    }
+}
+
+/// Frees `span` bytes of staging window and overlay source (after a swap, the new
+/// kernel frees what the old one loaded; the span comes from the descriptor).
+pub fn release_span(span: u64) {
+    memory::with_tables(|t| {
+        let _ = t.unmap(STAGING_WINDOW.start, span, true);
+        let _ = t.unmap(OVERLAY_SOURCE.start, span, true);
+    });
+}
+
+fn copy_segments(
+    dest_base: u64,
+    link_base: u64,
+    span: u64,
+    segments: &[SegmentSource<'_>],
+) -> &'static mut [u8] {
+    // SAFETY: `span` bytes at dest_base were just mapped writable by `load` and belong
+    // to this load only.
+    let image = unsafe { core::slice::from_raw_parts_mut(dest_base as *mut u8, span as usize) };
+    for s in segments {
+        let at = (s.vaddr - link_base) as usize;
+        image[at..at + s.data.len()].copy_from_slice(s.data);
+    }
+    image
+}
+
+/// Lays `src` out in the staging window and the overlay source.
+pub fn load<I: Iterator<Item = (u64, i64)> + Clone>(
+    src: &ImageSource<'_, I>,
+) -> Result<Loaded, LoadError> {
+    if src.span > KERNEL_IMAGE.len || src.span > STAGING_WINDOW.len {
+        return Err(LoadError::TooLarge {
+            span: src.span,
+            window: KERNEL_IMAGE.len,
+        });
+    }
+    if src.segments.len() > MAX_SEGMENTS {
+        return Err(LoadError::TooManySegments(src.segments.len()));
+    }
+    release_staging();
+    memory::with_tables(|t| -> Result<(), MapError> {
+        t.map_fresh(STAGING_WINDOW.start, src.span, DATA)?;
+        t.map_fresh(OVERLAY_SOURCE.start, src.span, DATA)
+    })?;
+    *LOADED_SPAN.lock() = src.span;
+
+    let staged = copy_segments(STAGING_WINDOW.start, src.link_base, src.span, src.segments);
+    relocate(
+        staged,
+        src.link_base,
+        STAGING_WINDOW.start - src.link_base,
+        src.relocations.clone(),
+    )
+    .map_err(LoadError::Relocation)?;
+    let overlay = copy_segments(OVERLAY_SOURCE.start, src.link_base, src.span, src.segments);
+    relocate(
+        overlay,
+        src.link_base,
+        KERNEL_IMAGE.start - src.link_base,
+        src.relocations.clone(),
+    )
+    .map_err(LoadError::Relocation)?;
+
+    // The staging copy runs: give its segments their rights.
+    let mut segments = [SegmentDesc::default(); MAX_SEGMENTS];
+    memory::with_tables(|t| -> Result<(), MapError> {
+        for (i, s) in src.segments.iter().enumerate() {
+            let offset = s.vaddr - src.link_base;
+            segments[i] = SegmentDesc {
+                offset,
+                mem_size: s.mem_size,
+                file_size: s.data.len() as u64,
+                flags: s.flags as u64,
+            };
+            let mut flags = PageTableFlags::PRESENT;
+            if s.flags & W != 0 {
+                flags |= PageTableFlags::WRITABLE;
+            }
+            if s.flags & X == 0 {
+                flags |= PageTableFlags::NO_EXECUTE;
+            }
+            let start = STAGING_WINDOW.start + (offset & !0xfff);
+            let end = (STAGING_WINDOW.start + offset + s.mem_size).next_multiple_of(4096);
+            t.set_flags(start, end - start, flags)?;
+        }
+        Ok(())
+    })?;
+
+    // Growth: map the pages the new image needs beyond what is mapped at the base now.
+    let mapped = machine::record().image.1;
+    if src.span > mapped {
+        memory::with_tables(|t| t.map_fresh(KERNEL_IMAGE.start + mapped, src.span - mapped, DATA))?;
+        machine::update(|m| m.image.1 = src.span);
+    }
+
+    let (copy_runs, copy_run_count, pages_to_copy) =
+        differing_pages(src.span, &segments[..src.segments.len()]);
+    Ok(Loaded {
+        copy_runs,
+        copy_run_count,
+        pages_to_copy,
+        identity: ImageRef {
+            base: KERNEL_IMAGE.start,
+            span: src.span,
+            ..src.identity
+        },
+        span: src.span,
+        segments,
+        segment_count: src.segments.len(),
+        bootstrap_entry: STAGING_WINDOW.start + src.bootstrap,
+        resume_entry: KERNEL_IMAGE.start + src.resume,
+        ap_entry: KERNEL_IMAGE.start + src.ap_resume,
+    })
+}
+
+/// The pages the overlay must write: every page of a writable segment (its contents at
+/// run time are not the image's), and every read-only page whose prepared bytes differ
+/// from what the kernel base holds now. Unchanged code pages are left alone, which
+/// keeps an emulator's translations of them valid and writes nothing needlessly.
+///
+/// The running image's read-only pages change only through hotpatches; the update
+/// service recomputes this after any patch applied while an image is loaded.
+pub fn differing_pages(
+    span: u64,
+    segments: &[SegmentDesc],
+) -> ([CopyRun; MAX_COPY_RUNS], u32, u64) {
+    let mut runs = [CopyRun::default(); MAX_COPY_RUNS];
+    let mut count = 0;
+    let mut pages = 0;
+    let mapped_before = crate::image::span();
+    for page in 0..span / 4096 {
+        let offset = page * 4096;
+        let writable = segments.iter().any(|s| {
+            s.flags & W as u64 != 0
+                && offset + 4096 > (s.offset & !0xfff)
+                && offset < s.offset + s.mem_size
+        });
+        let differs = writable || offset >= mapped_before || {
+            // SAFETY: both pages are mapped: the overlay source by `load`, the base by
+            // the running image (offset below its span).
+            let (new, old) = unsafe {
+                (
+                    core::slice::from_raw_parts((OVERLAY_SOURCE.start + offset) as *const u64, 512),
+                    core::slice::from_raw_parts((KERNEL_IMAGE.start + offset) as *const u64, 512),
+                )
+            };
+            new != old
+        };
+        if differs {
+            add_page(&mut runs, &mut count, page as u32);
+            pages += 1;
+        }
+    }
+    (runs, count, pages)
+}

@@ -1,0 +1,112 @@
+//! Resume: the new kernel's entry after the overlay — the swap's mirror of first boot.
+//!
+//! `hk_resume` is entered from the overlay on the hand-off stack; it moves to the BSP's
+//! own stack and runs [`resume_main`], which follows `boot::kernel_main`'s order but
+//! adopts instead of discovering: the machine record replaces the boot information and
+//! the MADT, the hand-off records replace the demo workload. Then it releases the parked
+//! CPUs into `hk_ap_resume`, and everyone schedules again.
+
+use core::sync::atomic::Ordering;
+
+use updater::handoff::{Descriptor, SwapState, CONVERTED_OFFSET};
+use updater::recordset::RecordSet;
+
+use crate::arch::tsc;
+use crate::cpu::{self, CpuId};
+use crate::memory::{self, frames::FrameBitmap, layout::stack_top};
+use crate::update::{handoff, import};
+use crate::{console, drivers, interrupts as routing, machine, quiesce, sched, smp, time};
+
+core::arch::global_asm!(
+    r#"
+    .global hk_resume
+hk_resume:
+    movabs rsp, {stack}
+    xor ebp, ebp
+    push 0
+    jmp {main}
+    "#,
+    stack = const stack_top(0),
+    main = sym resume_main,
+);
+
+/// The new kernel's main line after a swap (BSP, interrupts off, on its own stack).
+extern "C" fn resume_main(descriptor: *mut Descriptor) -> ! {
+    // SAFETY: the overlay passes the hand-off descriptor, valid for the kernel's life.
+    let d = unsafe { &mut *descriptor };
+    // SAFETY: the converted area belongs to this kernel until the next update.
+    let bytes = unsafe { handoff::area(CONVERTED_OFFSET, d.converted.1) };
+    let set = RecordSet::parse(bytes).expect("converted records (checked by the bootstrap)");
+    let m = import::machine(&set);
+
+    console::init(log::LevelFilter::Info);
+    time::init(m.tsc_hz, m.boot_tsc);
+    // SAFETY: the machine record describes the live machine: the old kernel exported
+    // it with every CPU stopped, and nothing has allocated frames since.
+    unsafe {
+        memory::adopt(
+            FrameBitmap {
+                phys: m.frame_bitmap_phys,
+                frames: m.frame_bitmap_frames,
+            },
+            m.phys_offset,
+        )
+    };
+    machine::adopt(m);
+    smp::register_cpus(false).expect("CPU stacks exist after a swap");
+    smp::init_this_cpu(cpu::get(CpuId::BSP).expect("BSP registered"));
+    drivers::doorbell::init();
+    routing::route_isa_lines();
+    drivers::mailbox::adopt();
+    handoff::fill_park_slots();
+    let tasks = import::tasks(&set);
+    crate::tasks::meet_init_requirements(d.init_requirements);
+    d.clock.reinitialised.store(tsc::read(), Ordering::Relaxed);
+
+    // Release the parked CPUs into this kernel.
+    let control = handoff::park_control();
+    let generation = control.request.load(Ordering::Acquire);
+    control
+        .resume_entry
+        .store(hk_ap_resume as usize as u64, Ordering::Relaxed);
+    control.release.store(generation, Ordering::Release);
+    quiesce::wake_parked(cpu::count() - 1);
+    d.clock.all_released.store(tsc::read(), Ordering::Relaxed);
+    d.state.store(SwapState::Resumed as u32, Ordering::Release);
+    log::info!(
+        "resumed as {} with {tasks} tasks (kernel #{})",
+        crate::identity::describe(),
+        machine::boot_seq()
+    );
+    x86_64::instructions::interrupts::enable();
+    if d.request_seq == crate::selftest::SELF_SWAP_SEQ {
+        // Let the BSP's own loop mark it scheduling, then finish the self-test.
+        crate::update::handoff::park_control().slots[0]
+            .resumed_tsc
+            .store(tsc::read(), Ordering::Relaxed);
+        wait_all_scheduling();
+        crate::selftest::after_self_swap(d);
+    }
+    sched::run()
+}
+
+/// Where released application processors enter this kernel (from the park stub, on
+/// their own stack, interrupts off).
+#[unsafe(no_mangle)]
+pub extern "C" fn hk_ap_resume(index: u64) -> ! {
+    let me = cpu::get(CpuId::new(index as usize))
+        .expect("AP registered by resume_main before the release");
+    smp::init_this_cpu(me);
+    x86_64::instructions::interrupts::enable();
+    sched::run()
+}
+
+/// Waits (bounded) until every AP has entered its scheduler loop again.
+fn wait_all_scheduling() {
+    let deadline = time::now() + time::Duration::from_secs(2);
+    while time::now() < deadline
+        && cpu::all().any(|c| c.id != CpuId::BSP && !c.online.load(Ordering::Acquire))
+    {
+        core::hint::spin_loop();
+    }
+}

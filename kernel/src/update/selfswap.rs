@@ -1,0 +1,120 @@
+//! Self-test support: this kernel's own ELF file (left in memory by the bootloader) as
+//! an image source, so that self-test mode can run a complete swap — load, quiesce,
+//! export, bootstrap, overlay, resume — without a host or a package.
+//!
+//! The file is read through the physical-memory mapping; `object` parses it.
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use object::elf::{FileHeader64, PT_LOAD, R_X86_64_RELATIVE, SHT_RELA, SHT_SYMTAB};
+use object::read::elf::{FileHeader, ProgramHeader, Rela, SectionHeader, Sym};
+use object::LittleEndian as LE;
+use updater::handoff::ImageRef;
+
+use crate::memory;
+use crate::update::load::{ImageSource, SegmentSource};
+
+static FILE_PHYS: AtomicU64 = AtomicU64::new(0);
+static FILE_LEN: AtomicU64 = AtomicU64::new(0);
+
+/// Remembers where the bootloader left this kernel's ELF file (first boot).
+pub fn remember_file(phys: u64, len: u64) {
+    FILE_PHYS.store(phys, Ordering::Relaxed);
+    FILE_LEN.store(len, Ordering::Relaxed);
+}
+
+fn file() -> Option<&'static [u8]> {
+    let (phys, len) = (
+        FILE_PHYS.load(Ordering::Relaxed),
+        FILE_LEN.load(Ordering::Relaxed),
+    );
+    // SAFETY: the bootloader's copy of the kernel file is in memory it reserved (not
+    // usable, so never allocated) and mapped through the physical mapping.
+    (len != 0)
+        .then(|| unsafe { core::slice::from_raw_parts(memory::phys_to_virt(phys), len as usize) })
+}
+
+/// The parts of the file a load needs.
+pub struct OwnImage {
+    pub segments: Vec<SegmentSource<'static>>,
+    pub relocations: Vec<(u64, i64)>,
+    pub span: u64,
+    pub entries: [u64; 3],
+}
+
+/// Parses this kernel's file. `None` when the file is not available or not as expected.
+pub fn own_image() -> Option<OwnImage> {
+    let data = file()?;
+    let header = FileHeader64::<LE>::parse(data).ok()?;
+    let mut segments = Vec::new();
+    let mut span = 0;
+    for ph in header.program_headers(LE, data).ok()? {
+        if ph.p_type(LE) != PT_LOAD {
+            continue;
+        }
+        let bytes = ph.data(LE, data).ok()?;
+        let flags = ph.p_flags(LE);
+        let vaddr = ph.p_vaddr(LE);
+        span = span.max(vaddr + ph.p_memsz(LE));
+        segments.push(SegmentSource {
+            vaddr,
+            data: bytes,
+            mem_size: ph.p_memsz(LE),
+            flags: flags & 7,
+        });
+    }
+    let sections = header.sections(LE, data).ok()?;
+    let mut relocations = Vec::new();
+    for section in sections.iter() {
+        // The dynamic relocations are the allocated RELA section (`.rela.dyn`); the
+        // non-allocated ones are --emit-relocs' static relocations, for the differ.
+        if section.sh_type(LE) == SHT_RELA
+            && section.sh_flags(LE) & object::elf::SHF_ALLOC as u64 != 0
+        {
+            let relas: &[object::elf::Rela64<LE>] = section.data_as_array(LE, data).ok()?;
+            for r in relas {
+                if r.r_type(LE, false) != R_X86_64_RELATIVE {
+                    return None;
+                }
+                relocations.push((r.r_offset(LE), r.r_addend(LE)));
+            }
+        }
+    }
+    let symbols = sections.symbols(LE, data, SHT_SYMTAB).ok()?;
+    let find = |name: &[u8]| {
+        symbols
+            .iter()
+            .find(|s| s.name(LE, symbols.strings()).ok() == Some(name))
+            .map(|s| s.st_value(LE))
+    };
+    let entries = [
+        find(b"hk_bootstrap")?,
+        find(b"hk_resume")?,
+        find(b"hk_ap_resume")?,
+    ];
+    Some(OwnImage {
+        segments,
+        relocations,
+        span: span.next_multiple_of(4096),
+        entries,
+    })
+}
+
+impl OwnImage {
+    /// As a load source, with this kernel's identity.
+    pub fn source(&self) -> ImageSource<'_, core::iter::Copied<core::slice::Iter<'_, (u64, i64)>>> {
+        ImageSource {
+            identity: ImageRef {
+                ..crate::update::swap::own_image_ref()
+            },
+            link_base: 0,
+            span: self.span,
+            segments: &self.segments,
+            relocations: self.relocations.iter().copied(),
+            bootstrap: self.entries[0],
+            resume: self.entries[1],
+            ap_resume: self.entries[2],
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The swap, as the old kernel's coordinator runs it (phases 4–6; the new image's
+//! bootstrap and resume do 6–8).
+//!
+//! Runs on the BSP at its scheduler checkpoint (no task in flight on this CPU), with
+//! interrupts off: park every other CPU, export the state, fill the descriptor, enter
+//! the new image's bootstrap on the hand-off stack. The bootstrap either never returns
+//! (the new kernel resumes) or returns a refusal, in which case nothing has been
+//! overwritten: the old kernel releases the CPUs and carries on, every task as it was.
+
+use core::sync::atomic::Ordering;
+
+use updater::handoff::{
+    inject, set_text, text, Descriptor, ImageRef, SwapClock, SwapState, CONVERTED_OFFSET,
+    CONVERTED_SIZE, EXPORT_OFFSET, EXPORT_SIZE,
+};
+
+use crate::arch::tsc;
+use crate::cpu::{self, CpuId};
+use crate::identity;
+use crate::memory::layout::KERNEL_IMAGE;
+use crate::quiesce;
+use crate::time::Duration;
+use crate::update::{enter, export, handoff, load::Loaded};
+
+/// How long the coordinator waits for every CPU to park.
+pub const PARK_BOUND: Duration = Duration::from_millis(200);
+
+/// Why a swap did not happen. The old kernel is running, state intact.
+#[derive(Debug)]
+pub enum SwapRefusal {
+    /// Not every CPU parked in time.
+    Quiesce(quiesce::QuiesceTimeout),
+    /// The state did not fit the export area.
+    Export(updater::recordset::RecordSetError),
+    /// The new image's bootstrap refused (the reason is in the descriptor).
+    Bootstrap,
+}
+
+impl core::fmt::Display for SwapRefusal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SwapRefusal::Quiesce(e) => write!(f, "quiesce failed: {e}"),
+            SwapRefusal::Export(e) => write!(f, "export failed: {e}"),
+            SwapRefusal::Bootstrap => write!(
+                f,
+                "the new image's bootstrap refused: {}",
+                text(&handoff::descriptor().failure)
+            ),
+        }
+    }
+}
+
+/// This image, as the descriptor's `old_image`.
+pub fn own_image_ref() -> ImageRef {
+    let mut r = ImageRef::EMPTY;
+    let (version, label) = identity::VERSION;
+    r.version = [version.major, version.minor, version.patch, 0];
+    r.build_id = crate::image::build_id();
+    set_text(&mut r.label, label);
+    r.caps_required = identity::CAPS_REQUIRED;
+    r.caps_provided = identity::CAPS_PROVIDED;
+    r.base = KERNEL_IMAGE.start;
+    r.span = crate::image::span();
+    r
+}
+
+fn reset(d: &mut Descriptor, loaded: &Loaded, request_seq: u64, inject_bits: u64) {
+    d.state.store(SwapState::Idle as u32, Ordering::Relaxed);
+    d.request_seq = request_seq;
+    d.inject = inject_bits;
+    d.old_image = own_image_ref();
+    d.new_image = loaded.identity;
+    d.staging_base = crate::memory::layout::STAGING_WINDOW.start;
+    d.overlay_source = crate::memory::layout::OVERLAY_SOURCE.start;
+    d.bootstrap_entry = loaded.bootstrap_entry;
+    d.resume_entry = loaded.resume_entry;
+    d.ap_entry = loaded.ap_entry;
+    d.segment_count = loaded.segment_count as u64;
+    d.segments = loaded.segments;
+    d.mapped_span = crate::machine::record().image.1;
+    if inject_bits & inject::OVERLAY_FULL != 0 {
+        d.copy_runs = [Default::default(); updater::handoff::MAX_COPY_RUNS];
+        d.copy_runs[0] = updater::handoff::CopyRun {
+            first_page: 0,
+            pages: (loaded.span / 4096) as u32,
+        };
+        d.copy_run_count = 1;
+    } else {
+        d.copy_runs = loaded.copy_runs;
+        d.copy_run_count = loaded.copy_run_count;
+    }
+    d.exported = (EXPORT_OFFSET, 0);
+    d.converted = (CONVERTED_OFFSET, CONVERTED_SIZE);
+    d.clock = SwapClock::default();
+    d.cpus_parked = 0;
+    d.tasks_before = 0;
+    d.tasks_after = 0;
+    d.conversion_count = 0;
+    d.warning_count = 0;
+    d.failure = [0; 160];
+    d.init_requirements = 0;
+}
+
+/// Applies `loaded`. Returns only if the swap was refused.
+pub fn apply(loaded: &Loaded, request_seq: u64, inject_bits: u64) -> SwapRefusal {
+    debug_assert_eq!(cpu::current().id, CpuId::BSP);
+    x86_64::instructions::interrupts::disable();
+    let descriptor: *mut Descriptor = {
+        let mut d = handoff::descriptor();
+        reset(&mut d, loaded, request_seq, inject_bits);
+        &mut *d as *mut Descriptor
+    };
+    // SAFETY: the descriptor lives in the hand-off region for the kernel's life; the
+    // coordinator is the only writer while a swap runs (the guard above serialised
+    // the reset, and no other code touches the descriptor until the swap is over).
+    let d = unsafe { &mut *descriptor };
+
+    let ignore = (inject_bits & inject::AP_NO_ACK != 0 && cpu::count() > 1)
+        .then(|| CpuId::new(cpu::count() - 1));
+    let parked = match quiesce::park_others(PARK_BOUND, ignore) {
+        Ok(p) => p,
+        Err(e) => {
+            d.state
+                .store(SwapState::RolledBack as u32, Ordering::Release);
+            set_text(&mut d.failure, "quiesce timed out");
+            x86_64::instructions::interrupts::enable();
+            return SwapRefusal::Quiesce(e);
+        }
+    };
+    d.clock
+        .park_ipi
+        .store(parked.ipi_at.ticks(), Ordering::Relaxed);
+    d.clock
+        .all_parked
+        .store(parked.all_parked_at.ticks(), Ordering::Relaxed);
+    d.cpus_parked = parked.cpus as u32;
+
+    // SAFETY: the export area is the coordinator's while every other CPU is parked.
+    let area = unsafe { handoff::area(EXPORT_OFFSET, EXPORT_SIZE) };
+    match export::export(area) {
+        Ok(e) => {
+            d.exported = (EXPORT_OFFSET, e.bytes as u64);
+            d.tasks_before = e.tasks as u32;
+        }
+        Err(e) => {
+            d.state
+                .store(SwapState::RolledBack as u32, Ordering::Release);
+            quiesce::release(parked);
+            x86_64::instructions::interrupts::enable();
+            return SwapRefusal::Export(e);
+        }
+    }
+    d.clock.exported.store(tsc::read(), Ordering::Relaxed);
+    d.state.store(SwapState::Exported as u32, Ordering::Release);
+
+    // SAFETY: interrupts are off, every other CPU is parked, the entry is the loaded
+    // image's bootstrap in the staging window, and the descriptor describes it.
+    let _status = unsafe { enter::call_bootstrap(d.bootstrap_entry, descriptor) };
+
+    // Back here only if the bootstrap refused: nothing was overwritten.
+    d.state
+        .store(SwapState::RolledBack as u32, Ordering::Release);
+    quiesce::release(parked);
+    x86_64::instructions::interrupts::enable();
+    SwapRefusal::Bootstrap
+}
