@@ -1,1 +1,36 @@
-pub fn placeholder() {}
+//! `hotkernel`, the host side: builds kernels and boot images, runs them in QEMU, and
+//! talks to the guest (console, QMP, and the shared-memory mailbox).
+//!
+//! The binary (`hotkernel`) is a thin layer over [`cli`]; the integration tests use
+//! [`Vm`] directly. Module by concept:
+//!
+//! | module | concept |
+//! | --- | --- |
+//! | [`toolchain`] | is the host ready (QEMU, pinned nightly, components)? |
+//! | [`build`] | kernel builds, one per variant |
+//! | [`diskimage`] | BIOS boot images |
+//! | [`qemu`] | QEMU's command line and what its exit status means |
+//! | [`serial`] | the guest console: bridge to the terminal, timestamped lines |
+//! | [`qmp`] | QEMU Machine Protocol client |
+//! | [`vm`] | a running VM and its state directory |
+//! | [`cli`] | the `hotkernel` command |
+//! | [`workspace`] | where things are on disk |
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod build;
+pub mod cli;
+pub mod diskimage;
+pub mod error;
+pub mod qemu;
+pub mod qmp;
+pub mod serial;
+pub mod toolchain;
+pub mod vm;
+pub mod workspace;
+
+pub use build::{build_kernel, build_kernel_cached, BuiltKernel, Variant};
+pub use error::{Error, Result};
+pub use qemu::{Accel, GuestExit};
+pub use serial::SerialLine;
+pub use vm::{BootedKernel, KernelChoice, Vm, VmConfig, VmHandle, VmPaths, VmState};

@@ -1,5 +1,5 @@
-fn main() {
-    let k = std::path::PathBuf::from(std::env::args().nth(1).unwrap());
-    let out = std::path::PathBuf::from(std::env::args().nth(2).unwrap());
-    bootloader::BiosBoot::new(&k).create_disk_image(&out).unwrap();
+//! The `hotkernel` command; everything is in the library's `cli` module.
+
+fn main() -> std::process::ExitCode {
+    hotkernel::cli::main()
 }

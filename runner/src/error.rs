@@ -1,0 +1,132 @@
+//! The runner's one error type. Every message says what went wrong and, where there is
+//! one, what to do about it; the binary prints it as is.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `Result` with the runner's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong on the host side.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Tools the runner needs are missing; one line per missing piece, each saying
+    /// what to install.
+    #[error("{}", .problems.join("\n"))]
+    Setup { problems: Vec<String> },
+
+    /// A file-system or process operation failed.
+    #[error("cannot {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The kernel does not have a cargo feature of this name.
+    #[error("unknown kernel variant `{name}`: known variants are {known}")]
+    UnknownVariant { name: String, known: String },
+
+    /// `cargo build` of the kernel failed; `output` is cargo's own output (empty when it
+    /// already went to the terminal).
+    #[error("building kernel variant `{variant}` failed ({status}){output}")]
+    KernelBuild {
+        variant: String,
+        status: String,
+        output: String,
+    },
+
+    /// An error already met once in this process (a cached build that failed),
+    /// repeated for a later caller.
+    #[error("{0}")]
+    Again(String),
+
+    /// The bootloader crate could not make the boot image.
+    #[error("cannot make the boot image {image} from {kernel}: {message}")]
+    DiskImage {
+        kernel: PathBuf,
+        image: PathBuf,
+        message: String,
+    },
+
+    /// A boot option is not a `key=value` word QEMU's fw_cfg can carry.
+    #[error("boot option `{0}` must be `key=value` without spaces")]
+    BootOption(String),
+
+    /// QEMU could not be started, or ended before the VM was up.
+    #[error("QEMU did not start: {message}{}", stderr_suffix(.stderr))]
+    QemuStart { message: String, stderr: String },
+
+    /// QEMU ended in a way that is neither the guest's success nor its failure.
+    #[error("{description}{}", stderr_suffix(.stderr))]
+    QemuExit { description: String, stderr: String },
+
+    /// A QMP exchange failed.
+    #[error("QMP on {socket}: {message}")]
+    Qmp { socket: PathBuf, message: String },
+
+    /// No VM of this name is running.
+    #[error("no VM named `{name}` is running (no state at {state}); start one with `hotkernel run --name {name}`")]
+    VmNotFound { name: String, state: PathBuf },
+
+    /// A live VM already has this name.
+    #[error("a VM named `{name}` is already running (runner pid {pid}); stop it with `hotkernel stop --vm {name}` or pick another `--name`")]
+    VmRunning { name: String, pid: u32 },
+
+    /// A VM's `state.json` could not be read.
+    #[error("VM state {path} is unreadable ({message}); delete that directory if no VM of that name runs")]
+    State { path: PathBuf, message: String },
+
+    /// Waiting for the guest took longer than the hang guard.
+    #[error("timed out after {:.1}s waiting for {what}{}", .waited.as_secs_f64(), tail_suffix(.tail))]
+    Timeout {
+        what: String,
+        waited: Duration,
+        tail: String,
+    },
+
+    /// The VM ended while something was still expected from it.
+    #[error("the VM ended ({exit}) before {what}{}", tail_suffix(.tail))]
+    VmEnded {
+        what: String,
+        exit: String,
+        tail: String,
+    },
+}
+
+impl Error {
+    /// Shorthand for [`Error::Io`].
+    pub fn io(what: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// The exit status the `hotkernel` binary reports for this error: 2 when the
+    /// machine lacks something (it needs an install, not a code change), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Setup { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    let stderr = stderr.trim();
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("\nQEMU said:\n{stderr}")
+    }
+}
+
+fn tail_suffix(tail: &str) -> String {
+    if tail.trim().is_empty() {
+        "; the guest printed nothing on its serial console".to_owned()
+    } else {
+        format!("; last serial lines:\n{tail}")
+    }
+}
