@@ -36,7 +36,11 @@ pub type Consumer = pipeline::ConsumerV1;
 pub type Channel = pipeline::ChannelV1;
 pub type Heartbeat = heartbeat::V1;
 pub type Service = service::V1;
-#[cfg(not(feature = "v3"))]
+#[cfg(not(any(feature = "v3", feature = "patch-c")))]
 pub type Ticker = updater::records::ticker::V1;
+/// The `patch-c` variant adds a field to the ticker's state (a layout change a hotpatch
+/// cannot carry).
+#[cfg(feature = "patch-c")]
+pub type Ticker = updater::records::ticker::V2;
 #[cfg(feature = "v3")]
 pub type Table = updater::records::table::V1;

@@ -8,7 +8,7 @@
 //! a warning when the exporter marked them optional, and refused otherwise. Conversion
 //! needs no heap: entries go through two stack buffers.
 
-use crate::records::{counter, task_table, RecordKind, SchemaVersion, StateRecord};
+use crate::records::{counter, task_table, ticker, RecordKind, SchemaVersion, StateRecord};
 use crate::recordset::{RecordSet, RecordSetError, RecordSetWriter};
 use crate::wire::{Reader, WireError, Writer};
 
@@ -333,6 +333,15 @@ pub mod steps {
         type To = task_table::V3;
         fn upgrade(old: &task_table::V2) -> Result<task_table::V3, ConvertError> {
             Ok(task_table::v2_to_v3(old))
+        }
+    }
+
+    pub struct Ticker1To2;
+    impl Upgrade for Ticker1To2 {
+        type From = ticker::V1;
+        type To = ticker::V2;
+        fn upgrade(old: &ticker::V1) -> Result<ticker::V2, ConvertError> {
+            Ok(ticker::v1_to_v2(old))
         }
     }
 

@@ -20,10 +20,16 @@ pub fn initial() -> Counter {
     }
 }
 
+/// Per-step increment of a v1 counter. The `patch-a` variant (a hotpatch test) makes it 2.
+#[cfg(not(feature = "patch-a"))]
+const V1_INCREMENT: u64 = 1;
+#[cfg(feature = "patch-a")]
+const V1_INCREMENT: u64 = 2;
+
 #[cfg(not(any(feature = "v2", feature = "v3", feature = "broken")))]
 #[inline(never)]
 pub fn step(state: &mut Counter, _cpu: CpuId) -> Next {
-    state.count += 1;
+    state.count += V1_INCREMENT;
     Next::Period
 }
 
@@ -37,7 +43,7 @@ pub fn step(state: &mut Counter, cpu: CpuId) -> Next {
 
 #[cfg(not(any(feature = "v2", feature = "v3", feature = "broken")))]
 pub fn observe(state: &Counter) -> [u64; 4] {
-    [state.count, 1, u64::MAX, 0]
+    [state.count, V1_INCREMENT, u64::MAX, 0]
 }
 
 #[cfg(any(feature = "v2", feature = "v3", feature = "broken"))]

@@ -27,7 +27,7 @@ pub fn initial() -> Heartbeat {
 
 #[inline(never)]
 pub fn step(state: &mut Heartbeat) -> Next {
-    state.beats += 1;
+    super::tick(&mut state.beats);
     let mut line = heapless_line();
     let secs = time::since_boot().as_secs();
     let _ = write!(
