@@ -1,0 +1,606 @@
+//! Round trips and every refusal of [`parse`] and [`parse_header`]; the property tests
+//! are in `proptests.rs`.
+
+use std::string::ToString;
+use std::vec;
+use std::vec::Vec;
+
+use super::*;
+use crate::error::{RelocationProblem, SegmentProblem};
+use crate::{
+    kinds, BuildId, Capabilities, EmbeddedIdentity, ImageVersion, SchemaEntry, VersionRange,
+};
+
+pub(crate) const IDENTITY: EmbeddedIdentity = EmbeddedIdentity::new(
+    ImageVersion::new(2, 0, 0),
+    "v2",
+    VersionRange::new(ImageVersion::new(1, 0, 0), ImageVersion::new(1, 9, 0)),
+    Capabilities::HANDOFF_V1,
+    Capabilities::HANDOFF_V1.union(Capabilities::SMP),
+    &[
+        SchemaEntry::new(kinds::TASK_TABLE, 2, 1),
+        SchemaEntry::new(kinds::HEARTBEAT, 1, 1).optional(),
+    ],
+);
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Four segments like a real kernel's: read-only, code, RELRO data, data + bss.
+pub(crate) fn sample_spec() -> PackageSpec {
+    let seg = |vaddr, mem_size, flags, bytes| SegmentSpec {
+        vaddr,
+        mem_size,
+        flags,
+        bytes,
+    };
+    PackageSpec {
+        identity: IDENTITY,
+        build_id: BuildId::new(&[0x41; 20]),
+        entries: Entries {
+            kernel: 0x1000,
+            bootstrap: 0x1100,
+            resume: 0x1200,
+            ap_resume: 0x1300,
+        },
+        segments: vec![
+            seg(0x0, 0x300, SegmentFlags::R, pattern(0x300, 1)),
+            seg(
+                0x1000,
+                0x800,
+                SegmentFlags::R | SegmentFlags::X,
+                pattern(0x800, 2),
+            ),
+            seg(
+                0x2000,
+                0x1000,
+                SegmentFlags::R | SegmentFlags::W | SegmentFlags::RELRO,
+                pattern(0x100, 3),
+            ),
+            seg(
+                0x3000,
+                0x2000,
+                SegmentFlags::R | SegmentFlags::W,
+                pattern(0x40, 4),
+            ),
+        ],
+        relocations: vec![
+            Relocation {
+                offset: 0x2000,
+                addend: 0x1000,
+            },
+            Relocation {
+                offset: 0x2008,
+                addend: 0x3000,
+            },
+            Relocation {
+                offset: 0x3038,
+                addend: 0x1100,
+            },
+        ],
+    }
+}
+
+/// Applies `edit` to a valid package, reseals its digests and parses it.
+fn edited(edit: impl FnOnce(&mut Vec<u8>)) -> FormatError {
+    let mut bytes = sample_spec().build().unwrap();
+    edit(&mut bytes);
+    let _ = reseal(&mut bytes);
+    parse(&bytes).unwrap_err()
+}
+
+fn put_u64(bytes: &mut [u8], at: usize, v: u64) {
+    bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+fn segment_field(index: usize, field: usize) -> usize {
+    layout::FIXED_SIZE + index * layout::SEGMENT_ENTRY_SIZE + field
+}
+
+#[test]
+fn a_built_package_reads_back() {
+    let spec = sample_spec();
+    let bytes = spec.build().unwrap();
+    let p = parse(&bytes).unwrap();
+    assert_eq!(&bytes[..8], b"HKPKG\0\r\n");
+    assert_eq!(p.total_size(), bytes.len() as u64);
+    assert_eq!(p.payload_offset(), 4096);
+    assert_eq!(*p.identity(), IDENTITY);
+    assert_eq!(p.build_id(), spec.build_id);
+    let g = p.geometry();
+    assert_eq!((g.link_base, g.image_span), (0, 0x5000));
+    assert_eq!(g.entries, spec.entries);
+    assert_eq!(p.segment_count(), 4);
+    for (s, want) in p.segments().zip(&spec.segments) {
+        assert_eq!(
+            (s.vaddr, s.mem_size, s.flags),
+            (want.vaddr, want.mem_size, want.flags)
+        );
+        assert_eq!(p.segment_bytes(&s), &want.bytes[..]);
+        assert_eq!(s.payload_offset % 4096, 0);
+    }
+    assert_eq!(p.relocations().collect::<Vec<_>>(), spec.relocations);
+    assert_eq!(p.relocations().len(), 3);
+    assert_eq!(p.summary().label.as_str(), "v2");
+}
+
+#[test]
+fn the_header_alone_is_enough_for_parse_header() {
+    let bytes = sample_spec().build().unwrap();
+    let size = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let h = parse_header(&bytes[..size]).unwrap();
+    assert_eq!(h.header_size() as usize, size);
+    let payload = &bytes[h.payload_offset() as usize..];
+    use sha2::Digest as _;
+    let digest: [u8; 32] = sha2::Sha256::digest(payload).into();
+    assert_eq!(h.check_payload_digest(&digest), Ok(()));
+    assert!(matches!(
+        h.check_payload_digest(&[0; 32]),
+        Err(FormatError::PayloadDigest { .. })
+    ));
+    assert!(h.check_fits("staging buffer", 16 << 20).is_ok());
+    let e = h.check_fits("staging buffer", 4096).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        std::format!(
+            "package is {} bytes, the staging buffer holds 4096",
+            bytes.len()
+        )
+    );
+    assert!(matches!(
+        parse_header(&bytes[..size - 1]),
+        Err(FormatError::Truncated {
+            what: "package header",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_flipped_payload_byte_is_a_payload_digest_error() {
+    let mut bytes = sample_spec().build().unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let e = parse(&bytes).unwrap_err();
+    assert!(matches!(e, FormatError::PayloadDigest { .. }), "{e}");
+    assert!(e.to_string().starts_with("payload digest mismatch"));
+}
+
+#[test]
+fn a_flipped_header_byte_is_a_header_digest_error() {
+    for at in [
+        layout::TOTAL_SIZE,
+        layout::PAYLOAD_DIGEST,
+        layout::IDENTITY + 30,
+        layout::FIXED_SIZE + 9,
+    ] {
+        let mut bytes = sample_spec().build().unwrap();
+        bytes[at] ^= 0x40;
+        let e = parse(&bytes).unwrap_err();
+        assert!(
+            matches!(e, FormatError::HeaderDigest { .. }),
+            "byte {at:#x}: {e}"
+        );
+    }
+}
+
+#[test]
+fn truncation_says_how_much_was_expected() {
+    let bytes = sample_spec().build().unwrap();
+    let e = parse(&bytes[..bytes.len() - 10]).unwrap_err();
+    assert_eq!(
+        e,
+        FormatError::Truncated {
+            what: "package",
+            needed: bytes.len() as u64,
+            got: bytes.len() as u64 - 10
+        }
+    );
+    assert!(matches!(
+        parse(&bytes[..100]),
+        Err(FormatError::Truncated { .. })
+    ));
+    assert!(matches!(
+        parse(&bytes[..3]),
+        Err(FormatError::Truncated { .. })
+    ));
+    assert!(matches!(parse(&[]), Err(FormatError::Truncated { .. })));
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(matches!(
+        parse(&longer),
+        Err(FormatError::SizeMismatch { .. })
+    ));
+}
+
+#[test]
+fn wrong_magic_and_unknown_versions_are_named() {
+    let mut bytes = sample_spec().build().unwrap();
+    bytes[6] = b'\n'; // CR LF → LF LF, as a text-mode copy would do
+    assert!(matches!(parse(&bytes), Err(FormatError::BadMagic { .. })));
+
+    let e = edited(|b| b[layout::FORMAT_VERSION] = 7);
+    assert_eq!(
+        e.to_string(),
+        "package format version 7 is newer than this kernel understands (1)"
+    );
+    let e = edited(|b| b[layout::FORMAT_VERSION] = 0);
+    assert!(matches!(
+        e,
+        FormatError::UnsupportedVersion { found: 0, .. }
+    ));
+}
+
+#[test]
+fn overlapping_segments_are_refused() {
+    let mut spec = sample_spec();
+    spec.segments[2].vaddr = 0x1000;
+    let e = parse(&spec.encode()).unwrap_err();
+    assert_eq!(
+        e,
+        FormatError::Segment {
+            index: 2,
+            problem: SegmentProblem::MemoryOverlap {
+                start: 0x1000,
+                previous_end: 0x1800
+            }
+        }
+    );
+    assert!(spec.build().is_err());
+}
+
+#[test]
+fn relocations_must_land_in_writable_file_bytes() {
+    for (offset, problem) in [
+        (0x1008, RelocationProblem::OutsideWritableSegment), // code
+        (0x2100, RelocationProblem::OutsideWritableSegment), // RELRO, past its file bytes
+        (0x4000, RelocationProblem::OutsideWritableSegment), // .bss
+        (0x9000, RelocationProblem::OutsideWritableSegment), // outside the image
+        (0x2004, RelocationProblem::Unaligned),
+    ] {
+        let mut spec = sample_spec();
+        spec.relocations.push(Relocation { offset, addend: 0 });
+        let e = parse(&spec.encode()).unwrap_err();
+        assert_eq!(
+            e,
+            FormatError::Relocation {
+                index: 3,
+                offset,
+                problem
+            },
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn entries_must_be_in_code() {
+    let mut spec = sample_spec();
+    spec.entries.resume = 0x2000;
+    let e = parse(&spec.encode()).unwrap_err();
+    assert_eq!(
+        e,
+        FormatError::EntryOutsideCode {
+            entry: "resume",
+            offset: 0x2000
+        }
+    );
+    spec.entries.resume = u64::MAX;
+    assert!(matches!(
+        parse(&spec.encode()),
+        Err(FormatError::EntryOutsideCode { .. })
+    ));
+}
+
+#[test]
+fn segment_rules() {
+    let e = edited(|b| put_u64(b, segment_field(1, 24), 0x10)); // mem < file
+    assert!(
+        matches!(
+            e,
+            FormatError::Segment {
+                index: 1,
+                problem: SegmentProblem::FileLargerThanMemory { .. }
+            }
+        ),
+        "{e}"
+    );
+    let e = edited(|b| put_u64(b, segment_field(3, 8), 0x3800)); // vaddr unaligned
+    assert!(
+        matches!(
+            e,
+            FormatError::Segment {
+                index: 3,
+                problem: SegmentProblem::VaddrUnaligned { .. }
+            }
+        ),
+        "{e}"
+    );
+    let e = edited(|b| {
+        put_u64(b, segment_field(3, 16), 0x9000); // file past payload
+        put_u64(b, segment_field(3, 24), 0x10000);
+    });
+    assert!(
+        matches!(
+            e,
+            FormatError::Segment {
+                index: 3,
+                problem: SegmentProblem::PastPayload { .. }
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("runs past the end of the payload"),
+        "{e}"
+    );
+    let e = edited(|b| put_u64(b, segment_field(2, 0), 0x0)); // payload bytes overlap
+    assert!(
+        matches!(
+            e,
+            FormatError::Segment {
+                index: 2,
+                problem: SegmentProblem::PayloadOverlap { .. }
+            }
+        ),
+        "{e}"
+    );
+    let e = edited(|b| put_u64(b, segment_field(0, 0), 0x10)); // payload offset unaligned
+    assert!(
+        matches!(
+            e,
+            FormatError::Segment {
+                index: 0,
+                problem: SegmentProblem::PayloadOffsetUnaligned { .. }
+            }
+        ),
+        "{e}"
+    );
+    let e = edited(|b| b[segment_field(0, 32)] = 0x80); // unknown flag
+    assert!(
+        matches!(
+            e,
+            FormatError::Segment {
+                index: 0,
+                problem: SegmentProblem::UnknownFlags { .. }
+            }
+        ),
+        "{e}"
+    );
+    let e = edited(|b| b[segment_field(0, 36)] = 1); // reserved
+    assert!(
+        matches!(
+            e,
+            FormatError::Segment {
+                index: 0,
+                problem: SegmentProblem::ReservedNotZero
+            }
+        ),
+        "{e}"
+    );
+    let e = edited(|b| put_u64(b, segment_field(0, 24), 0)); // empty
+    assert!(
+        matches!(
+            e,
+            FormatError::Segment {
+                index: 0,
+                problem: SegmentProblem::Empty
+            }
+        ),
+        "{e}"
+    );
+    let e = edited(|b| put_u64(b, segment_field(3, 24), u64::MAX)); // overflow
+    assert!(
+        matches!(
+            e,
+            FormatError::Segment {
+                index: 3,
+                problem: SegmentProblem::AddressOverflow { .. }
+            }
+        ),
+        "{e}"
+    );
+    let e = edited(|b| put_u64(b, layout::LINK_BASE, 0x1000));
+    assert!(
+        matches!(
+            e,
+            FormatError::Segment {
+                index: 0,
+                problem: SegmentProblem::NotAtLinkBase { .. }
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn geometry_and_table_rules() {
+    let e = edited(|b| put_u64(b, layout::IMAGE_SPAN, 0x6000));
+    assert_eq!(
+        e,
+        FormatError::ImageSpan {
+            declared: 0x6000,
+            computed: 0x5000
+        }
+    );
+    let e = edited(|b| put_u64(b, layout::IMAGE_SPAN, 0x5001));
+    assert!(
+        matches!(
+            e,
+            FormatError::InvalidField {
+                field: "image span",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = edited(|b| put_u64(b, layout::LINK_BASE, 0x10));
+    assert!(
+        matches!(
+            e,
+            FormatError::InvalidField {
+                field: "link base",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = edited(|b| b[layout::SEGMENT_COUNT] = 65);
+    assert_eq!(
+        e,
+        FormatError::TooManyEntries {
+            table: "segment table",
+            count: 65,
+            max: 64
+        }
+    );
+    let e = edited(|b| b[layout::SEGMENT_COUNT] = 0);
+    assert!(
+        matches!(
+            e,
+            FormatError::InvalidField {
+                field: "segment count",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = edited(|b| b[layout::RELOCATION_COUNT] = 200);
+    assert!(
+        matches!(
+            e,
+            FormatError::TableOutOfPlace {
+                table: "relocation table",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = edited(|b| put_u64(b, layout::RELOCATION_TABLE, layout::FIXED_SIZE as u64));
+    assert!(
+        matches!(
+            e,
+            FormatError::TableOutOfPlace {
+                reason: "overlaps the segment table",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = edited(|b| put_u64(b, layout::SEGMENT_TABLE, 0x100));
+    assert!(matches!(e, FormatError::TableOutOfPlace { .. }), "{e}");
+    let e = edited(|b| put_u64(b, layout::SEGMENT_TABLE, 0x1ac));
+    assert!(
+        matches!(
+            e,
+            FormatError::TableOutOfPlace {
+                reason: "is not 8-byte aligned",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = edited(|b| b[layout::FLAGS] = 1);
+    assert!(
+        matches!(
+            e,
+            FormatError::InvalidField {
+                field: "header flags",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = edited(|b| b[layout::RESERVED + 2] = 1);
+    assert!(
+        matches!(
+            e,
+            FormatError::InvalidField {
+                field: "header reserved bytes",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = edited(|b| b[layout::HEADER_SIZE + 3] = 1);
+    assert!(
+        matches!(
+            e,
+            FormatError::InvalidField {
+                field: "header size",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = edited(|b| b[layout::BUILD_ID_LEN] = 40);
+    assert!(
+        matches!(
+            e,
+            FormatError::InvalidField {
+                field: "build id length",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = edited(|b| b[layout::IDENTITY] = b'X');
+    assert!(
+        matches!(
+            e,
+            FormatError::BadMagic {
+                what: "image identity",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = edited(|b| put_u64(b, layout::TOTAL_SIZE, 100));
+    assert!(
+        matches!(
+            e,
+            FormatError::InvalidField {
+                field: "total size",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn padding_and_payload_size_rules() {
+    let e = edited(|b| b[0x800] = 1);
+    assert!(
+        matches!(e, FormatError::InvalidField { value: 0x800, .. }),
+        "{e}"
+    );
+    let e = edited(|b| {
+        b.extend_from_slice(&[0; 16]);
+        let total = b.len() as u64;
+        put_u64(b, layout::TOTAL_SIZE, total);
+    });
+    assert!(
+        matches!(
+            e,
+            FormatError::InvalidField {
+                field: "payload size",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn builder_refuses_what_the_parser_refuses() {
+    let mut spec = sample_spec();
+    spec.segments.clear();
+    assert!(spec.build().is_err());
+    let mut spec = sample_spec();
+    spec.segments[0].mem_size = 0x10; // less than its bytes
+    assert!(spec.build().is_err());
+}
