@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::RunArgs;
@@ -10,9 +11,16 @@ use crate::build::{self, CargoOutput, Variant};
 use crate::error::{Error, Result};
 use crate::qemu::GuestExit;
 use crate::toolchain::{self, Needs};
-use crate::vm::{KernelChoice, Vm, VmConfig};
+use crate::vm::{KernelChoice, Vm, VmConfig, VmHandle};
 
 pub fn run(args: RunArgs) -> Result<u8> {
+    // Installed first: a Ctrl-C while QEMU starts must not orphan it.
+    let interrupts = Arc::new(Interrupts::default());
+    {
+        let interrupts = interrupts.clone();
+        ctrlc::set_handler(move || interrupts.on_signal())
+            .map_err(|e| Error::io("install the Ctrl-C handler", io::Error::other(e)))?;
+    }
     let kernel = match &args.kernel {
         Some(elf) => {
             toolchain::check(Needs::Qemu)?;
@@ -22,7 +30,12 @@ pub fn run(args: RunArgs) -> Result<u8> {
             toolchain::check(Needs::BuildAndQemu)?;
             let variant = Variant::try_new(&args.variant)?;
             // Build with cargo's output on the terminal; the launch reuses this build.
-            build::build_kernel_cached_with(&variant, CargoOutput::Inherit)?;
+            let built = build::build_kernel_cached_with(&variant, CargoOutput::Inherit);
+            if interrupts.pressed() {
+                eprintln!("hotkernel: interrupted before the VM started");
+                return Ok(130);
+            }
+            built?;
             KernelChoice::Variant(args.variant.clone())
         }
     };
@@ -56,7 +69,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
             None => "Ctrl-C stops it".to_owned(),
         }
     );
-    stop_on_interrupt(&vm)?;
+    interrupts.attach(vm.handle());
     forward_terminal_input(&vm)?;
 
     let started = Instant::now();
@@ -84,22 +97,48 @@ pub fn run(args: RunArgs) -> Result<u8> {
 }
 
 /// Ctrl-C (and SIGTERM, SIGHUP) asks QEMU to quit; a second one kills it. QEMU runs in
-/// its own process group, so the terminal's signal reaches only the runner.
-fn stop_on_interrupt(vm: &Vm) -> Result<()> {
-    let handle = vm.handle();
-    let presses = AtomicUsize::new(0);
-    ctrlc::set_handler(move || {
-        if presses.fetch_add(1, Ordering::SeqCst) == 0 {
-            eprintln!("\nhotkernel: stopping (Ctrl-C again kills QEMU)");
-            if let Err(e) = handle.stop() {
-                eprintln!("hotkernel: {e}; killing QEMU");
-                handle.kill();
+/// its own process group, so the terminal's signal reaches only the runner (and a
+/// `cargo build` it is running).
+#[derive(Default)]
+struct Interrupts {
+    presses: AtomicUsize,
+    vm: Mutex<Option<VmHandle>>,
+}
+
+impl Interrupts {
+    fn pressed(&self) -> bool {
+        self.presses.load(Ordering::SeqCst) > 0
+    }
+
+    /// The signal handler (on its own thread).
+    fn on_signal(&self) {
+        let first = self.presses.fetch_add(1, Ordering::SeqCst) == 0;
+        let vm = self.vm.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match vm {
+            None => eprintln!("\nhotkernel: interrupted"),
+            Some(vm) if first => {
+                eprintln!("\nhotkernel: stopping (Ctrl-C again kills QEMU)");
+                stop_or_kill(&vm);
             }
-        } else {
-            handle.kill();
+            Some(vm) => vm.kill(),
         }
-    })
-    .map_err(|e| Error::io("install the Ctrl-C handler", io::Error::other(e)))
+    }
+
+    /// The VM is up: from now on a signal stops it; one that came during the start
+    /// stops it now.
+    fn attach(&self, vm: VmHandle) {
+        *self.vm.lock().unwrap_or_else(|e| e.into_inner()) = Some(vm.clone());
+        if self.pressed() {
+            stop_or_kill(&vm);
+        }
+    }
+}
+
+fn stop_or_kill(vm: &VmHandle) {
+    if let Err(e) = vm.stop() {
+        eprintln!("hotkernel: {e}; killing QEMU");
+        vm.kill();
+    }
 }
 
 /// Lines typed on the terminal go to the guest's console (its shell).

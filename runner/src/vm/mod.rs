@@ -87,10 +87,9 @@ impl Shared {
         self.stop_requested.load(Ordering::SeqCst) || self.paths.stop_marker.exists()
     }
 
-    /// Asks QEMU to quit through QMP; does not wait.
+    /// Asks QEMU to quit through QMP; does not wait. Asking twice sends one `quit`.
     fn request_quit(&self) -> Result<()> {
-        self.stop_requested.store(true, Ordering::SeqCst);
-        if self.process().status.is_some() {
+        if self.stop_requested.swap(true, Ordering::SeqCst) || self.process().status.is_some() {
             return Ok(());
         }
         Qmp::connect(&self.paths.qmp_socket, Duration::from_secs(10))?.quit()
