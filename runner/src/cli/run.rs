@@ -84,7 +84,8 @@ pub fn run(args: RunArgs) -> Result<u8> {
     // The guest's last line may lack its newline.
     let _ = io::stdout().flush();
     eprintln!();
-    let code = exit.runner_exit_code(&vm.qemu_stderr())?;
+    // QEMU's messages were already echoed to stderr as they came.
+    let code = exit.runner_exit_code("")?;
     match exit {
         GuestExit::Stopped => eprintln!(
             "hotkernel: VM `{}` stopped after {:.1} s",

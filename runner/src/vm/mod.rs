@@ -206,19 +206,20 @@ impl Vm {
         }
         .store()?;
 
-        let stream =
-            qmp::connect_retrying(&paths.serial_socket, START_TIMEOUT, &mut || match shared
-                .process()
-                .child
-                .try_wait()
-            {
-                Ok(Some(status)) => Err(Error::QemuStart {
-                    message: describe_status(status),
-                    stderr: String::new(),
-                }),
-                _ => Ok(()),
-            })
-            .map_err(|e| starting.with_stderr(e))?;
+        // QEMU creates the console socket, then waits for this connection to start the guest.
+        let mut qemu_still_starting = || match shared.process().child.try_wait() {
+            Ok(Some(status)) => Err(Error::QemuStart {
+                message: describe_status(status),
+                stderr: String::new(),
+            }),
+            _ => Ok(()),
+        };
+        let stream = qmp::connect_retrying(
+            &paths.serial_socket,
+            START_TIMEOUT,
+            &mut qemu_still_starting,
+        )
+        .map_err(|e| starting.with_stderr(e))?;
         let input = stream
             .try_clone()
             .map_err(|e| Error::io("duplicate the console socket", e))?;
