@@ -35,3 +35,30 @@ fn waiting_for_a_line_fails_early_when_the_guest_ends_and_quotes_the_console() {
     );
     assert!(vm.has_exited());
 }
+
+#[test]
+fn a_kernel_given_by_path_boots_like_a_variant() {
+    let built = hotkernel::build_kernel_cached(&hotkernel::Variant::v1()).check("building v1");
+    let cfg = hotkernel::VmConfig {
+        kernel: hotkernel_tests::KernelChoice::Elf(built.elf.clone()),
+        ..mode("panic")
+    };
+    let vm = boot_and_expect(cfg, &["KERNEL PANIC"]);
+    assert_eq!(vm.kernel().variant, None);
+    assert_eq!(vm.kernel().elf, built.elf);
+    let state = hotkernel_tests::VmState::load(vm.name()).check("loading state.json");
+    assert_eq!(state.variant, None);
+    assert_eq!(
+        vm.wait_exit(HANG_GUARD).check("waiting for the exit"),
+        GuestExit::Failure
+    );
+}
+
+#[test]
+fn an_unknown_variant_is_refused_before_booting() {
+    let err = hotkernel::Vm::launch(hotkernel::VmConfig::variant("nonesuch"))
+        .err()
+        .expect("no such kernel feature");
+    let text = err.to_string();
+    assert!(text.contains("unknown kernel variant `nonesuch`"), "{text}");
+}

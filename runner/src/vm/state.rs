@@ -228,18 +228,23 @@ impl Drop for Claim {
 }
 
 /// Locks `<dir>/owner.lock`, making sure the locked file is still the one at that path
-/// (a runner that was cleaning up may have removed it meanwhile).
+/// (a runner that was cleaning up a dead VM of this name may have removed it meanwhile).
 fn lock_dir(name: &str, paths: &VmPaths) -> Result<File> {
     let lock_path = paths.lock_file();
     for _ in 0..5 {
         fs::create_dir_all(&paths.dir)
             .map_err(|e| Error::io(format!("create {}", paths.dir.display()), e))?;
-        let file = File::options()
+        let file = match File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| Error::io(format!("open {}", lock_path.display()), e))?;
+        {
+            Ok(file) => file,
+            // Another runner removed the directory just now (it was cleaning up).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(format!("open {}", lock_path.display()), e)),
+        };
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
