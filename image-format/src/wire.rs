@@ -29,6 +29,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Bytes consumed so far.
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
     pub fn position(&self) -> usize {
         self.pos
     }
@@ -79,6 +80,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Fails unless every byte was consumed (`what` has trailing bytes).
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
     pub fn finish(self) -> Result<()> {
         if self.remaining() == 0 {
             Ok(())
@@ -194,18 +196,10 @@ impl<'a> Writer<'a> {
     pub fn u64(&mut self, v: u64) {
         self.put(&v.to_le_bytes());
     }
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
     pub fn i64(&mut self, v: i64) {
         self.put(&v.to_le_bytes());
     }
-    pub fn zeros(&mut self, n: usize) {
-        let end = self.pos.saturating_add(n);
-        match self.buf.get_mut(self.pos..end) {
-            Some(dst) => dst.fill(0),
-            None => self.overflow = true,
-        }
-        self.pos = end;
-    }
-
     /// Bytes written, or `Truncated` naming `what` if the buffer was too small.
     pub fn finish(self, what: &'static str) -> Result<usize> {
         if self.overflow {

@@ -50,6 +50,8 @@ mod describe;
 mod pack;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 use sha2::{Digest as _, Sha256};
