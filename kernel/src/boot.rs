@@ -67,6 +67,7 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     routing::route_isa_lines();
     must(drivers::mailbox::discover(), "mailbox");
     crate::update::init_first_boot();
+    crate::history::init_first_boot();
     log::info!("cpu 0 online (apic {})", arch::apic::id());
     smp::start_application_processors();
     tasks::spawn_demo(tasks::Workload {

@@ -128,6 +128,7 @@ pub const SCHEMAS: &[SchemaEntry] = &[
     entry::<pipeline::ChannelV1>(1, false),
     entry::<schema::Heartbeat>(1, false),
     entry::<service::V1>(1, false),
+    entry::<updater::records::history::V1>(1, false),
     entry::<schema::Ticker>(1, true),
 ];
 #[cfg(feature = "v3")]
@@ -141,6 +142,7 @@ pub const SCHEMAS: &[SchemaEntry] = &[
     entry::<pipeline::ChannelV1>(1, false),
     entry::<schema::Heartbeat>(1, false),
     entry::<service::V1>(1, false),
+    entry::<updater::records::history::V1>(1, false),
     entry::<schema::Table>(1, false),
 ];
 

@@ -17,6 +17,7 @@ mod console;
 mod continuity;
 mod cpu;
 mod drivers;
+mod history;
 mod identity;
 mod image;
 mod interrupts;

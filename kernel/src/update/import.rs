@@ -109,3 +109,14 @@ pub fn tasks(set: &RecordSet<'_>) -> usize {
     }
     placed
 }
+
+/// The update history of a converted set (oldest first).
+pub fn history(set: &RecordSet<'_>) -> alloc::vec::Vec<updater::records::history::V1> {
+    set.find(RecordKind::HISTORY)
+        .map(|r| {
+            r.decode::<updater::records::history::V1>()
+                .filter_map(Result::ok)
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -60,6 +60,7 @@ extern "C" fn resume_main(descriptor: *mut Descriptor) -> ! {
     drivers::mailbox::adopt();
     handoff::fill_park_slots();
     let tasks = import::tasks(&set);
+    crate::history::adopt(import::history(&set), 0, d.request_seq);
     crate::tasks::meet_init_requirements(d.init_requirements);
     d.clock.reinitialised.store(tsc::read(), Ordering::Relaxed);
 

@@ -13,6 +13,7 @@
 pub mod counter;
 pub mod entry;
 pub mod heartbeat;
+pub mod history;
 pub mod lcg;
 pub mod machine;
 pub mod pipeline;

@@ -1,0 +1,53 @@
+//! The update history this kernel carries: every image that has run on the machine
+//! (from the history record of the kernel before it), plus its own entry.
+
+use alloc::vec::Vec;
+
+use spin::Mutex;
+use updater::handoff::set_text;
+use updater::records::history::{MAX_ENTRIES, V1 as Entry};
+
+use crate::{identity, image, machine, time};
+
+static HISTORY: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+
+fn own_entry(downtime_ns: u64, request_seq: u64) -> Entry {
+    let (v, label) = identity::VERSION;
+    let mut l = [0u8; 32];
+    set_text(&mut l, label);
+    Entry {
+        boot_seq: machine::boot_seq(),
+        version: [v.major, v.minor, v.patch],
+        build_id: image::build_id(),
+        label: l,
+        started_ns: time::since_boot().as_nanos() as u64,
+        downtime_ns,
+        request_seq,
+    }
+}
+
+/// First boot: the history starts with this kernel.
+pub fn init_first_boot() {
+    *HISTORY.lock() = alloc::vec![own_entry(0, 0)];
+}
+
+/// After a swap: the imported history, then this kernel with the swap's downtime.
+pub fn adopt(imported: Vec<Entry>, downtime_ns: u64, request_seq: u64) {
+    let mut h = HISTORY.lock();
+    *h = imported;
+    h.push(own_entry(downtime_ns, request_seq));
+    let excess = h.len().saturating_sub(MAX_ENTRIES);
+    h.drain(..excess);
+}
+
+/// The history, oldest first.
+pub fn entries() -> Vec<Entry> {
+    HISTORY.lock().clone()
+}
+
+/// Sets the downtime of this kernel's own entry (known once every CPU schedules again).
+pub fn set_own_downtime(downtime_ns: u64) {
+    if let Some(last) = HISTORY.lock().last_mut() {
+        last.downtime_ns = downtime_ns;
+    }
+}
