@@ -1,32 +1,28 @@
-//! Record kinds: the stable ids of the hand-off records that cross a swap.
+//! Stable identifiers shared by every image and the host: hand-off record kinds
+//! ([`RecordKind`]) and task kinds ([`TaskKind`]).
 //!
-//! An image's schema table ([`crate::identity::SchemaEntry`]) lists, per kind, the
-//! version it writes and the oldest it can convert from; the hand-off region holds one
-//! record per kind. Ids are stable forever: a kind is never renumbered and an id never
-//! reused. [`kind_name`] gives the name shown by `hotkernel inspect` and in reports.
-//!
-//! | id | constant | record |
+//! | record kind | id | holds |
 //! | --- | --- | --- |
-//! | 1 | [`MACHINE`] | the machine: page-table root, frame allocator, boot info, where the heap, staging window, per-CPU areas and devices are |
-//! | 2 | [`TASK_TABLE`] | the task table and scheduler queues |
-//! | 3 | [`COUNTER`] | state of `counter` tasks |
-//! | 4 | [`LCG`] | state of `lcg` tasks |
-//! | 5 | [`PIPELINE`] | state of `producer`/`consumer` tasks and their channel |
-//! | 6 | [`HEARTBEAT`] | state of `heartbeat` tasks (optional: may be dropped) |
-//! | 7 | [`SERVICE`] | state of the update service |
-//! | 8 | [`HISTORY`] | the update history: which images ran, when |
-//! | 9 | [`PATCH_SET`] | the hotpatches applied to the running image |
-//! | 10 | [`TABLE`] | state of `table` tasks (new in image v3) |
+//! | [`MACHINE`] | 1 | page tables, frame allocator, devices, CPUs, timers |
+//! | [`TASK_TABLE`] | 2 | one entry per task: id, kind, affinity, steps, … |
+//! | [`CHANNELS`] | 3 | producer/consumer channels and the values in them |
+//! | [`HISTORY`] | 4 | the images that ran, with their downtimes |
+//! | [`PATCH_SET`] | 5 | hotpatches applied to the running image |
+//! | task state | `0x100 + task kind` | the states of every task of one kind ([`RecordKind::task_state`]) |
+//!
+//! Task kinds: 1 counter, 2 lcg, 3 producer, 4 consumer, 5 ticker, 6 heartbeat,
+//! 7 update-service, 8 table. An id is never reused for something else.
 
 use core::fmt;
 
 use crate::error::{FormatError, Result};
 
-/// The id of a hand-off record kind.
-///
-/// Invariant: not 0 (0 marks an unused slot in tables).
+/// A hand-off record kind. Never 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RecordKind(pub(crate) u16);
+
+/// Task-state record kinds are `TASK_STATE_BASE + task kind`.
+pub const TASK_STATE_BASE: u16 = 0x100;
 
 impl RecordKind {
     /// # Panics
@@ -36,7 +32,7 @@ impl RecordKind {
         Self(raw)
     }
 
-    /// `raw`, or an error if it is 0.
+    /// A kind from untrusted bytes.
     pub const fn try_new(raw: u16) -> Result<Self> {
         if raw == 0 {
             Err(FormatError::InvalidField {
@@ -49,67 +45,125 @@ impl RecordKind {
         }
     }
 
-    /// The id.
     pub const fn get(self) -> u16 {
         self.0
     }
 
-    /// The display name ([`kind_name`]).
+    /// The record holding the states of tasks of `kind`.
+    pub const fn task_state(kind: TaskKind) -> Self {
+        Self(TASK_STATE_BASE + kind.0)
+    }
+
+    /// The task kind whose states this record holds, if it is a task-state record.
+    pub const fn task_kind(self) -> Option<TaskKind> {
+        if self.0 > TASK_STATE_BASE && self.0 < TASK_STATE_BASE + 0x100 {
+            Some(TaskKind(self.0 - TASK_STATE_BASE))
+        } else {
+            None
+        }
+    }
+
     pub const fn name(self) -> &'static str {
         kind_name(self.0)
     }
 }
 
-/// The name, or `kind-N` for a kind this build does not know.
 impl fmt::Display for RecordKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match kind_name(self.0) {
-            "unknown" => write!(f, "kind-{}", self.0),
-            name => f.write_str(name),
+        match (kind_name(self.0), self.task_kind()) {
+            ("unknown", Some(task)) => write!(f, "{task}-{}-state", task.0),
+            ("unknown", None) => write!(f, "kind-{:#x}", self.0),
+            (name, _) => f.write_str(name),
         }
     }
 }
 
-/// The machine record: page-table root, frame allocator, boot information, and where
-/// the heap, staging window, per-CPU areas and device mappings are.
-pub const MACHINE: RecordKind = RecordKind(1);
-/// The task table and the scheduler's queues.
-pub const TASK_TABLE: RecordKind = RecordKind(2);
-/// State of `counter` tasks.
-pub const COUNTER: RecordKind = RecordKind(3);
-/// State of `lcg` tasks.
-pub const LCG: RecordKind = RecordKind(4);
-/// State of `producer` and `consumer` tasks and the channel between them.
-pub const PIPELINE: RecordKind = RecordKind(5);
-/// State of `heartbeat` tasks. Images mark it optional: it may be dropped.
-pub const HEARTBEAT: RecordKind = RecordKind(6);
-/// State of the update service task.
-pub const SERVICE: RecordKind = RecordKind(7);
-/// The update history: images that ran, swaps and their outcomes.
-pub const HISTORY: RecordKind = RecordKind(8);
-/// The set of hotpatches applied to the running image.
-pub const PATCH_SET: RecordKind = RecordKind(9);
-/// State of `table` tasks (new in image v3).
-pub const TABLE: RecordKind = RecordKind(10);
+/// A task kind. Never 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskKind(pub(crate) u16);
 
-/// Every kind this build knows, in id order.
-pub const ALL: [RecordKind; 10] = [
-    MACHINE, TASK_TABLE, COUNTER, LCG, PIPELINE, HEARTBEAT, SERVICE, HISTORY, PATCH_SET, TABLE,
+impl TaskKind {
+    pub const COUNTER: TaskKind = TaskKind(1);
+    pub const LCG: TaskKind = TaskKind(2);
+    pub const PRODUCER: TaskKind = TaskKind(3);
+    pub const CONSUMER: TaskKind = TaskKind(4);
+    pub const TICKER: TaskKind = TaskKind(5);
+    pub const HEARTBEAT: TaskKind = TaskKind(6);
+    pub const SERVICE: TaskKind = TaskKind(7);
+    pub const TABLE: TaskKind = TaskKind(8);
+
+    /// A kind from raw bits (any value: unknown kinds are reported, not rejected).
+    pub const fn from_raw(raw: u16) -> Self {
+        Self(raw)
+    }
+
+    pub const fn raw(self) -> u16 {
+        self.0
+    }
+
+    /// Human name, or "unknown".
+    pub const fn name(self) -> &'static str {
+        match self.0 {
+            1 => "counter",
+            2 => "lcg",
+            3 => "producer",
+            4 => "consumer",
+            5 => "ticker",
+            6 => "heartbeat",
+            7 => "update-service",
+            8 => "table",
+            _ => "unknown",
+        }
+    }
+
+    /// The record kind holding this kind's states.
+    pub const fn state_record(self) -> RecordKind {
+        RecordKind::task_state(self)
+    }
+}
+
+impl fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+pub const MACHINE: RecordKind = RecordKind(1);
+pub const TASK_TABLE: RecordKind = RecordKind(2);
+pub const CHANNELS: RecordKind = RecordKind(3);
+pub const HISTORY: RecordKind = RecordKind(4);
+pub const PATCH_SET: RecordKind = RecordKind(5);
+pub const COUNTER: RecordKind = RecordKind::task_state(TaskKind::COUNTER);
+pub const LCG: RecordKind = RecordKind::task_state(TaskKind::LCG);
+pub const PRODUCER: RecordKind = RecordKind::task_state(TaskKind::PRODUCER);
+pub const CONSUMER: RecordKind = RecordKind::task_state(TaskKind::CONSUMER);
+pub const TICKER: RecordKind = RecordKind::task_state(TaskKind::TICKER);
+pub const HEARTBEAT: RecordKind = RecordKind::task_state(TaskKind::HEARTBEAT);
+pub const SERVICE: RecordKind = RecordKind::task_state(TaskKind::SERVICE);
+pub const TABLE: RecordKind = RecordKind::task_state(TaskKind::TABLE);
+
+/// Every record kind this tree defines.
+pub const ALL: [RecordKind; 13] = [
+    MACHINE, TASK_TABLE, CHANNELS, HISTORY, PATCH_SET, COUNTER, LCG, PRODUCER, CONSUMER, TICKER, HEARTBEAT, SERVICE,
+    TABLE,
 ];
 
-/// The display name of kind `raw`, or `"unknown"`.
+/// The name of a record kind, or "unknown".
 pub const fn kind_name(raw: u16) -> &'static str {
     match raw {
         1 => "machine",
         2 => "task-table",
-        3 => "counter",
-        4 => "lcg",
-        5 => "pipeline",
-        6 => "heartbeat",
-        7 => "service",
-        8 => "history",
-        9 => "patch-set",
-        10 => "table",
+        3 => "channels",
+        4 => "history",
+        5 => "patch-set",
+        0x101 => "counter-state",
+        0x102 => "lcg-state",
+        0x103 => "producer-state",
+        0x104 => "consumer-state",
+        0x105 => "ticker-state",
+        0x106 => "heartbeat-state",
+        0x107 => "update-service-state",
+        0x108 => "table-state",
         _ => "unknown",
     }
 }
@@ -121,13 +175,22 @@ mod tests {
 
     #[test]
     fn every_known_kind_has_a_distinct_name() {
-        for (i, k) in ALL.iter().enumerate() {
-            assert_eq!(usize::from(k.get()), i + 1);
+        for k in ALL {
             assert_ne!(k.name(), "unknown");
             assert!(ALL.iter().filter(|o| o.name() == k.name()).count() == 1);
         }
-        assert_eq!(RecordKind::new(77).to_string(), "kind-77");
-        assert_eq!(TABLE.to_string(), "table");
+        assert_eq!(RecordKind::new(77).to_string(), "kind-0x4d");
+        assert_eq!(TABLE.to_string(), "table-state");
         assert!(RecordKind::try_new(0).is_err());
+    }
+
+    #[test]
+    fn task_state_records_map_back_to_their_task_kind() {
+        for raw in 1..=8 {
+            let t = TaskKind::from_raw(raw);
+            assert_eq!(t.state_record().task_kind(), Some(t));
+        }
+        assert_eq!(MACHINE.task_kind(), None);
+        assert_eq!(TaskKind::TICKER.state_record(), TICKER);
     }
 }

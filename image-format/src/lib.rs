@@ -61,7 +61,7 @@ pub use build_id::BuildId;
 pub use caps::Capabilities;
 pub use error::{FormatError, Result};
 pub use identity::{EmbeddedIdentity, ImageSummary, Label, SchemaEntry};
-pub use kinds::{kind_name, RecordKind};
+pub use kinds::{kind_name, RecordKind, TaskKind};
 pub use version::{ImageVersion, SchemaVersion, VersionRange};
 
 /// Size of a page, the alignment of segments, payload offsets and the payload itself.

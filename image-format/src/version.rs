@@ -196,6 +196,11 @@ impl SchemaVersion {
     pub const fn get(self) -> u16 {
         self.0
     }
+
+    /// The next version (N+1), the target of a converter step from this one.
+    pub const fn next(self) -> Self {
+        Self(self.0 + 1)
+    }
 }
 
 impl fmt::Display for SchemaVersion {
