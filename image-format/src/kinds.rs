@@ -45,6 +45,7 @@ impl RecordKind {
         }
     }
 
+    /// The raw id.
     pub const fn get(self) -> u16 {
         self.0
     }
@@ -63,6 +64,7 @@ impl RecordKind {
         }
     }
 
+    /// Human name, or "unknown".
     pub const fn name(self) -> &'static str {
         kind_name(self.0)
     }
@@ -83,13 +85,21 @@ impl fmt::Display for RecordKind {
 pub struct TaskKind(pub(crate) u16);
 
 impl TaskKind {
+    /// A number that grows by its stride each step.
     pub const COUNTER: TaskKind = TaskKind(1);
+    /// A linear congruential stream (a checksum stream that can be recomputed).
     pub const LCG: TaskKind = TaskKind(2);
+    /// Sends 0, 1, 2, … into a channel.
     pub const PRODUCER: TaskKind = TaskKind(3);
+    /// Receives from a channel and checks the sequence.
     pub const CONSUMER: TaskKind = TaskKind(4);
+    /// Counts ticks (cosmetic; its record is optional).
     pub const TICKER: TaskKind = TaskKind(5);
+    /// Prints a progress line every second.
     pub const HEARTBEAT: TaskKind = TaskKind(6);
+    /// Serves the mailbox.
     pub const SERVICE: TaskKind = TaskKind(7);
+    /// Runs a CRC over the v3 image's lookup table.
     pub const TABLE: TaskKind = TaskKind(8);
 
     /// A kind from raw bits (any value: unknown kinds are reported, not rejected).
@@ -97,6 +107,7 @@ impl TaskKind {
         Self(raw)
     }
 
+    /// The raw id.
     pub const fn raw(self) -> u16 {
         self.0
     }
@@ -128,18 +139,31 @@ impl fmt::Display for TaskKind {
     }
 }
 
+/// The machine: page tables, frame allocator, devices, CPUs, timers.
 pub const MACHINE: RecordKind = RecordKind(1);
+/// One entry per task.
 pub const TASK_TABLE: RecordKind = RecordKind(2);
+/// Producer/consumer channels and their contents.
 pub const CHANNELS: RecordKind = RecordKind(3);
+/// The images that ran.
 pub const HISTORY: RecordKind = RecordKind(4);
+/// Applied hotpatches.
 pub const PATCH_SET: RecordKind = RecordKind(5);
+/// States of counter tasks.
 pub const COUNTER: RecordKind = RecordKind::task_state(TaskKind::COUNTER);
+/// States of LCG tasks.
 pub const LCG: RecordKind = RecordKind::task_state(TaskKind::LCG);
+/// States of producer tasks.
 pub const PRODUCER: RecordKind = RecordKind::task_state(TaskKind::PRODUCER);
+/// States of consumer tasks.
 pub const CONSUMER: RecordKind = RecordKind::task_state(TaskKind::CONSUMER);
+/// States of ticker tasks.
 pub const TICKER: RecordKind = RecordKind::task_state(TaskKind::TICKER);
+/// States of heartbeat tasks.
 pub const HEARTBEAT: RecordKind = RecordKind::task_state(TaskKind::HEARTBEAT);
+/// States of the update service.
 pub const SERVICE: RecordKind = RecordKind::task_state(TaskKind::SERVICE);
+/// States of table tasks.
 pub const TABLE: RecordKind = RecordKind::task_state(TaskKind::TABLE);
 
 /// Every record kind this tree defines.

@@ -44,7 +44,7 @@ fn decode_states<R: updater::records::StateRecord>(
 /// Checks the live tasks against `exported` (same schema versions as this image).
 pub fn check(exported: &RecordSet<'_>) -> Result<Continuity, String> {
     let table = exported
-        .find(RecordKind::TASK_TABLE)
+        .find(image_format::kinds::TASK_TABLE)
         .ok_or("no task table exported")?;
     let then: BTreeMap<u32, schema::TaskEntry> = table
         .decode::<schema::TaskEntry>()

@@ -12,9 +12,9 @@ use crate::{identity, image, machine, time};
 static HISTORY: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
 fn own_entry(downtime_ns: u64, request_seq: u64) -> Entry {
-    let (v, label) = identity::VERSION;
+    let v = identity::IDENTITY.version();
     let mut l = [0u8; 32];
-    set_text(&mut l, label);
+    set_text(&mut l, identity::IDENTITY.label().as_str());
     Entry {
         boot_seq: machine::boot_seq(),
         version: [v.major, v.minor, v.patch],

@@ -8,7 +8,7 @@
 //! a warning when the exporter marked them optional, and refused otherwise. Conversion
 //! needs no heap: entries go through two stack buffers.
 
-use crate::records::{counter, task_table, ticker, RecordKind, SchemaVersion, StateRecord};
+use crate::records::{counter, kinds, task_table, ticker, RecordKind, SchemaVersion, StateRecord};
 use crate::recordset::{RecordSet, RecordSetError, RecordSetWriter};
 use crate::wire::{Reader, WireError, Writer};
 
@@ -66,7 +66,7 @@ impl Step {
     /// The step that `U` implements.
     pub const fn of<U: Upgrade>() -> Step {
         assert!(
-            U::From::KIND.raw() == U::To::KIND.raw(),
+            U::From::KIND.get() == U::To::KIND.get(),
             "a step converts one record kind"
         );
         assert!(
@@ -444,7 +444,7 @@ mod tests {
     fn reads_v3() -> [Reads; 3] {
         [
             Reads {
-                kind: RecordKind::TASK_TABLE,
+                kind: kinds::TASK_TABLE,
                 version: SchemaVersion::new(3),
             },
             Reads {
@@ -468,15 +468,15 @@ mod tests {
         assert_eq!(
             log.converted,
             vec![
-                (RecordKind::TASK_TABLE, 1, 2, 10),
-                (RecordKind::TASK_TABLE, 2, 3, 10),
+                (kinds::TASK_TABLE, 1, 2, 10),
+                (kinds::TASK_TABLE, 2, 3, 10),
                 (TaskKind::COUNTER.state_record(), 1, 2, 5)
             ]
         );
         assert_eq!(log.dropped, vec![(TaskKind::TICKER.state_record(), 1, 5)]);
         let set = RecordSet::parse(&out[..n]).unwrap();
         let table: Vec<task_table::V3> = set
-            .find(RecordKind::TASK_TABLE)
+            .find(kinds::TASK_TABLE)
             .unwrap()
             .decode()
             .map(Result::unwrap)
@@ -532,7 +532,7 @@ mod tests {
         assert_eq!(
             err,
             ReconcileError::MissingConverter {
-                kind: RecordKind::TASK_TABLE,
+                kind: kinds::TASK_TABLE,
                 from: SchemaVersion::new(1),
                 to: SchemaVersion::new(2)
             }
@@ -549,7 +549,7 @@ mod tests {
         let len = v1_state(&mut input, 4);
         let mut out = vec![0u8; 64 * 1024];
         let reads = [Reads {
-            kind: RecordKind::TASK_TABLE,
+            kind: kinds::TASK_TABLE,
             version: SchemaVersion::new(1),
         }];
         let err = reconcile(
@@ -581,7 +581,7 @@ mod tests {
         let mut out = vec![0u8; 64 * 1024];
         let v1_reads = [
             Reads {
-                kind: RecordKind::TASK_TABLE,
+                kind: kinds::TASK_TABLE,
                 version: SchemaVersion::new(1),
             },
             Reads {
@@ -630,7 +630,7 @@ mod tests {
         let len = w.finish();
         let mut out = vec![0u8; 64 * 1024];
         let reads = [Reads {
-            kind: RecordKind::TASK_TABLE,
+            kind: kinds::TASK_TABLE,
             version: SchemaVersion::new(2),
         }];
         let err = reconcile(

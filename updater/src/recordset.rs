@@ -76,7 +76,7 @@ impl core::fmt::Display for RecordSetError {
                 write!(
                     f,
                     "record {} extends past the end of the set",
-                    RecordKind::from_raw(*kind)
+                    KindText(*kind)
                 )
             }
             RecordSetError::Checksum { expected, found } => {
@@ -92,11 +92,23 @@ impl core::fmt::Display for RecordSetError {
             } => write!(
                 f,
                 "record {} has {entry_size}-byte entries, its schema needs {expected}",
-                RecordKind::from_raw(*kind)
+                KindText(*kind)
             ),
             RecordSetError::Duplicate { kind } => {
-                write!(f, "record {} appears twice", RecordKind::from_raw(*kind))
+                write!(f, "record {} appears twice", KindText(*kind))
             }
+        }
+    }
+}
+
+/// A record kind as written in a set (0 is invalid but must still print).
+struct KindText(u16);
+
+impl core::fmt::Display for KindText {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match RecordKind::try_new(self.0) {
+            Ok(k) => write!(f, "{k}"),
+            Err(_) => write!(f, "kind-0"),
         }
     }
 }
@@ -178,7 +190,7 @@ impl<'a> RecordSetWriter<'a> {
         }
         let d = HEADER + self.count * DIR_ENTRY;
         let mut w = Writer::new(&mut self.buf[d..d + DIR_ENTRY]);
-        w.u16(kind.raw());
+        w.u16(kind.get());
         w.u16(schema.get());
         w.u16(flags);
         w.u16(0);
@@ -273,7 +285,7 @@ impl<'a> Record<'a> {
         let expected = R::SIZE + if keyed { 4 } else { 0 };
         if self.header.entry_size as usize != expected {
             return Err(RecordSetError::EntrySize {
-                kind: self.header.kind.raw(),
+                kind: self.header.kind.get(),
                 entry_size: self.header.entry_size,
                 expected,
             });
@@ -323,7 +335,7 @@ impl<'a> RecordSet<'a> {
             for j in 0..i {
                 if set.get(j)?.header.kind == rec.header.kind {
                     return Err(RecordSetError::Duplicate {
-                        kind: rec.header.kind.raw(),
+                        kind: rec.header.kind.get(),
                     });
                 }
             }
@@ -343,7 +355,8 @@ impl<'a> RecordSet<'a> {
         let entries = r.u32().map_err(short)?;
         let offset = r.u64().map_err(short)?;
         let len = r.u64().map_err(short)?;
-        let schema = SchemaVersion::try_new(schema).ok_or(RecordSetError::Truncated { kind })?;
+        let schema =
+            SchemaVersion::try_new(schema).map_err(|_| RecordSetError::Truncated { kind })?;
         let end = offset
             .checked_add(len)
             .ok_or(RecordSetError::Truncated { kind })?;
@@ -356,7 +369,7 @@ impl<'a> RecordSet<'a> {
         }
         Ok(Record {
             header: RecordHeader {
-                kind: RecordKind::from_raw(kind),
+                kind: RecordKind::try_new(kind).map_err(|_| RecordSetError::Truncated { kind })?,
                 schema,
                 flags,
                 entry_size,
@@ -389,7 +402,7 @@ impl<'a> RecordSet<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{counter, task_table, TaskKind};
+    use crate::records::{counter, kinds, task_table, TaskKind};
     use proptest::prelude::*;
     use std::vec::Vec;
 
@@ -431,7 +444,7 @@ mod tests {
         let mut buf = [0u8; 4096];
         let len = sample(&mut buf);
         let set = RecordSet::parse(&buf[..len]).unwrap();
-        let table = set.find(RecordKind::TASK_TABLE).unwrap();
+        let table = set.find(kinds::TASK_TABLE).unwrap();
         let entries: Vec<task_table::V1> = table.decode().map(Result::unwrap).collect();
         assert_eq!(entries[1].steps, 9);
         let counters = set.find(TaskKind::COUNTER.state_record()).unwrap();

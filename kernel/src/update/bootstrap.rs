@@ -24,9 +24,10 @@ use updater::records::{RecordKind, SchemaVersion, TaskKind};
 use updater::recordset::RecordSet;
 
 use crate::arch::tsc;
-use crate::identity::{self, ImageVersion};
+use crate::identity;
 use crate::schema;
 use crate::update::{handoff_bytes, overlay};
+use image_format::{Capabilities, ImageVersion};
 
 /// Initialisation requirements (bits of `Descriptor::init_requirements`).
 pub mod requirement {
@@ -58,7 +59,7 @@ impl ReconcileLog for DescriptorLog<'_> {
         let i = self.d.conversion_count as usize;
         if i < MAX_CONVERSIONS {
             self.d.conversions[i] = ConversionLog {
-                kind: kind.raw(),
+                kind: kind.get(),
                 from: from.get(),
                 to: to.get(),
                 count,
@@ -129,20 +130,21 @@ fn reconcile(d: &mut Descriptor) -> Result<(), FixedText<160>> {
     }
     // Versions: the running image must be one this image may replace.
     let old = version_of(d.old_image.version);
-    let (lo, hi) = identity::REPLACES;
-    if old < lo || old > hi {
+    let replaces = identity::IDENTITY.replaces();
+    if !replaces.contains(old) {
         let _ = write!(
             why,
-            "this image replaces versions {lo} to {hi}; the running kernel is {old}"
+            "this image replaces versions {replaces}; the running kernel is {old}"
         );
         return Err(why);
     }
     // Capability fields: everything this image needs, the old one must provide.
-    let missing = identity::CAPS_REQUIRED & !d.old_image.caps_provided;
-    if missing != 0 {
+    let provided = Capabilities::from_bits_retain(d.old_image.caps_provided);
+    let missing = identity::IDENTITY.caps_required().missing_from(provided);
+    if !missing.is_empty() {
         let _ = write!(
             why,
-            "the running kernel lacks required capabilities {missing:#x}"
+            "the running kernel lacks required capabilities {missing:?}"
         );
         return Err(why);
     }
@@ -165,7 +167,7 @@ fn reconcile(d: &mut Descriptor) -> Result<(), FixedText<160>> {
     };
     let reads: [convert::Reads; 16] = {
         let mut r = [convert::Reads {
-            kind: RecordKind::MACHINE,
+            kind: image_format::kinds::MACHINE,
             version: SchemaVersion::new(1),
         }; 16];
         for (slot, read) in r.iter_mut().zip(identity::reads()) {
@@ -173,7 +175,7 @@ fn reconcile(d: &mut Descriptor) -> Result<(), FixedText<160>> {
         }
         r
     };
-    let n_reads = identity::SCHEMAS.len().min(16);
+    let n_reads = identity::read_count().min(16);
     let len = {
         let mut log = DescriptorLog { d };
         match convert::reconcile(input, &reads[..n_reads], identity::STEPS, output, &mut log) {
@@ -218,7 +220,7 @@ fn reconcile(d: &mut Descriptor) -> Result<(), FixedText<160>> {
 fn validate_tasks(set: &RecordSet<'_>) -> Result<(u32, u32), FixedText<160>> {
     use core::fmt::Write;
     let mut why = FixedText::<160>::new();
-    let Some(table) = set.find(RecordKind::TASK_TABLE) else {
+    let Some(table) = set.find(image_format::kinds::TASK_TABLE) else {
         let _ = write!(why, "no task table was exported");
         return Err(why);
     };

@@ -24,7 +24,7 @@ pub struct Exported {
 
 fn record_flags(kind: RecordKind) -> u16 {
     match identity::schema_of(kind) {
-        Some(s) if s.optional => flags::OPTIONAL,
+        Some(s) if s.is_optional() => flags::OPTIONAL,
         _ => 0,
     }
 }
@@ -60,7 +60,7 @@ pub fn export(area: &mut [u8]) -> Result<Exported, RecordSetError> {
 
     let mut w = RecordSetWriter::new(area)?;
     w.add(0, &[machine::record()])?;
-    w.add(record_flags(RecordKind::TASK_TABLE), &entries)?;
+    w.add(record_flags(image_format::kinds::TASK_TABLE), &entries)?;
     add_states(&mut w, &tasks, TaskKind::COUNTER, |s| match s {
         TaskState::Counter(c) => Some(c.clone()),
         _ => None,

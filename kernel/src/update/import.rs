@@ -20,7 +20,7 @@ use crate::tasks::{self, TaskState};
 /// The machine record of a converted set.
 pub fn machine(set: &RecordSet<'_>) -> MachineRecord {
     let record = set
-        .find(RecordKind::MACHINE)
+        .find(image_format::kinds::MACHINE)
         .expect("converted set has a machine record (checked by the bootstrap)");
     record
         .decode::<MachineRecord>()
@@ -58,7 +58,7 @@ pub fn tasks(set: &RecordSet<'_>) -> usize {
     let mut tables = states::<schema::Table>(set, TaskKind::TABLE);
 
     let table = set
-        .find(RecordKind::TASK_TABLE)
+        .find(image_format::kinds::TASK_TABLE)
         .expect("task table (checked by the bootstrap)");
     let mut placed = 0;
     for entry in table.decode::<schema::TaskEntry>() {
@@ -100,7 +100,7 @@ pub fn tasks(set: &RecordSet<'_>) -> usize {
         }));
         placed += 1;
     }
-    if let Some(channels) = set.find(RecordKind::CHANNELS) {
+    if let Some(channels) = set.find(image_format::kinds::CHANNELS) {
         let list: alloc::vec::Vec<pipeline::ChannelV1> = channels
             .decode::<pipeline::ChannelV1>()
             .map(|c| c.expect("channel decodes"))
@@ -112,7 +112,7 @@ pub fn tasks(set: &RecordSet<'_>) -> usize {
 
 /// The update history of a converted set (oldest first).
 pub fn history(set: &RecordSet<'_>) -> alloc::vec::Vec<updater::records::history::V1> {
-    set.find(RecordKind::HISTORY)
+    set.find(image_format::kinds::HISTORY)
         .map(|r| {
             r.decode::<updater::records::history::V1>()
                 .filter_map(Result::ok)

@@ -53,12 +53,13 @@ impl core::fmt::Display for SwapRefusal {
 /// This image, as the descriptor's `old_image`.
 pub fn own_image_ref() -> ImageRef {
     let mut r = ImageRef::EMPTY;
-    let (version, label) = identity::VERSION;
+    let id = &identity::IDENTITY;
+    let version = id.version();
     r.version = [version.major, version.minor, version.patch, 0];
     r.build_id = crate::image::build_id();
-    set_text(&mut r.label, label);
-    r.caps_required = identity::CAPS_REQUIRED;
-    r.caps_provided = identity::CAPS_PROVIDED;
+    set_text(&mut r.label, id.label().as_str());
+    r.caps_required = id.caps_required().bits();
+    r.caps_provided = id.caps_provided().bits();
     r.base = KERNEL_IMAGE.start;
     r.span = crate::image::span();
     r

@@ -2,7 +2,7 @@
 //! each swap stopped the machine. Each kernel appends its own entry after it resumes;
 //! the oldest entries are dropped beyond [`MAX_ENTRIES`].
 
-use super::{RecordKind, SchemaVersion, StateRecord};
+use super::{kinds, RecordKind, SchemaVersion, StateRecord};
 use crate::wire::{Reader, WireError, Writer};
 
 /// Entries kept.
@@ -27,7 +27,7 @@ pub struct V1 {
 }
 
 impl StateRecord for V1 {
-    const KIND: RecordKind = RecordKind::HISTORY;
+    const KIND: RecordKind = kinds::HISTORY;
     const SCHEMA: SchemaVersion = SchemaVersion::new(1);
     const SIZE: usize = 8 + 8 + 32 + 32 + 8 + 8 + 8;
     fn encode(&self, w: &mut Writer<'_>) {

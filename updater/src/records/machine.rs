@@ -4,7 +4,7 @@
 //! record names it so the new kernel can check. Addresses are virtual unless named
 //! `*_phys`.
 
-use super::{RecordKind, SchemaVersion, StateRecord};
+use super::{kinds, RecordKind, SchemaVersion, StateRecord};
 use crate::wire::{Reader, WireError, Writer};
 
 /// Most CPUs a machine record describes.
@@ -66,7 +66,7 @@ pub struct V1 {
 }
 
 impl StateRecord for V1 {
-    const KIND: RecordKind = RecordKind::MACHINE;
+    const KIND: RecordKind = kinds::MACHINE;
     const SCHEMA: SchemaVersion = SchemaVersion::new(1);
     // 16 u64 (sequence … boot_tsc), the APIC timer rate, 4 u64 (APICs), the GSI base,
     // two ISA lines, the mailbox triple, the device-window cursor, the CPU table and

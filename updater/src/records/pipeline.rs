@@ -4,7 +4,7 @@
 //! checks each value is the one it expects and keeps their sum. The channel's contents
 //! cross a swap as their own record, so no value is lost or duplicated.
 
-use super::{RecordKind, SchemaVersion, StateRecord, TaskKind};
+use super::{kinds, RecordKind, SchemaVersion, StateRecord, TaskKind};
 use crate::wire::{Reader, WireError, Writer};
 
 /// Capacity of every channel (fixed, so a channel record has a fixed size).
@@ -86,7 +86,7 @@ impl ChannelV1 {
 }
 
 impl StateRecord for ChannelV1 {
-    const KIND: RecordKind = RecordKind::CHANNELS;
+    const KIND: RecordKind = kinds::CHANNELS;
     const SCHEMA: SchemaVersion = SchemaVersion::new(1);
     const SIZE: usize = 8 + 8 * CHANNEL_CAPACITY;
     fn encode(&self, w: &mut Writer<'_>) {

@@ -6,7 +6,7 @@
 //!   affinity, flags (u16)`.
 //! - V3 (fields added): V2 plus `last_cpu` and `migrations`.
 
-use super::{RecordKind, SchemaVersion, StateRecord, TaskKind};
+use super::{kinds, RecordKind, SchemaVersion, StateRecord, TaskKind};
 use crate::wire::{Reader, WireError, Writer};
 
 /// `affinity` value for "any CPU".
@@ -51,7 +51,7 @@ pub struct V1 {
 }
 
 impl StateRecord for V1 {
-    const KIND: RecordKind = RecordKind::TASK_TABLE;
+    const KIND: RecordKind = kinds::TASK_TABLE;
     const SCHEMA: SchemaVersion = SchemaVersion::new(1);
     const SIZE: usize = 24;
     fn encode(&self, w: &mut Writer<'_>) {
@@ -89,7 +89,7 @@ pub struct V2 {
 }
 
 impl StateRecord for V2 {
-    const KIND: RecordKind = RecordKind::TASK_TABLE;
+    const KIND: RecordKind = kinds::TASK_TABLE;
     const SCHEMA: SchemaVersion = SchemaVersion::new(2);
     const SIZE: usize = 32;
     fn encode(&self, w: &mut Writer<'_>) {
@@ -164,7 +164,7 @@ pub struct V3 {
 }
 
 impl StateRecord for V3 {
-    const KIND: RecordKind = RecordKind::TASK_TABLE;
+    const KIND: RecordKind = kinds::TASK_TABLE;
     const SCHEMA: SchemaVersion = SchemaVersion::new(3);
     const SIZE: usize = 40;
     fn encode(&self, w: &mut Writer<'_>) {
