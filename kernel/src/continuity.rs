@@ -11,7 +11,7 @@ use alloc::format;
 use alloc::string::String;
 
 use updater::records::entry::TaskEntry as _;
-use updater::records::{RecordKind, TaskKind};
+use updater::records::TaskKind;
 use updater::recordset::RecordSet;
 
 use crate::cpu;

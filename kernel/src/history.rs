@@ -18,7 +18,7 @@ fn own_entry(downtime_ns: u64, request_seq: u64) -> Entry {
     Entry {
         boot_seq: machine::boot_seq(),
         version: [v.major, v.minor, v.patch],
-        build_id: image::build_id(),
+        build_id: image::build_id_bytes().1,
         label: l,
         started_ns: time::since_boot().as_nanos() as u64,
         downtime_ns,

@@ -151,7 +151,7 @@ pub fn describe() -> impl core::fmt::Display {
     struct Describe;
     impl core::fmt::Display for Describe {
         fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-            let id = crate::image::build_id();
+            let (_, id) = crate::image::build_id_bytes();
             write!(
                 f,
                 "{} ({}, build {:02x}{:02x}{:02x}{:02x})",

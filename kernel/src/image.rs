@@ -59,12 +59,18 @@ pub fn span() -> u64 {
         .next_multiple_of(4096)
 }
 
-/// The GNU build id (20 bytes for `--build-id=sha1`), zero-padded to 32.
-pub fn build_id() -> [u8; 32] {
+/// The GNU build id (20 bytes for `--build-id=sha1`).
+pub fn build_id() -> image_format::BuildId {
+    let (len, bytes) = build_id_bytes();
+    image_format::BuildId::new(&bytes[..len])
+}
+
+/// The build id's bytes, zero-padded to 32, and how many are meaningful.
+pub fn build_id_bytes() -> (usize, [u8; 32]) {
     let mut out = [0u8; 32];
     let h = header();
     let Ok(phdrs) = h.program_headers(LittleEndian, header_bytes()) else {
-        return out;
+        return (0, out);
     };
     for p in phdrs.iter().filter(|p| p.p_type(LittleEndian) == PT_NOTE) {
         let start = KERNEL_IMAGE.start + p.p_vaddr(LittleEndian);
@@ -85,10 +91,10 @@ pub fn build_id() -> [u8; 32] {
             if kind == NT_GNU_BUILD_ID {
                 let n = descsz.min(32);
                 out[..n].copy_from_slice(&data[desc..desc + n]);
-                return out;
+                return (n, out);
             }
             at = desc + descsz.next_multiple_of(4);
         }
     }
-    out
+    (0, out)
 }

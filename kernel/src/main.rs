@@ -18,6 +18,7 @@ mod continuity;
 mod cpu;
 mod drivers;
 mod history;
+mod hotpatch;
 mod identity;
 mod image;
 mod interrupts;

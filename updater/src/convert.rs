@@ -8,7 +8,7 @@
 //! a warning when the exporter marked them optional, and refused otherwise. Conversion
 //! needs no heap: entries go through two stack buffers.
 
-use crate::records::{counter, kinds, task_table, ticker, RecordKind, SchemaVersion, StateRecord};
+use crate::records::{counter, task_table, ticker, RecordKind, SchemaVersion, StateRecord};
 use crate::recordset::{RecordSet, RecordSetError, RecordSetWriter};
 use crate::wire::{Reader, WireError, Writer};
 
@@ -365,7 +365,7 @@ pub const ALL_STEPS: &[Step] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{lcg, ticker, TaskKind};
+    use crate::records::{kinds, lcg, ticker, TaskKind};
     use crate::recordset::flags::OPTIONAL;
     use std::string::ToString;
     use std::vec;

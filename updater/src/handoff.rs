@@ -150,6 +150,8 @@ pub struct ImageRef {
     /// Where the image runs (its base) and the bytes it spans.
     pub base: u64,
     pub span: u64,
+    /// Meaningful bytes of `build_id` (20 for a SHA-1 build id).
+    pub build_id_len: u64,
 }
 
 impl ImageRef {
@@ -161,6 +163,7 @@ impl ImageRef {
         caps_provided: 0,
         base: 0,
         span: 0,
+        build_id_len: 0,
     };
 }
 
@@ -187,6 +190,8 @@ pub mod inject {
     pub const RECONCILE_FAIL: u64 = 1 << 0;
     /// One AP ignores the park request.
     pub const AP_NO_ACK: u64 = 1 << 1;
+    /// The old kernel fails right after exporting (before the bootstrap runs).
+    pub const FAIL_AFTER_EXPORT: u64 = 1 << 2;
     /// Not a fault: make the overlay copy every page (to measure against the default,
     /// which copies only pages that differ).
     pub const OVERLAY_FULL: u64 = 1 << 8;

@@ -13,6 +13,7 @@
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+pub mod compat;
 pub mod convert;
 pub mod handoff;
 pub mod records;

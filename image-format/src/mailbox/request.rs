@@ -100,6 +100,9 @@ bitflags::bitflags! {
         /// `Stage`: go on to `Apply` (with the same flags) once the package verifies,
         /// saving a round trip.
         const APPLY_AFTER_STAGE = 1 << 8;
+        /// `Apply`: the overlay copies every page of the new image, not only the pages
+        /// that differ from the running one (to measure one against the other).
+        const OVERLAY_FULL = 1 << 9;
     }
 }
 

@@ -2,6 +2,13 @@
 //! is memory shared with the host. This module finds and maps it; the protocol on top is
 //! in `update::service`.
 
+use image_format::mailbox::report::Report;
+use image_format::mailbox::{
+    data_capacity, GuestStatus, Request, RequestRead, Response, BLOCK_SIZE, DATA_OFFSET,
+    REPORT_CAPACITY, REPORT_OFFSET, REQUEST_OFFSET, RESPONSE_OFFSET, STATUS_OFFSET,
+};
+use image_format::FormatError;
+
 use crate::drivers::pci;
 use crate::machine;
 use crate::memory::paging::MapError;
@@ -49,4 +56,69 @@ pub fn discover() -> Result<Option<SharedMemory>, MapError> {
 pub fn adopt() -> Option<SharedMemory> {
     let (phys, virt, len) = machine::record().mailbox;
     (len != 0).then(|| *SHARED.call_once(|| SharedMemory { phys, virt, len }))
+}
+
+/// The protocol's blocks, as this guest reads and writes them (layout and framing in
+/// `image_format::mailbox`). The host writes the request block and the data area; the
+/// guest writes the status, response and report blocks.
+impl SharedMemory {
+    fn area(&self, offset: usize, len: usize) -> &'static mut [u8] {
+        assert!(
+            offset as u64 + len as u64 <= self.len,
+            "mailbox area out of range"
+        );
+        // SAFETY: the BAR is mapped for the kernel's life (`discover`/`adopt`), and the
+        // offsets come from the protocol's constants. The host writes only the request
+        // block and the data area, which the guest copies out of before using, and
+        // only while it has a request outstanding.
+        unsafe { core::slice::from_raw_parts_mut((self.virt + offset as u64) as *mut u8, len) }
+    }
+
+    /// The current request block, read once with volatile loads.
+    pub fn read_request(&self) -> RequestRead {
+        let mut buf = [0u8; Request::SIZE];
+        let src = self.area(REQUEST_OFFSET, Request::SIZE);
+        for (b, s) in buf.iter_mut().zip(src.iter()) {
+            // SAFETY: `s` is a byte of the mapped request block; a volatile read keeps
+            // the copy from being merged with later reads.
+            *b = unsafe { core::ptr::read_volatile(s) };
+        }
+        Request::decode(&buf)
+    }
+
+    /// Writes a response: body, fence, then the commit field.
+    pub fn respond(&self, response: &Response) {
+        let _ = response
+            .seal()
+            .write_to(self.area(RESPONSE_OFFSET, BLOCK_SIZE));
+    }
+
+    /// Writes a report into the report area; returns its length.
+    pub fn write_report(&self, report: &Report) -> Result<u32, FormatError> {
+        let area = self.area(REPORT_OFFSET, REPORT_CAPACITY);
+        report.encode(area).map(|n| n as u32)
+    }
+
+    /// Writes the status block.
+    pub fn write_status(&self, status: &GuestStatus) {
+        let _ = status.encode(self.area(STATUS_OFFSET, BLOCK_SIZE));
+    }
+
+    /// Updates only the heartbeat field of the status block.
+    pub fn set_heartbeat(&self, beat: u64) {
+        let field = self.area(STATUS_OFFSET + GuestStatus::HEARTBEAT_OFFSET, 8);
+        // SAFETY: an aligned u64 field inside the mapped status block.
+        unsafe { core::ptr::write_volatile(field.as_mut_ptr() as *mut u64, beat) };
+    }
+
+    /// The data area (package or patch bytes), `len` bytes of it.
+    pub fn data(&self, len: u64) -> Option<&'static [u8]> {
+        let capacity = data_capacity(self.len);
+        (len <= capacity).then(|| &*self.area(DATA_OFFSET, len as usize))
+    }
+
+    /// Bytes the data area holds.
+    pub fn data_capacity(&self) -> u64 {
+        data_capacity(self.len)
+    }
 }

@@ -64,6 +64,10 @@ pub fn run() -> ! {
     me.online.store(true, Ordering::Release);
     loop {
         quiesce::checkpoint();
+        if me.id == CpuId::BSP {
+            // Work that stops the other CPUs runs here, with no task in flight.
+            crate::update::jobs::run_pending();
+        }
         if !run_one(me) {
             // The `patch-d` variant (a hotpatch that must be refused: every CPU stands
             // in this loop) polls a few more times before halting.
@@ -78,7 +82,8 @@ pub fn run() -> ! {
 
 /// Steps the first ready task of the calling CPU's queue; false if none was ready.
 pub fn run_one(me: &'static cpu::Cpu) -> bool {
-    let Some(mut task) = me.queue.pop_ready(time::now().ticks()) else {
+    let doorbell = me.id == CpuId::BSP && crate::update::service::kicked();
+    let Some(mut task) = me.queue.pop_ready(time::now().ticks(), doorbell) else {
         return false;
     };
     let next = tasks::step(&mut task, me.id);
@@ -103,7 +108,10 @@ pub fn run_one(me: &'static cpu::Cpu) -> bool {
 /// Halts until the next interrupt unless something is ready or a park was requested.
 fn idle(me: &cpu::Cpu) {
     interrupts::disable();
-    if quiesce::park_requested() || me.queue.has_ready(time::now().ticks()) {
+    let urgent = quiesce::park_requested()
+        || (me.id == CpuId::BSP
+            && (crate::update::jobs::pending() || crate::update::service::kicked()));
+    if urgent || me.queue.has_ready(time::now().ticks()) {
         interrupts::enable();
     } else {
         // `sti; hlt` is atomic with respect to interrupts: a wake IPI sent after the

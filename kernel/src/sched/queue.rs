@@ -10,6 +10,8 @@ use alloc::vec::Vec;
 
 use spin::Mutex;
 
+use image_format::TaskKind;
+
 use super::task::Task;
 
 pub struct RunQueue {
@@ -27,13 +29,14 @@ impl RunQueue {
         self.tasks.lock().push_back(task);
     }
 
-    /// Takes the first task whose wake time has come, rotating the ones passed over to
-    /// the back so that every task gets its turn.
-    pub fn pop_ready(&self, now: u64) -> Option<Box<Task>> {
+    /// Takes the first task whose wake time has come (or the update service, when the
+    /// doorbell rang), rotating the ones passed over to the back so that every task gets
+    /// its turn.
+    pub fn pop_ready(&self, now: u64, doorbell: bool) -> Option<Box<Task>> {
         let mut tasks = self.tasks.lock();
         for _ in 0..tasks.len() {
             let task = tasks.pop_front()?;
-            if task.wake_at <= now {
+            if task.wake_at <= now || (doorbell && task.kind() == TaskKind::SERVICE) {
                 return Some(task);
             }
             tasks.push_back(task);

@@ -9,7 +9,7 @@ use alloc::collections::BTreeMap;
 
 use updater::records::entry::TaskEntry as _;
 use updater::records::machine::V1 as MachineRecord;
-use updater::records::{pipeline, RecordKind, StateRecord, TaskKind};
+use updater::records::{pipeline, StateRecord, TaskKind};
 use updater::recordset::{Record, RecordSet};
 
 use crate::identity;

@@ -11,11 +11,14 @@ pub mod enter;
 pub mod export;
 pub mod handoff;
 pub mod import;
+pub mod jobs;
 pub mod load;
 pub mod overlay;
+pub mod report;
 pub mod resume;
 pub mod selfswap;
 pub mod service;
+pub mod stage;
 pub mod swap;
 
 /// First boot: prepare the hand-off region.

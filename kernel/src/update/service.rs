@@ -1,20 +1,289 @@
-//! The update service: the task that serves the mailbox. (Placeholder until the
-//! mailbox protocol lands: it runs the console shell.)
+//! The update service: the task (pinned to CPU 0) that serves the mailbox.
+//!
+//! Each step it refreshes the status block, finishes what a swap left to report (in a
+//! kernel that has just resumed), advances a staging in progress by one chunk, or reads
+//! the request block and acts on a new request. Requests are acted on once: the service
+//! state's `last_seq` crosses swaps, and a request that is torn (half written), damaged
+//! or not newer than `last_seq` is ignored. Work that must stop the other CPUs is handed
+//! to the BSP's checkpoint (`update::jobs`).
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use image_format::mailbox::report::{Outcome, Report, StageReport};
+use image_format::mailbox::{
+    BlockRead, Command, GuestState, Request, RequestFlags, Response, ResponseState, Status,
+};
+use spin::Mutex;
+use updater::handoff::SwapState;
+
+use crate::drivers::mailbox::{self, SharedMemory};
 use crate::schema::Service;
 use crate::tasks::Next;
+use crate::time::Duration;
+use crate::update::jobs::{self, Job};
+use crate::update::stage::{self, Progress, StagingOp};
+use crate::update::{handoff, load, report};
 
 static KICKED: AtomicBool = AtomicBool::new(false);
+static BEAT: AtomicU64 = AtomicU64::new(0);
+static STAGING: Mutex<Option<StagingOp>> = Mutex::new(None);
+static STATE: Mutex<GuestState> = Mutex::new(GuestState::Running);
 
 /// The doorbell rang: run the service at its next chance.
 pub fn kick() {
     KICKED.store(true, Ordering::Release);
 }
 
-pub fn poll(_state: &mut Service) -> Next {
+/// Whether the doorbell rang since the service last ran (the scheduler treats the
+/// service as ready then).
+pub fn kicked() -> bool {
+    KICKED.load(Ordering::Acquire)
+}
+
+/// Sets the state the status block shows.
+pub fn set_state(state: GuestState) {
+    *STATE.lock() = state;
+}
+
+fn respond(
+    mb: &SharedMemory,
+    seq: u64,
+    status: Status,
+    message: core::fmt::Arguments<'_>,
+    report: Option<Report>,
+) {
+    let mut r = Response::new(seq, ResponseState::Done, status);
+    r.set_message(message);
+    if let Some(report) = report {
+        match mb.write_report(&report) {
+            Ok(len) => {
+                r.report_kind = report.kind();
+                r.report_len = len;
+            }
+            Err(e) => log::error!("report does not fit the mailbox: {e}"),
+        }
+    }
+    mb.respond(&r);
+}
+
+fn progress(mb: &SharedMemory, seq: u64, done: u64, total: u64, message: core::fmt::Arguments<'_>) {
+    let mut r = Response::new(seq, ResponseState::InProgress, Status::Accepted);
+    r.progress_done = done;
+    r.progress_total = total;
+    r.set_message(message);
+    mb.respond(&r);
+}
+
+/// One step of the service.
+pub fn poll(state: &mut Service) -> Next {
     KICKED.store(false, Ordering::Release);
     crate::shell::run_pending();
-    Next::Period
+    let Some(mb) = mailbox::shared() else {
+        return Next::Period;
+    };
+    let beat = BEAT.fetch_add(1, Ordering::Relaxed) + 1;
+    mb.write_status(&report::guest_status(*STATE.lock(), beat, &mb));
+
+    if finish_swap(&mb) {
+        state.applied += 1;
+    }
+    if let Some(next) = continue_staging(&mb, state) {
+        return next;
+    }
+    match mb.read_request() {
+        BlockRead::Valid(request) if request.seq > state.last_seq => {
+            state.last_seq = request.seq;
+            handle(&mb, state, request)
+        }
+        BlockRead::Invalid { seq, error } if seq > state.last_seq => {
+            state.last_seq = seq;
+            state.refused += 1;
+            respond(&mb, seq, Status::BadRequest, format_args!("{error}"), None);
+            Next::Period
+        }
+        // Empty, torn (being written: read again next time), or already handled.
+        _ => Next::Period,
+    }
+}
+
+fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next {
+    let seq = request.seq;
+    match request.command {
+        Command::Ping => {
+            respond(
+                mb,
+                seq,
+                Status::Ok,
+                format_args!("running {}", crate::identity::describe()),
+                None,
+            );
+            Next::Period
+        }
+        Command::Stage => match stage::begin(mb, &request) {
+            Ok(op) => {
+                progress(
+                    mb,
+                    seq,
+                    0,
+                    op.total,
+                    format_args!("staging {} bytes", op.total),
+                );
+                set_state(GuestState::Staging);
+                *STAGING.lock() = Some(op);
+                Next::After(Duration::ZERO)
+            }
+            Err((status, why)) => {
+                state.refused += 1;
+                log::warn!("package refused: {why}");
+                respond(mb, seq, status, format_args!("{why}"), None);
+                Next::Period
+            }
+        },
+        Command::Apply => {
+            if stage::STAGED.lock().is_none() {
+                state.refused += 1;
+                respond(
+                    mb,
+                    seq,
+                    Status::NotStaged,
+                    format_args!("no package is staged: push one first"),
+                    None,
+                );
+                return Next::Period;
+            }
+            start_apply(mb, seq, request.flags);
+            Next::Period
+        }
+        Command::Snapshot => {
+            jobs::request(Job::Snapshot { seq });
+            Next::Period
+        }
+        Command::Reset => {
+            *stage::STAGED.lock() = None;
+            load::release_staging();
+            respond(
+                mb,
+                seq,
+                Status::Ok,
+                format_args!("staging buffer cleared"),
+                None,
+            );
+            Next::Period
+        }
+        Command::PatchApply | Command::PatchRemove | Command::PatchList => {
+            crate::hotpatch::service::handle(mb, state, request)
+        }
+    }
+}
+
+fn start_apply(mb: &SharedMemory, seq: u64, flags: RequestFlags) {
+    progress(mb, seq, 0, 1, format_args!("applying the staged image"));
+    set_state(GuestState::Swapping);
+    jobs::request(Job::Apply { seq, flags });
+}
+
+/// Advances a staging in progress; `Some` when the service has more to do right away.
+fn continue_staging(mb: &SharedMemory, state: &mut Service) -> Option<Next> {
+    let mut guard = STAGING.lock();
+    let op = guard.as_mut()?;
+    match stage::advance(op, mb) {
+        Progress::Copied => {
+            progress(
+                mb,
+                op.seq,
+                op.done,
+                op.total,
+                format_args!("staging: {} of {} bytes", op.done, op.total),
+            );
+            Some(Next::After(Duration::ZERO))
+        }
+        Progress::Finished(result) => {
+            let (seq, flags) = (op.seq, op.flags);
+            *guard = None;
+            drop(guard);
+            set_state(GuestState::Running);
+            match result {
+                Ok(()) => {
+                    state.staged += 1;
+                    let staged = stage::STAGED.lock();
+                    let s = staged.as_ref().expect("staged after a successful stage");
+                    log::info!(
+                        "staged {} ({} bytes): copied and hashed in {} µs, laid out in {} µs",
+                        s.summary,
+                        s.bytes,
+                        s.staging_us,
+                        s.load_us
+                    );
+                    let report = StageReport {
+                        bytes: s.bytes,
+                        staging_us: s.staging_us,
+                        hash_us: s.hash_us,
+                        image: s.summary,
+                    };
+                    let message = alloc::format!(
+                        "accepted {} ({} pages to overlay)",
+                        s.summary,
+                        s.loaded.pages_to_copy
+                    );
+                    drop(staged);
+                    if flags.contains(RequestFlags::APPLY_AFTER_STAGE) {
+                        let _ = report;
+                        start_apply(mb, seq, flags);
+                    } else {
+                        respond(
+                            mb,
+                            seq,
+                            Status::Ok,
+                            format_args!("{message}"),
+                            Some(Report::Stage(report)),
+                        );
+                    }
+                }
+                Err((status, why)) => {
+                    state.refused += 1;
+                    log::warn!("package refused: {why}");
+                    respond(mb, seq, status, format_args!("{why}"), None);
+                }
+            }
+            Some(Next::Period)
+        }
+    }
+}
+
+/// In a kernel that has just resumed from a swap: once every CPU schedules again,
+/// reports the swap to the host, records its downtime in the history, and frees what
+/// the old kernel loaded. Returns whether it reported.
+fn finish_swap(mb: &SharedMemory) -> bool {
+    let d = handoff::descriptor();
+    if d.state.load(Ordering::Acquire) != SwapState::Resumed as u32 {
+        return false;
+    }
+    if crate::cpu::online_count() < crate::cpu::count() {
+        return false; // an AP has not scheduled yet: the downtime is not over
+    }
+    let r = report::swap_report(&d, Outcome::Applied);
+    crate::history::set_own_downtime(r.downtime_ns);
+    log::info!(
+        "swap {} → {}: downtime {} µs, {} tasks before, {} after",
+        r.from,
+        r.to,
+        r.downtime_ns / 1000,
+        r.tasks_before,
+        r.tasks_after
+    );
+    let seq = d.request_seq;
+    d.state.store(SwapState::Reported as u32, Ordering::Release);
+    let span = d.new_image.span;
+    drop(d);
+    load::release_span(span);
+    let to = r.to;
+    respond(
+        mb,
+        seq,
+        Status::Ok,
+        format_args!("swapped to {to}"),
+        Some(Report::Swap(r)),
+    );
+    set_state(GuestState::Running);
+    true
 }

@@ -34,6 +34,8 @@ pub enum SwapRefusal {
     Export(updater::recordset::RecordSetError),
     /// The new image's bootstrap refused (the reason is in the descriptor).
     Bootstrap,
+    /// A test asked the old kernel to fail after its export.
+    InjectedAfterExport,
 }
 
 impl core::fmt::Display for SwapRefusal {
@@ -46,6 +48,12 @@ impl core::fmt::Display for SwapRefusal {
                 "the new image's bootstrap refused: {}",
                 text(&handoff::descriptor().failure)
             ),
+            SwapRefusal::InjectedAfterExport => {
+                write!(
+                    f,
+                    "injected failure after the export (test fault injection)"
+                )
+            }
         }
     }
 }
@@ -56,7 +64,9 @@ pub fn own_image_ref() -> ImageRef {
     let id = &identity::IDENTITY;
     let version = id.version();
     r.version = [version.major, version.minor, version.patch, 0];
-    r.build_id = crate::image::build_id();
+    let (len, build_id) = crate::image::build_id_bytes();
+    r.build_id = build_id;
+    r.build_id_len = len as u64;
     set_text(&mut r.label, id.label().as_str());
     r.caps_required = id.caps_required().bits();
     r.caps_provided = id.caps_provided().bits();
@@ -153,6 +163,14 @@ pub fn apply(loaded: &Loaded, request_seq: u64, inject_bits: u64) -> SwapRefusal
     }
     d.clock.exported.store(tsc::read(), Ordering::Relaxed);
     d.state.store(SwapState::Exported as u32, Ordering::Release);
+    if inject_bits & inject::FAIL_AFTER_EXPORT != 0 {
+        set_text(&mut d.failure, "injected failure after the export");
+        d.state
+            .store(SwapState::RolledBack as u32, Ordering::Release);
+        quiesce::release(parked);
+        x86_64::instructions::interrupts::enable();
+        return SwapRefusal::InjectedAfterExport;
+    }
 
     // SAFETY: interrupts are off, every other CPU is parked, the entry is the loaded
     // image's bootstrap in the staging window, and the descriptor describes it.

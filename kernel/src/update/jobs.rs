@@ -1,0 +1,122 @@
+//! Coordinator jobs: the update work that stops other CPUs (a swap, a consistent
+//! snapshot). The service task asks for them; the BSP runs them between two of its task
+//! steps ([`run_pending`], called by its scheduler loop), so no task is in flight on the
+//! coordinating CPU either.
+
+use image_format::mailbox::report::{Outcome, Report};
+use image_format::mailbox::{RequestFlags, Response, ResponseState, Status};
+use spin::Mutex;
+use updater::handoff::inject;
+
+use crate::drivers::mailbox;
+use crate::quiesce;
+use crate::time::Duration;
+use crate::update::{handoff, report, stage, swap};
+
+/// Work for the BSP.
+#[derive(Debug, Clone, Copy)]
+pub enum Job {
+    /// Swap to the staged image (request `seq`).
+    Apply { seq: u64, flags: RequestFlags },
+    /// Report every task's state, all CPUs stopped (request `seq`).
+    Snapshot { seq: u64 },
+}
+
+static PENDING: Mutex<Option<Job>> = Mutex::new(None);
+
+/// Queues `job` for the BSP's next checkpoint.
+pub fn request(job: Job) {
+    *PENDING.lock() = Some(job);
+}
+
+/// Whether a job waits.
+pub fn pending() -> bool {
+    PENDING.lock().is_some()
+}
+
+fn inject_bits(flags: RequestFlags) -> u64 {
+    let mut bits = 0;
+    if flags.contains(RequestFlags::INJECT_RECONCILE_FAIL) {
+        bits |= inject::RECONCILE_FAIL;
+    }
+    if flags.contains(RequestFlags::INJECT_AP_NO_ACK) {
+        bits |= inject::AP_NO_ACK;
+    }
+    if flags.contains(RequestFlags::INJECT_FAIL_AFTER_EXPORT) {
+        bits |= inject::FAIL_AFTER_EXPORT;
+    }
+    if flags.contains(RequestFlags::OVERLAY_FULL) {
+        bits |= inject::OVERLAY_FULL;
+    }
+    bits
+}
+
+fn respond(seq: u64, status: Status, message: core::fmt::Arguments<'_>, report: Option<Report>) {
+    let Some(mb) = mailbox::shared() else { return };
+    let mut r = Response::new(seq, ResponseState::Done, status);
+    r.set_message(message);
+    if let Some(report) = report {
+        if let Ok(len) = mb.write_report(&report) {
+            r.report_kind = report.kind();
+            r.report_len = len;
+        }
+    }
+    mb.respond(&r);
+}
+
+/// Runs the pending job, if any (BSP only, between task steps).
+pub fn run_pending() {
+    let Some(job) = PENDING.lock().take() else {
+        return;
+    };
+    match job {
+        Job::Apply { seq, flags } => {
+            let staged = stage::STAGED.lock();
+            let Some(staged) = staged.as_ref() else {
+                respond(
+                    seq,
+                    Status::NotStaged,
+                    format_args!("no package is staged"),
+                    None,
+                );
+                return;
+            };
+            let loaded = staged.loaded;
+            drop(staged);
+            // Returns only if the swap did not happen; the new kernel answers otherwise.
+            let refusal = swap::apply(&loaded, seq, inject_bits(flags));
+            let status = match refusal {
+                swap::SwapRefusal::Quiesce(_) => Status::QuiesceTimeout,
+                _ => Status::RolledBack,
+            };
+            let reason = alloc::format!("{refusal}");
+            let r = report::swap_report(
+                &handoff::descriptor(),
+                Outcome::RolledBack {
+                    reason: reason.clone(),
+                },
+            );
+            log::warn!("swap refused, old kernel continues: {reason}");
+            respond(seq, status, format_args!("{reason}"), Some(Report::Swap(r)));
+        }
+        Job::Snapshot { seq } => {
+            let parked = x86_64::instructions::interrupts::without_interrupts(|| {
+                quiesce::park_others(Duration::from_millis(500), None)
+            });
+            match parked {
+                Ok(p) => {
+                    let snapshot = report::snapshot();
+                    quiesce::release(p);
+                    let n = snapshot.tasks.len();
+                    respond(
+                        seq,
+                        Status::Ok,
+                        format_args!("{n} tasks"),
+                        Some(Report::Snapshot(snapshot)),
+                    );
+                }
+                Err(e) => respond(seq, Status::QuiesceTimeout, format_args!("{e}"), None),
+            }
+        }
+    }
+}

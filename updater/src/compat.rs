@@ -1,0 +1,224 @@
+//! Compatibility: may this candidate image replace the running one? Decided by the
+//! running kernel when a package is delivered, from the two identities alone, before
+//! anything stops. (The candidate's bootstrap checks again, against the actual
+//! exported records, before it commits.)
+//!
+//! The candidate must: name the running version in the versions it replaces; require no
+//! capability the running kernel lacks; and read every record kind the running kernel
+//! exports in the version it exports, or convert from it. A record the running kernel
+//! exports as optional may be unreadable: it will be dropped with a warning.
+
+use image_format::{
+    Capabilities, EmbeddedIdentity, ImageVersion, RecordKind, SchemaVersion, VersionRange,
+};
+
+/// Why a candidate cannot replace the running image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incompatibility {
+    /// The candidate does not list the running version.
+    Version {
+        running: ImageVersion,
+        replaces: VersionRange,
+    },
+    /// The candidate requires capabilities the running kernel does not provide.
+    Capability {
+        missing: Capabilities,
+        running: ImageVersion,
+    },
+    /// The candidate does not read a record the running kernel must hand over.
+    Unread {
+        kind: RecordKind,
+        exported: SchemaVersion,
+    },
+    /// The candidate reads the record, but not from the exported version.
+    Unconvertible {
+        kind: RecordKind,
+        exported: SchemaVersion,
+        current: SchemaVersion,
+        min_from: SchemaVersion,
+    },
+}
+
+impl core::fmt::Display for Incompatibility {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Incompatibility::Version { running, replaces } => {
+                write!(f, "the image replaces versions {replaces}; the running kernel is {running}")
+            }
+            Incompatibility::Capability { missing, running } => {
+                write!(f, "the image requires {missing}, which the running kernel ({running}) does not provide")
+            }
+            Incompatibility::Unread { kind, exported } => write!(
+                f,
+                "the image does not read {kind}, which the running kernel exports ({exported}) and cannot drop"
+            ),
+            Incompatibility::Unconvertible { kind, exported, current, min_from } => write!(
+                f,
+                "the image reads {kind} {current} and converts from {min_from} up; the running kernel exports {exported}"
+            ),
+        }
+    }
+}
+
+/// A record that will be dropped by the candidate (exported as optional, unread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    pub kind: RecordKind,
+    pub exported: SchemaVersion,
+}
+
+/// Checks `candidate` against `running`. `Ok` lists the optional records it would drop.
+pub fn check(
+    running: &EmbeddedIdentity,
+    candidate: &EmbeddedIdentity,
+) -> Result<DropList, Incompatibility> {
+    let version = running.version();
+    if !candidate.replaces().contains(version) {
+        return Err(Incompatibility::Version {
+            running: version,
+            replaces: candidate.replaces(),
+        });
+    }
+    let missing = candidate
+        .caps_required()
+        .missing_from(running.caps_provided());
+    if !missing.is_empty() {
+        return Err(Incompatibility::Capability {
+            missing,
+            running: version,
+        });
+    }
+    let mut dropped = DropList::default();
+    for exported in running.schemas() {
+        let (kind, v) = (exported.kind(), exported.current());
+        let readable = match candidate.schema(kind) {
+            Some(read) if read.reads(v) => true,
+            Some(read) if !exported.is_optional() => {
+                return Err(Incompatibility::Unconvertible {
+                    kind,
+                    exported: v,
+                    current: read.current(),
+                    min_from: read.min_from(),
+                })
+            }
+            None if !exported.is_optional() => {
+                return Err(Incompatibility::Unread { kind, exported: v })
+            }
+            _ => false,
+        };
+        if !readable {
+            dropped.push(Dropped { kind, exported: v });
+        }
+    }
+    Ok(dropped)
+}
+
+/// Records a candidate would drop (at most the 16 schema entries an identity holds).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DropList {
+    items: [Option<Dropped>; 16],
+    len: usize,
+}
+
+impl DropList {
+    fn push(&mut self, d: Dropped) {
+        if self.len < self.items.len() {
+            self.items[self.len] = Some(d);
+            self.len += 1;
+        }
+    }
+
+    /// The dropped records.
+    pub fn iter(&self) -> impl Iterator<Item = Dropped> + '_ {
+        self.items[..self.len].iter().flatten().copied()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image_format::{kinds, SchemaEntry};
+    use std::string::ToString;
+
+    const CAPS: Capabilities = Capabilities::HANDOFF_V1.union(Capabilities::PARK_STUB_V1);
+
+    fn v1() -> EmbeddedIdentity {
+        EmbeddedIdentity::new(
+            ImageVersion::new(1, 0, 0),
+            "v1",
+            VersionRange::new(ImageVersion::new(1, 0, 0), ImageVersion::new(1, 99, 99)),
+            CAPS,
+            CAPS,
+            &[
+                SchemaEntry::new(kinds::TASK_TABLE, 1, 1),
+                SchemaEntry::new(kinds::TICKER, 1, 1).optional(),
+            ],
+        )
+    }
+
+    fn candidate(
+        replaces_min: u16,
+        required: Capabilities,
+        schemas: &[SchemaEntry],
+    ) -> EmbeddedIdentity {
+        EmbeddedIdentity::new(
+            ImageVersion::new(2, 0, 0),
+            "v2",
+            VersionRange::new(
+                ImageVersion::new(replaces_min, 0, 0),
+                ImageVersion::new(2, 99, 99),
+            ),
+            required,
+            CAPS,
+            schemas,
+        )
+    }
+
+    #[test]
+    fn a_converting_candidate_is_accepted_and_optional_records_may_be_dropped() {
+        let c = candidate(1, CAPS, &[SchemaEntry::new(kinds::TASK_TABLE, 3, 1)]);
+        let dropped = check(&v1(), &c).unwrap();
+        assert_eq!(
+            dropped.iter().collect::<std::vec::Vec<_>>(),
+            [Dropped {
+                kind: kinds::TICKER,
+                exported: SchemaVersion::new(1)
+            }]
+        );
+    }
+
+    #[test]
+    fn each_refusal_names_what_is_wrong() {
+        let ok = [SchemaEntry::new(kinds::TASK_TABLE, 2, 1)];
+        let e = check(&v1(), &candidate(2, CAPS, &ok)).unwrap_err();
+        assert!(matches!(e, Incompatibility::Version { .. }), "{e}");
+        let e = check(
+            &v1(),
+            &candidate(1, CAPS | Capabilities::TEST_UNPROVIDED, &ok),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("TEST_UNPROVIDED"), "{e}");
+        let e = check(
+            &v1(),
+            &candidate(1, CAPS, &[SchemaEntry::new(kinds::TASK_TABLE, 5, 4)]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the image reads task-table v5 and converts from v4 up; the running kernel exports v1"
+        );
+        let e = check(
+            &v1(),
+            &candidate(1, CAPS, &[SchemaEntry::new(kinds::TICKER, 1, 1)]),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, Incompatibility::Unread { kind, .. } if kind == kinds::TASK_TABLE),
+            "{e}"
+        );
+    }
+}
