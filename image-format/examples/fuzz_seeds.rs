@@ -1,8 +1,15 @@
-//! Writes valid packages of several shapes into a directory: the seed corpus for the
-//! fuzz targets in `image-format/fuzz`.
+//! Writes the seed corpus of the fuzz targets in `image-format/fuzz`: valid packages of
+//! several shapes (for `parse` and `parse_resealed`) and valid mailbox blocks and
+//! reports (for `mailbox`), one subdirectory per target.
 //!
-//! `cargo run -p image-format --example fuzz_seeds -- image-format/fuzz/corpus/parse`
+//! `cargo run -p image-format --example fuzz_seeds -- image-format/fuzz/corpus`
 
+use image_format::mailbox::report::{
+    Outcome, PhaseId, PhaseTime, Snapshot, StageReport, SwapReport, TaskSnapshot,
+};
+use image_format::mailbox::{
+    Command, GuestState, GuestStatus, Request, RequestFlags, Response, ResponseState, Status,
+};
 use image_format::package::{Entries, PackageSpec, Relocation, SegmentFlags, SegmentSpec};
 use image_format::{
     kinds, BuildId, Capabilities, EmbeddedIdentity, ImageVersion, SchemaEntry, VersionRange,
@@ -30,10 +37,21 @@ fn segment(vaddr: u64, file: usize, mem: u64, flags: SegmentFlags) -> SegmentSpe
 }
 
 fn main() {
-    let dir = std::env::args()
+    let root = std::env::args()
         .nth(1)
-        .expect("usage: fuzz_seeds <directory>");
-    std::fs::create_dir_all(&dir).expect("create the corpus directory");
+        .expect("usage: fuzz_seeds <corpus directory>");
+    packages(&root);
+    mailbox(&format!("{root}/mailbox"));
+}
+
+fn write(dir: &str, name: &str, bytes: &[u8]) {
+    std::fs::create_dir_all(dir).expect("create a corpus directory");
+    let path = format!("{dir}/{name}");
+    std::fs::write(&path, bytes).expect("write a seed");
+    println!("{path}: {} bytes", bytes.len());
+}
+
+fn packages(root: &str) {
     let (r, rx) = (SegmentFlags::R, SegmentFlags::R | SegmentFlags::X);
     let (rw, relro) = (
         SegmentFlags::R | SegmentFlags::W,
@@ -97,8 +115,78 @@ fn main() {
             relocations,
         };
         let bytes = spec.build().unwrap_or_else(|e| panic!("seed {i}: {e}"));
-        let path = format!("{dir}/seed-{i}.hkpkg");
-        std::fs::write(&path, &bytes).expect("write a seed");
-        println!("{path}: {} bytes", bytes.len());
+        for target in ["parse", "parse_resealed"] {
+            write(
+                &format!("{root}/{target}"),
+                &format!("seed-{i}.hkpkg"),
+                &bytes,
+            );
+        }
     }
+}
+
+fn mailbox(dir: &str) {
+    let image = IDENTITY.summary(BuildId::new(&[9; 20]));
+    let status = GuestStatus {
+        boot_seq: 2,
+        heartbeat: 1000,
+        state: GuestState::Running,
+        cpus_online: 4,
+        tasks: 9,
+        image,
+        staging_capacity: 16 << 20,
+        data_capacity: 31 << 20,
+    };
+    let mut block = [0u8; GuestStatus::SIZE];
+    status.encode(&mut block).expect("encode the status");
+    write(dir, "status", &block);
+    let mut request = Request::new(7, Command::Stage);
+    request.flags = RequestFlags::APPLY_AFTER_STAGE;
+    request.payload_len = 16448;
+    write(dir, "request", request.seal().bytes());
+    let mut response = Response::new(7, ResponseState::Done, Status::RolledBack);
+    response.set_message(format_args!("reconcile failed: injected"));
+    write(dir, "response", response.seal().bytes());
+    let snapshot = Snapshot {
+        tsc_hz: 2_000_000_000,
+        tsc: 5,
+        tasks: vec![TaskSnapshot {
+            id: 1,
+            kind: 1,
+            schema: 1,
+            cpu: 0,
+            flags: 0,
+            steps: 3,
+            values: [1, 2, 3, 4],
+        }],
+    };
+    write(dir, "snapshot", &snapshot.to_vec().expect("encode"));
+    let stage = StageReport {
+        bytes: 16448,
+        staging_us: 200,
+        hash_us: 150,
+        image,
+    };
+    write(dir, "stage", &stage.to_vec().expect("encode"));
+    let swap = SwapReport {
+        from: image,
+        to: image,
+        tasks_before: 9,
+        tasks_after: 9,
+        cpus_parked: 3,
+        downtime_ns: 1_000_000,
+        phases: vec![PhaseTime {
+            phase: PhaseId::Overlay,
+            ns: 300_000,
+        }],
+        conversions: vec![],
+        warnings: vec!["heartbeat dropped".into()],
+        outcome: Outcome::RolledBack {
+            reason: "injected".into(),
+        },
+        old_image_base: 0xffff_ffff_8000_0000,
+        new_image_base: 0xffff_ffff_8000_0000,
+        staging_base: 0xffff_ffff_9000_0000,
+    };
+    write(dir, "swap", &swap.to_vec().expect("encode"));
 }

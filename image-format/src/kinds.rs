@@ -168,8 +168,8 @@ pub const TABLE: RecordKind = RecordKind::task_state(TaskKind::TABLE);
 
 /// Every record kind this tree defines.
 pub const ALL: [RecordKind; 13] = [
-    MACHINE, TASK_TABLE, CHANNELS, HISTORY, PATCH_SET, COUNTER, LCG, PRODUCER, CONSUMER, TICKER, HEARTBEAT, SERVICE,
-    TABLE,
+    MACHINE, TASK_TABLE, CHANNELS, HISTORY, PATCH_SET, COUNTER, LCG, PRODUCER, CONSUMER, TICKER,
+    HEARTBEAT, SERVICE, TABLE,
 ];
 
 /// The name of a record kind, or "unknown".

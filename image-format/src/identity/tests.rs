@@ -93,7 +93,8 @@ fn refusals_name_the_field() {
     ));
     // second entry gets the first entry's kind
     let e = refused(|b| {
-        b[offsets::SCHEMAS + 8..offsets::SCHEMAS + 10].copy_from_slice(&kinds::TASK_TABLE.get().to_le_bytes())
+        b[offsets::SCHEMAS + 8..offsets::SCHEMAS + 10]
+            .copy_from_slice(&kinds::TASK_TABLE.get().to_le_bytes())
     });
     assert!(matches!(e, FormatError::Schema { index: 1, .. }), "{e}");
     // min_from above current

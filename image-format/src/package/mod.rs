@@ -2,9 +2,9 @@
 //! kernel stages it.
 //!
 //! Bytes enter through [`parse`] (the whole package) or [`parse_header`] (only the
-//! header, so the kernel can refuse early and then hash the payload while copying it).
-//! Both return a validated view or a [`FormatError`](crate::FormatError) naming the
-//! field. Bytes leave through [`PackageSpec::build`] (feature `alloc`), which
+//! header, so the kernel can refuse early and then hash the payload while copying it;
+//! [`parse_prehashed`] then takes that digest instead of hashing a second time). All
+//! return a validated view or a [`FormatError`](crate::FormatError) naming the field. Bytes leave through [`PackageSpec::build`] (feature `alloc`), which
 //! [`pack`] (feature `std`) feeds from a kernel ELF.
 //!
 //! # Layout (format version 1)
@@ -38,6 +38,7 @@
 //! whether the running kernel should accept it: comparing versions, capabilities and
 //! schemas is the updater's decision.
 
+mod check;
 mod header;
 mod image;
 pub mod layout;
@@ -66,7 +67,7 @@ pub use describe::{describe, describe_bytes};
 #[cfg(feature = "std")]
 pub use pack::{pack, PackError, PackOptions};
 
-use crate::error::{FormatError, Result};
+use crate::error::{Digest, FormatError, Result};
 
 /// The first eight bytes of every package. The CR LF catches text-mode mangling.
 pub const MAGIC: [u8; 8] = *b"HKPKG\0\r\n";
@@ -93,6 +94,24 @@ pub struct Package<'a> {
 /// the payload digest matches.
 pub fn parse(bytes: &[u8]) -> Result<Package<'_>> {
     let header = parse_header(bytes)?;
+    let payload = payload(&header, bytes)?;
+    header.check_payload_digest(&Sha256::digest(payload).into())?;
+    Ok(Package { header, payload })
+}
+
+/// [`parse`] for a kernel that hashed the payload while copying it into `bytes`:
+/// `payload_digest` is that SHA-256 of `bytes[payload_offset..]`, compared with the
+/// stored digest instead of hashing the payload a second time. Passing anything else
+/// than the digest of these very bytes defeats the check.
+pub fn parse_prehashed<'a>(bytes: &'a [u8], payload_digest: &Digest) -> Result<Package<'a>> {
+    let header = parse_header(bytes)?;
+    let payload = payload(&header, bytes)?;
+    header.check_payload_digest(payload_digest)?;
+    Ok(Package { header, payload })
+}
+
+/// The payload of the package in `bytes`, after checking its length and padding.
+fn payload<'a>(header: &Header<'_>, bytes: &'a [u8]) -> Result<&'a [u8]> {
     let total = header.total_size();
     if (bytes.len() as u64) < total {
         return Err(FormatError::Truncated {
@@ -118,9 +137,7 @@ pub fn parse(bytes: &[u8]) -> Result<Package<'_>> {
             reason: "is not zero",
         });
     }
-    let payload = bytes.get(payload_at..).unwrap_or(&[]);
-    header.check_payload_digest(&Sha256::digest(payload).into())?;
-    Ok(Package { header, payload })
+    Ok(bytes.get(payload_at..).unwrap_or(&[]))
 }
 
 impl<'a> Package<'a> {

@@ -1,12 +1,14 @@
-//! Round trips and every refusal of [`parse`] and [`parse_header`]; the property tests
-//! are in `proptests.rs`.
+//! Round trips, digests, truncation and versions of [`parse`] and [`parse_header`]; the
+//! rules of each field are tested in `rules.rs`, the properties in `proptests.rs`.
+
+mod rules;
 
 use std::string::ToString;
 use std::vec;
 use std::vec::Vec;
 
 use super::*;
-use crate::error::{RelocationProblem, SegmentProblem};
+
 use crate::{
     kinds, BuildId, Capabilities, EmbeddedIdentity, ImageVersion, SchemaEntry, VersionRange,
 };
@@ -85,18 +87,18 @@ pub(crate) fn sample_spec() -> PackageSpec {
 }
 
 /// Applies `edit` to a valid package, reseals its digests and parses it.
-fn edited(edit: impl FnOnce(&mut Vec<u8>)) -> FormatError {
+pub(super) fn edited(edit: impl FnOnce(&mut Vec<u8>)) -> FormatError {
     let mut bytes = sample_spec().build().unwrap();
     edit(&mut bytes);
     let _ = reseal(&mut bytes);
     parse(&bytes).unwrap_err()
 }
 
-fn put_u64(bytes: &mut [u8], at: usize, v: u64) {
+pub(super) fn put_u64(bytes: &mut [u8], at: usize, v: u64) {
     bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
 }
 
-fn segment_field(index: usize, field: usize) -> usize {
+pub(super) fn segment_field(index: usize, field: usize) -> usize {
     layout::FIXED_SIZE + index * layout::SEGMENT_ENTRY_SIZE + field
 }
 
@@ -156,6 +158,24 @@ fn the_header_alone_is_enough_for_parse_header() {
             what: "package header",
             ..
         })
+    ));
+}
+
+#[test]
+fn a_prehashed_payload_is_not_hashed_again() {
+    use sha2::Digest as _;
+    let bytes = sample_spec().build().unwrap();
+    let payload_at = parse_header(&bytes).unwrap().payload_offset() as usize;
+    let digest: [u8; 32] = sha2::Sha256::digest(&bytes[payload_at..]).into();
+    let p = parse_prehashed(&bytes, &digest).unwrap();
+    assert_eq!(p.payload(), &bytes[payload_at..]);
+    assert!(matches!(
+        parse_prehashed(&bytes, &[0; 32]),
+        Err(FormatError::PayloadDigest { .. })
+    ));
+    assert!(matches!(
+        parse_prehashed(&bytes[..bytes.len() - 1], &digest),
+        Err(FormatError::Truncated { .. })
     ));
 }
 
@@ -232,367 +252,6 @@ fn wrong_magic_and_unknown_versions_are_named() {
         e,
         FormatError::UnsupportedVersion { found: 0, .. }
     ));
-}
-
-#[test]
-fn overlapping_segments_are_refused() {
-    let mut spec = sample_spec();
-    spec.segments[2].vaddr = 0x1000;
-    let e = parse(&spec.encode()).unwrap_err();
-    assert_eq!(
-        e,
-        FormatError::Segment {
-            index: 2,
-            problem: SegmentProblem::MemoryOverlap {
-                start: 0x1000,
-                previous_end: 0x1800
-            }
-        }
-    );
-    assert!(spec.build().is_err());
-}
-
-#[test]
-fn relocations_must_land_in_writable_file_bytes() {
-    for (offset, problem) in [
-        (0x1008, RelocationProblem::OutsideWritableSegment), // code
-        (0x2100, RelocationProblem::OutsideWritableSegment), // RELRO, past its file bytes
-        (0x4000, RelocationProblem::OutsideWritableSegment), // .bss
-        (0x9000, RelocationProblem::OutsideWritableSegment), // outside the image
-        (0x2004, RelocationProblem::Unaligned),
-    ] {
-        let mut spec = sample_spec();
-        spec.relocations.push(Relocation { offset, addend: 0 });
-        let e = parse(&spec.encode()).unwrap_err();
-        assert_eq!(
-            e,
-            FormatError::Relocation {
-                index: 3,
-                offset,
-                problem
-            },
-            "{e}"
-        );
-    }
-}
-
-#[test]
-fn entries_must_be_in_code() {
-    let mut spec = sample_spec();
-    spec.entries.resume = 0x2000;
-    let e = parse(&spec.encode()).unwrap_err();
-    assert_eq!(
-        e,
-        FormatError::EntryOutsideCode {
-            entry: "resume",
-            offset: 0x2000
-        }
-    );
-    spec.entries.resume = u64::MAX;
-    assert!(matches!(
-        parse(&spec.encode()),
-        Err(FormatError::EntryOutsideCode { .. })
-    ));
-}
-
-#[test]
-fn segment_rules() {
-    let e = edited(|b| put_u64(b, segment_field(1, 24), 0x10)); // mem < file
-    assert!(
-        matches!(
-            e,
-            FormatError::Segment {
-                index: 1,
-                problem: SegmentProblem::FileLargerThanMemory { .. }
-            }
-        ),
-        "{e}"
-    );
-    let e = edited(|b| put_u64(b, segment_field(3, 8), 0x3800)); // vaddr unaligned
-    assert!(
-        matches!(
-            e,
-            FormatError::Segment {
-                index: 3,
-                problem: SegmentProblem::VaddrUnaligned { .. }
-            }
-        ),
-        "{e}"
-    );
-    let e = edited(|b| {
-        put_u64(b, segment_field(3, 16), 0x9000); // file past payload
-        put_u64(b, segment_field(3, 24), 0x10000);
-    });
-    assert!(
-        matches!(
-            e,
-            FormatError::Segment {
-                index: 3,
-                problem: SegmentProblem::PastPayload { .. }
-            }
-        ),
-        "{e}"
-    );
-    assert!(
-        e.to_string().contains("runs past the end of the payload"),
-        "{e}"
-    );
-    let e = edited(|b| put_u64(b, segment_field(2, 0), 0x0)); // payload bytes overlap
-    assert!(
-        matches!(
-            e,
-            FormatError::Segment {
-                index: 2,
-                problem: SegmentProblem::PayloadOverlap { .. }
-            }
-        ),
-        "{e}"
-    );
-    let e = edited(|b| put_u64(b, segment_field(0, 0), 0x10)); // payload offset unaligned
-    assert!(
-        matches!(
-            e,
-            FormatError::Segment {
-                index: 0,
-                problem: SegmentProblem::PayloadOffsetUnaligned { .. }
-            }
-        ),
-        "{e}"
-    );
-    let e = edited(|b| b[segment_field(0, 32)] = 0x80); // unknown flag
-    assert!(
-        matches!(
-            e,
-            FormatError::Segment {
-                index: 0,
-                problem: SegmentProblem::UnknownFlags { .. }
-            }
-        ),
-        "{e}"
-    );
-    let e = edited(|b| b[segment_field(0, 36)] = 1); // reserved
-    assert!(
-        matches!(
-            e,
-            FormatError::Segment {
-                index: 0,
-                problem: SegmentProblem::ReservedNotZero
-            }
-        ),
-        "{e}"
-    );
-    let e = edited(|b| put_u64(b, segment_field(0, 24), 0)); // empty
-    assert!(
-        matches!(
-            e,
-            FormatError::Segment {
-                index: 0,
-                problem: SegmentProblem::Empty
-            }
-        ),
-        "{e}"
-    );
-    let e = edited(|b| put_u64(b, segment_field(3, 24), u64::MAX)); // overflow
-    assert!(
-        matches!(
-            e,
-            FormatError::Segment {
-                index: 3,
-                problem: SegmentProblem::AddressOverflow { .. }
-            }
-        ),
-        "{e}"
-    );
-    let e = edited(|b| put_u64(b, layout::LINK_BASE, 0x1000));
-    assert!(
-        matches!(
-            e,
-            FormatError::Segment {
-                index: 0,
-                problem: SegmentProblem::NotAtLinkBase { .. }
-            }
-        ),
-        "{e}"
-    );
-}
-
-#[test]
-fn geometry_and_table_rules() {
-    let e = edited(|b| put_u64(b, layout::IMAGE_SPAN, 0x6000));
-    assert_eq!(
-        e,
-        FormatError::ImageSpan {
-            declared: 0x6000,
-            computed: 0x5000
-        }
-    );
-    let e = edited(|b| put_u64(b, layout::IMAGE_SPAN, 0x5001));
-    assert!(
-        matches!(
-            e,
-            FormatError::InvalidField {
-                field: "image span",
-                ..
-            }
-        ),
-        "{e}"
-    );
-    let e = edited(|b| put_u64(b, layout::LINK_BASE, 0x10));
-    assert!(
-        matches!(
-            e,
-            FormatError::InvalidField {
-                field: "link base",
-                ..
-            }
-        ),
-        "{e}"
-    );
-    let e = edited(|b| b[layout::SEGMENT_COUNT] = 65);
-    assert_eq!(
-        e,
-        FormatError::TooManyEntries {
-            table: "segment table",
-            count: 65,
-            max: 64
-        }
-    );
-    let e = edited(|b| b[layout::SEGMENT_COUNT] = 0);
-    assert!(
-        matches!(
-            e,
-            FormatError::InvalidField {
-                field: "segment count",
-                ..
-            }
-        ),
-        "{e}"
-    );
-    let e = edited(|b| b[layout::RELOCATION_COUNT] = 200);
-    assert!(
-        matches!(
-            e,
-            FormatError::TableOutOfPlace {
-                table: "relocation table",
-                ..
-            }
-        ),
-        "{e}"
-    );
-    let e = edited(|b| put_u64(b, layout::RELOCATION_TABLE, layout::FIXED_SIZE as u64));
-    assert!(
-        matches!(
-            e,
-            FormatError::TableOutOfPlace {
-                reason: "overlaps the segment table",
-                ..
-            }
-        ),
-        "{e}"
-    );
-    let e = edited(|b| put_u64(b, layout::SEGMENT_TABLE, 0x100));
-    assert!(matches!(e, FormatError::TableOutOfPlace { .. }), "{e}");
-    let e = edited(|b| put_u64(b, layout::SEGMENT_TABLE, 0x1ac));
-    assert!(
-        matches!(
-            e,
-            FormatError::TableOutOfPlace {
-                reason: "is not 8-byte aligned",
-                ..
-            }
-        ),
-        "{e}"
-    );
-    let e = edited(|b| b[layout::FLAGS] = 1);
-    assert!(
-        matches!(
-            e,
-            FormatError::InvalidField {
-                field: "header flags",
-                ..
-            }
-        ),
-        "{e}"
-    );
-    let e = edited(|b| b[layout::RESERVED + 2] = 1);
-    assert!(
-        matches!(
-            e,
-            FormatError::InvalidField {
-                field: "header reserved bytes",
-                ..
-            }
-        ),
-        "{e}"
-    );
-    let e = edited(|b| b[layout::HEADER_SIZE + 3] = 1);
-    assert!(
-        matches!(
-            e,
-            FormatError::InvalidField {
-                field: "header size",
-                ..
-            }
-        ),
-        "{e}"
-    );
-    let e = edited(|b| b[layout::BUILD_ID_LEN] = 40);
-    assert!(
-        matches!(
-            e,
-            FormatError::InvalidField {
-                field: "build id length",
-                ..
-            }
-        ),
-        "{e}"
-    );
-    let e = edited(|b| b[layout::IDENTITY] = b'X');
-    assert!(
-        matches!(
-            e,
-            FormatError::BadMagic {
-                what: "image identity",
-                ..
-            }
-        ),
-        "{e}"
-    );
-    let e = edited(|b| put_u64(b, layout::TOTAL_SIZE, 100));
-    assert!(
-        matches!(
-            e,
-            FormatError::InvalidField {
-                field: "total size",
-                ..
-            }
-        ),
-        "{e}"
-    );
-}
-
-#[test]
-fn padding_and_payload_size_rules() {
-    let e = edited(|b| b[0x800] = 1);
-    assert!(
-        matches!(e, FormatError::InvalidField { value: 0x800, .. }),
-        "{e}"
-    );
-    let e = edited(|b| {
-        b.extend_from_slice(&[0; 16]);
-        let total = b.len() as u64;
-        put_u64(b, layout::TOTAL_SIZE, total);
-    });
-    assert!(
-        matches!(
-            e,
-            FormatError::InvalidField {
-                field: "payload size",
-                ..
-            }
-        ),
-        "{e}"
-    );
 }
 
 #[test]
