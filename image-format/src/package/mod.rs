@@ -4,8 +4,9 @@
 //! Bytes enter through [`parse`] (the whole package) or [`parse_header`] (only the
 //! header, so the kernel can refuse early and then hash the payload while copying it;
 //! [`parse_prehashed`] then takes that digest instead of hashing a second time). All
-//! return a validated view or a [`FormatError`](crate::FormatError) naming the field. Bytes leave through [`PackageSpec::build`] (feature `alloc`), which
-//! [`pack`] (feature `std`) feeds from a kernel ELF.
+//! return a validated view or a [`FormatError`] naming the field. Bytes leave through
+//! [`PackageSpec::build`] (feature `alloc`), which [`pack`] (feature `std`) feeds from
+//! a kernel ELF.
 //!
 //! # Layout (format version 1)
 //!
