@@ -90,12 +90,12 @@ fn write_header(s: &mut String, h: &Header<'_>, payload: Payload) -> std::fmt::R
     writeln!(s, "  Requires:              {}", id.caps_required())?;
     writeln!(s, "  Provides:              {}", id.caps_provided())?;
     writeln!(s, "Schemas ({}):", id.schemas().len())?;
-    writeln!(s, "  Kind  Name          Current  From  Flags")?;
+    writeln!(s, "  Kind    Name                    Current  From  Flags")?;
     for e in id.schemas() {
         let flags = if e.is_optional() { "optional" } else { "" };
         writeln!(
             s,
-            "  {:>4}  {:<12}  {:>7}  {:>4}  {flags}",
+            "  {:#06x}  {:<22}  {:>7}  {:>4}  {flags}",
             e.kind().get(),
             e.kind().name(),
             e.current().to_string(),
