@@ -50,6 +50,7 @@ extern crate std;
 pub mod build_id;
 pub mod caps;
 pub mod error;
+pub mod hotpatch;
 pub mod identity;
 pub mod kinds;
 pub mod mailbox;

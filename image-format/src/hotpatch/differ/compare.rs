@@ -1,0 +1,305 @@
+//! Equivalence of a function (or data block) in the old build and its counterpart in
+//! the new one: same length, same bytes outside relocation fields, relocations at the
+//! same offsets with the same types, and targets that are the same *thing* — the
+//! paired function at the same offset, the same named data, or unnamed data whose
+//! bytes (compared the same way, recursively) are equal. A function that only moved,
+//! or whose callee moved, is therefore unchanged.
+
+use std::collections::HashMap;
+use std::string::String;
+
+use super::image::SectionKind;
+use super::locate::{Analysis, Location, Ref, Target};
+use super::symbols::Matching;
+
+/// The first reason two functions differ, for `--explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Difference {
+    /// The sizes differ.
+    Size {
+        /// Old size.
+        old: u64,
+        /// New size.
+        new: u64,
+    },
+    /// The bytes at this offset differ (outside relocation fields).
+    Bytes {
+        /// Offset in the function.
+        offset: u64,
+    },
+    /// The relocations differ in number, offset or type from this offset on.
+    Relocations {
+        /// Offset in the function.
+        offset: u64,
+    },
+    /// The relocation at this offset refers to something else.
+    Target {
+        /// Offset in the function.
+        offset: u64,
+        /// What the old code refers to.
+        old: String,
+        /// What the new code refers to.
+        new: String,
+    },
+}
+
+impl core::fmt::Display for Difference {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Size { old, new } => write!(f, "size {old:#x} → {new:#x}"),
+            Self::Bytes { offset } => write!(f, "code differs at +{offset:#x}"),
+            Self::Relocations { offset } => write!(f, "relocations differ from +{offset:#x}"),
+            Self::Target { offset, old, new } => {
+                write!(f, "+{offset:#x} refers to {new} (was {old})")
+            }
+        }
+    }
+}
+
+/// Compares items of two analyses, remembering data comparisons.
+pub(crate) struct Compare<'x, 'a> {
+    pub old: &'x Analysis<'a>,
+    pub new: &'x Analysis<'a>,
+    pub matching: &'x Matching,
+    memo: HashMap<(u64, u64), bool>,
+}
+
+impl<'x, 'a> Compare<'x, 'a> {
+    pub fn new(old: &'x Analysis<'a>, new: &'x Analysis<'a>, matching: &'x Matching) -> Self {
+        Self {
+            old,
+            new,
+            matching,
+            memo: HashMap::new(),
+        }
+    }
+
+    /// `None` if old function `o` and new function `n` are equivalent.
+    pub fn functions(&mut self, o: usize, n: usize) -> Option<Difference> {
+        let (fo, fnew) = (&self.old.items.funcs[o], &self.new.items.funcs[n]);
+        if fo.size != fnew.size {
+            return Some(Difference::Size {
+                old: fo.size,
+                new: fnew.size,
+            });
+        }
+        let ob = self.old.image.bytes(fo.addr, fo.size).unwrap_or(&[]);
+        let nb = self.new.image.bytes(fnew.addr, fnew.size).unwrap_or(&[]);
+        let (orefs, nrefs) = (&self.old.code[o].refs, &self.new.code[n].refs);
+        if self.old.code[o].problems != self.new.code[n].problems {
+            return Some(Difference::Relocations { offset: 0 });
+        }
+        self.blocks(ob, nb, orefs, nrefs)
+    }
+
+    /// Compares two blocks of bytes with their references.
+    pub fn blocks(
+        &mut self,
+        ob: &[u8],
+        nb: &[u8],
+        orefs: &[Ref],
+        nrefs: &[Ref],
+    ) -> Option<Difference> {
+        if ob.len() != nb.len() {
+            return Some(Difference::Size {
+                old: ob.len() as u64,
+                new: nb.len() as u64,
+            });
+        }
+        let mut masked = vec_of(ob.len());
+        for (ro, rn) in orefs.iter().zip(nrefs) {
+            if ro.offset != rn.offset || ro.r_type != rn.r_type || ro.width != rn.width {
+                return Some(Difference::Relocations {
+                    offset: u64::from(ro.offset.min(rn.offset)),
+                });
+            }
+            let start = ro.offset as usize;
+            for m in masked.iter_mut().skip(start).take(ro.width as usize) {
+                *m = true;
+            }
+        }
+        if orefs.len() != nrefs.len() {
+            let offset = orefs
+                .get(nrefs.len())
+                .or(nrefs.get(orefs.len()))
+                .map_or(0, |r| r.offset);
+            return Some(Difference::Relocations {
+                offset: u64::from(offset),
+            });
+        }
+        if let Some(offset) = (0..ob.len()).find(|&i| !masked[i] && ob[i] != nb[i]) {
+            return Some(Difference::Bytes {
+                offset: offset as u64,
+            });
+        }
+        for (ro, rn) in orefs.iter().zip(nrefs) {
+            if !self.targets(ro, rn) {
+                return Some(Difference::Target {
+                    offset: u64::from(ro.offset),
+                    old: self.describe_old(ro.target),
+                    new: self.describe_new(rn.target),
+                });
+            }
+        }
+        None
+    }
+
+    fn describe_old(&self, t: Target) -> String {
+        describe(self.old, t)
+    }
+
+    fn describe_new(&self, t: Target) -> String {
+        describe(self.new, t)
+    }
+
+    /// Whether two references refer to the same thing, and (for pc-relative and
+    /// absolute fields) the same way.
+    pub fn targets(&mut self, ro: &Ref, rn: &Ref) -> bool {
+        // `S + A` relative to the real target is the instruction's business (the
+        // distance from the field to the instruction's end); it must not differ.
+        if ro.sa.wrapping_sub(ro.target.addr()) != rn.sa.wrapping_sub(rn.target.addr()) {
+            return false;
+        }
+        match (ro.target, rn.target) {
+            (Target::Addr(a), Target::Addr(b)) | (Target::Got(a), Target::Got(b)) => {
+                let (lo, ln) = (self.old.locate(a), self.new.locate(b));
+                self.locations(lo, ln)
+            }
+            (Target::Symbol { index: a, .. }, Target::Symbol { index: b, .. }) => {
+                self.old.image.symbols[a].name == self.new.image.symbols[b].name
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether two locations are the same thing.
+    pub fn locations(&mut self, lo: Location, ln: Location) -> bool {
+        match (lo, ln) {
+            (
+                Location::Func {
+                    index: o,
+                    delta: d1,
+                },
+                Location::Func {
+                    index: n,
+                    delta: d2,
+                },
+            ) => d1 == d2 && self.matching.new_to_old.get(&n) == Some(&o),
+            (
+                Location::Object {
+                    index: o,
+                    delta: d1,
+                },
+                Location::Object {
+                    index: n,
+                    delta: d2,
+                },
+            ) => {
+                let (oo, on) = (&self.old.items.objects[o], &self.new.items.objects[n]);
+                let okind = self.old.image.sections[oo.section].kind;
+                let nkind = self.new.image.sections[on.section].kind;
+                if d1 != d2 || oo.anon != on.anon || okind != nkind {
+                    return false;
+                }
+                if !oo.anon && (oo.name != on.name || oo.ordinal != on.ordinal) {
+                    return false;
+                }
+                if okind.is_writable() {
+                    // Same static; a change of its size or initial bytes is refused
+                    // on its own (rules::statics).
+                    return true;
+                }
+                self.data((oo.addr, oo.end(), false), (on.addr, on.end(), false))
+            }
+            (
+                Location::Gap {
+                    start: s1,
+                    end: e1,
+                    jump_table: j1,
+                    section: x1,
+                },
+                Location::Gap {
+                    start: s2,
+                    end: e2,
+                    jump_table: j2,
+                    section: x2,
+                },
+            ) => {
+                j1 == j2
+                    && self.old.image.sections[x1].name == self.new.image.sections[x2].name
+                    && self.data((s1, e1, j1), (s2, e2, j2))
+            }
+            (
+                Location::Label {
+                    index: o,
+                    delta: d1,
+                },
+                Location::Label {
+                    index: n,
+                    delta: d2,
+                },
+            ) => d1 == d2 && self.old.items.labels[o].name == self.new.items.labels[n].name,
+            (Location::Writable { addr: a }, Location::Writable { addr: b }) => {
+                let (so, sn) = (self.old.image.section_at(a), self.new.image.section_at(b));
+                match (so, sn) {
+                    (Some(so), Some(sn)) => {
+                        let (so, sn) = (&self.old.image.sections[so], &self.new.image.sections[sn]);
+                        so.name == sn.name && a - so.addr == b - sn.addr
+                    }
+                    _ => false,
+                }
+            }
+            (Location::Unknown { addr: a }, Location::Unknown { addr: b }) => a == b,
+            _ => false,
+        }
+    }
+
+    /// Whether two data blocks `(start, end, jump_table)` are equivalent.
+    pub fn data(&mut self, old: (u64, u64, bool), new: (u64, u64, bool)) -> bool {
+        if let Some(&known) = self.memo.get(&(old.0, new.0)) {
+            return known;
+        }
+        // Assume equal while comparing, so that cycles (a vtable that refers to
+        // itself) terminate.
+        self.memo.insert((old.0, new.0), true);
+        let equal = self.data_uncached(old, new);
+        self.memo.insert((old.0, new.0), equal);
+        equal
+    }
+
+    fn data_uncached(&mut self, old: (u64, u64, bool), new: (u64, u64, bool)) -> bool {
+        let (olen, nlen) = (old.1 - old.0, new.1 - new.0);
+        if olen != nlen {
+            return false;
+        }
+        let bss = |a: &Analysis<'_>, at: u64| {
+            a.image
+                .section_at(at)
+                .is_some_and(|s| a.image.sections[s].kind == SectionKind::Bss)
+        };
+        if bss(self.old, old.0) || bss(self.new, new.0) {
+            return bss(self.old, old.0) && bss(self.new, new.0);
+        }
+        let (Some(ob), Some(nb)) = (
+            self.old.image.bytes(old.0, olen),
+            self.new.image.bytes(new.0, nlen),
+        ) else {
+            return false;
+        };
+        let (orefs, oprob) = self.old.data_refs(old.0, old.1, old.2);
+        let (nrefs, nprob) = self.new.data_refs(new.0, new.1, new.2);
+        oprob == nprob && self.blocks(ob, nb, &orefs, &nrefs).is_none()
+    }
+}
+
+fn vec_of(n: usize) -> std::vec::Vec<bool> {
+    std::vec![false; n]
+}
+
+fn describe(a: &Analysis<'_>, t: Target) -> String {
+    match t {
+        Target::Addr(x) => a.describe(a.locate(x)),
+        Target::Got(x) => std::format!("GOT slot of {}", a.describe(a.locate(x))),
+        Target::Symbol { index, .. } => a.image.symbols[index].name.clone(),
+    }
+}

@@ -1,0 +1,1 @@
+//! Tests that build the real kernel variants.
