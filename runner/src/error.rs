@@ -16,6 +16,14 @@ pub enum Error {
     #[error("{}", .problems.join("\n"))]
     Setup { problems: Vec<String> },
 
+    /// A package could not be made or read.
+    #[error("{0}")]
+    Package(String),
+
+    /// The mailbox protocol failed (no guest, no answer, an unreadable report).
+    #[error("mailbox: {0}")]
+    Mailbox(String),
+
     /// A file-system or process operation failed.
     #[error("cannot {what}: {source}")]
     Io {

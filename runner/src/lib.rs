@@ -12,6 +12,8 @@
 //! | [`qemu`] | QEMU's command line and what its exit status means |
 //! | [`serial`] | the guest console: bridge to the terminal, timestamped lines |
 //! | [`qmp`] | QEMU Machine Protocol client |
+//! | [`mailbox`] | the shared-memory mailbox: requests, responses, reports |
+//! | [`update`] | live-update operations: pack, stage, apply, snapshot |
 //! | [`vm`] | a running VM and its state directory |
 //! | [`cli`] | the `hotkernel` command |
 //! | [`workspace`] | where things are on disk |
@@ -22,10 +24,13 @@ pub mod build;
 pub mod cli;
 pub mod diskimage;
 pub mod error;
+pub mod mailbox;
 pub mod qemu;
 pub mod qmp;
+pub mod report;
 pub mod serial;
 pub mod toolchain;
+pub mod update;
 pub mod vm;
 pub mod workspace;
 

@@ -16,6 +16,7 @@
 //! | `0x05000` | 4 KiB | IDT parked CPUs run on |
 //! | `0x10000` | 64 KiB | the BSP's stack while the bootstrap runs |
 //! | `0x20000` | 64 KiB | update history |
+//! | `0x30000` | 64 KiB | frames the overlay unmapped from the image (freed by the new kernel) |
 //! | `0x40000` | 1.75 MiB | exported record set (old kernel's schemas) |
 //! | `0x200000` | 2 MiB | converted record set (new kernel's schemas) |
 
@@ -35,6 +36,10 @@ pub const BOOTSTRAP_STACK_OFFSET: u64 = 0x10000;
 pub const BOOTSTRAP_STACK_SIZE: u64 = 0x10000;
 pub const HISTORY_OFFSET: u64 = 0x20000;
 pub const HISTORY_SIZE: u64 = 0x10000;
+pub const RECLAIM_OFFSET: u64 = 0x30000;
+pub const RECLAIM_SIZE: u64 = 0x10000;
+/// Most frames the overlay can hand back (one per switched page).
+pub const MAX_RECLAIM: usize = (RECLAIM_SIZE / 8) as usize;
 pub const EXPORT_OFFSET: u64 = 0x40000;
 pub const EXPORT_SIZE: u64 = 0x1c0000;
 pub const CONVERTED_OFFSET: u64 = 0x200000;
@@ -192,9 +197,11 @@ pub mod inject {
     pub const AP_NO_ACK: u64 = 1 << 1;
     /// The old kernel fails right after exporting (before the bootstrap runs).
     pub const FAIL_AFTER_EXPORT: u64 = 1 << 2;
-    /// Not a fault: make the overlay copy every page (to measure against the default,
-    /// which copies only pages that differ).
+    /// Not a fault: make the overlay install every page (to measure against the
+    /// default, which installs only pages that differ).
     pub const OVERLAY_FULL: u64 = 1 << 8;
+    /// Not a fault: make the overlay copy bytes instead of remapping frames.
+    pub const OVERLAY_COPY: u64 = 1 << 9;
 }
 
 /// Most conversion steps logged.
@@ -258,8 +265,22 @@ pub struct Descriptor {
     /// The pages the overlay copies: runs of (first page, page count) from the base.
     /// Pages not listed hold the same bytes in the old and the new image already.
     pub copy_run_count: u32,
-    pub _pad3: u32,
+    /// How the overlay installs those pages ([`OverlayMethod`]).
+    pub overlay_method: u32,
     pub copy_runs: [CopyRun; MAX_COPY_RUNS],
+    /// Physical frames the overlay unmapped from the image (in the reclaim area).
+    pub reclaim_count: u64,
+}
+
+/// How the overlay installs the pages that differ.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverlayMethod {
+    /// Point the image's page-table entries at the frames the loader prepared (the old
+    /// frames go to the reclaim list). No byte of the old frames is written.
+    Remap = 0,
+    /// Copy the prepared bytes over the old frames (the seed's literal method).
+    Copy = 1,
 }
 
 /// Most runs of pages an overlay copies.

@@ -103,6 +103,10 @@ bitflags::bitflags! {
         /// `Apply`: the overlay copies every page of the new image, not only the pages
         /// that differ from the running one (to measure one against the other).
         const OVERLAY_FULL = 1 << 9;
+        /// `Apply`: the overlay copies the new bytes over the old image's frames (the
+        /// seed's literal method) instead of switching the image's page-table entries to
+        /// the frames prepared at staging (the default).
+        const OVERLAY_COPY = 1 << 10;
     }
 }
 

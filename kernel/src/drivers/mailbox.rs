@@ -49,7 +49,7 @@ pub fn discover() -> Result<Option<SharedMemory>, MapError> {
         f.address,
         len >> 20
     );
-    Ok(Some(SharedMemory { phys, virt, len }))
+    Ok(Some(*SHARED.call_once(|| SharedMemory { phys, virt, len })))
 }
 
 /// After a swap: the mapping the previous kernel made, from the machine record.
@@ -101,7 +101,9 @@ impl SharedMemory {
 
     /// Writes the status block.
     pub fn write_status(&self, status: &GuestStatus) {
-        let _ = status.encode(self.area(STATUS_OFFSET, BLOCK_SIZE));
+        if let Err(e) = status.encode(self.area(STATUS_OFFSET, BLOCK_SIZE)) {
+            log::error!("mailbox status not written: {e}");
+        }
     }
 
     /// Updates only the heartbeat field of the status block.

@@ -48,6 +48,9 @@ fn inject_bits(flags: RequestFlags) -> u64 {
     if flags.contains(RequestFlags::OVERLAY_FULL) {
         bits |= inject::OVERLAY_FULL;
     }
+    if flags.contains(RequestFlags::OVERLAY_COPY) {
+        bits |= inject::OVERLAY_COPY;
+    }
     bits
 }
 

@@ -104,18 +104,63 @@ static LOADED_SPAN: Mutex<u64> = Mutex::new(0);
 pub fn release_staging() {
     let mut span = LOADED_SPAN.lock();
     if *span != 0 {
-        release_span(*span);
+        memory::with_tables(|t| {
+            let _ = t.unmap(STAGING_WINDOW.start, *span, true);
+            let _ = t.unmap(OVERLAY_SOURCE.start, *span, true);
+        });
         *span = 0;
     }
 }
 
-/// Frees `span` bytes of staging window and overlay source (after a swap, the new
-/// kernel frees what the old one loaded; the span comes from the descriptor).
-pub fn release_span(span: u64) {
+/// After a swap, the new kernel frees what the old one loaded and what the overlay
+/// took out of the image: the staging window; the overlay source, except the pages the
+/// overlay remapped into the image (they are the image now); the frames the overlay
+/// unmapped from the image (`reclaimed`), when they belong to the frame allocator (the
+/// first image's frames came from the bootloader and stay reserved); and the tail of the
+/// image range when the new image is smaller than what was mapped.
+pub fn release_after_swap(span: u64, remapped: &[CopyRun], reclaimed: &[u64], mapped_span: u64) {
+    // Read once, before any lock is held: `machine::record` takes the frame lock.
+    let m = machine::record();
+    let regions = &m.memory_map[..(m.memory_map_len as usize).min(m.memory_map.len())];
+    let usable = |phys: u64| {
+        regions
+            .iter()
+            .any(|r| r.kind == 0 && phys >= r.start && phys < r.end)
+    };
+    let in_runs = |page: u64| {
+        remapped
+            .iter()
+            .any(|r| page >= r.first_page as u64 && page < (r.first_page + r.pages) as u64)
+    };
+    let mut freed = 0u64;
     memory::with_tables(|t| {
         let _ = t.unmap(STAGING_WINDOW.start, span, true);
-        let _ = t.unmap(OVERLAY_SOURCE.start, span, true);
+        for page in 0..span / 4096 {
+            let _ = t.unmap(OVERLAY_SOURCE.start + page * 4096, 4096, !in_runs(page));
+        }
+        if mapped_span > span {
+            for at in (span..mapped_span).step_by(4096) {
+                if let Some((phys, _)) = t.translate(KERNEL_IMAGE.start + at) {
+                    let _ = t.unmap(KERNEL_IMAGE.start + at, 4096, usable(phys));
+                }
+            }
+        }
     });
+    if mapped_span > span {
+        machine::update(|m| m.image.1 = span);
+    }
+    let mut frames = memory::FRAMES.lock();
+    if let Some(f) = frames.as_mut() {
+        for &phys in reclaimed {
+            if usable(phys) {
+                f.deallocate(x86_64::structures::paging::PhysFrame::containing_address(
+                    x86_64::PhysAddr::new(phys),
+                ));
+                freed += 1;
+            }
+        }
+    }
+    log::debug!("swap clean-up: {freed} old image frames freed");
 }
 
 fn copy_segments(

@@ -114,7 +114,7 @@ pub fn swap_report(d: &Descriptor, outcome: Outcome) -> SwapReport {
         to: summary_of(&d.new_image),
         tasks_before: d.tasks_before,
         tasks_after: if applied {
-            sched::task_count() as u32
+            d.tasks_after
         } else {
             d.tasks_before
         },

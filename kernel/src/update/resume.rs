@@ -62,6 +62,7 @@ extern "C" fn resume_main(descriptor: *mut Descriptor) -> ! {
     let tasks = import::tasks(&set);
     crate::history::adopt(import::history(&set), 0, d.request_seq);
     crate::tasks::meet_init_requirements(d.init_requirements);
+    d.tasks_after = sched::task_count() as u32;
     d.clock.reinitialised.store(tsc::read(), Ordering::Relaxed);
 
     // Release the parked CPUs into this kernel.

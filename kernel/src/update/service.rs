@@ -274,8 +274,22 @@ fn finish_swap(mb: &SharedMemory) -> bool {
     let seq = d.request_seq;
     d.state.store(SwapState::Reported as u32, Ordering::Release);
     let span = d.new_image.span;
+    let remapped = if d.overlay_method == updater::handoff::OverlayMethod::Remap as u32 {
+        &d.copy_runs[..d.copy_run_count as usize]
+    } else {
+        &[][..]
+    };
+    let runs: alloc::vec::Vec<_> = remapped.to_vec();
+    let count = (d.reclaim_count as usize).min(updater::handoff::MAX_RECLAIM);
+    let mapped_span = d.mapped_span;
     drop(d);
-    load::release_span(span);
+    // SAFETY: the reclaim area is not written again before the next swap.
+    let reclaimed = unsafe { handoff::area(updater::handoff::RECLAIM_OFFSET, count as u64 * 8) };
+    let reclaimed: alloc::vec::Vec<u64> = reclaimed
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect();
+    load::release_after_swap(span, &runs, &reclaimed, mapped_span.max(span));
     let to = r.to;
     respond(
         mb,

@@ -10,8 +10,8 @@
 use core::sync::atomic::Ordering;
 
 use updater::handoff::{
-    inject, set_text, text, Descriptor, ImageRef, SwapClock, SwapState, CONVERTED_OFFSET,
-    CONVERTED_SIZE, EXPORT_OFFSET, EXPORT_SIZE,
+    inject, set_text, text, Descriptor, ImageRef, OverlayMethod, SwapClock, SwapState,
+    CONVERTED_OFFSET, CONVERTED_SIZE, EXPORT_OFFSET, EXPORT_SIZE, MAX_RECLAIM,
 };
 
 use crate::arch::tsc;
@@ -100,6 +100,16 @@ fn reset(d: &mut Descriptor, loaded: &Loaded, request_seq: u64, inject_bits: u64
         d.copy_runs = loaded.copy_runs;
         d.copy_run_count = loaded.copy_run_count;
     }
+    let pages: u64 = d.copy_runs[..d.copy_run_count as usize]
+        .iter()
+        .map(|r| r.pages as u64)
+        .sum();
+    d.overlay_method = if inject_bits & inject::OVERLAY_COPY != 0 || pages > MAX_RECLAIM as u64 {
+        OverlayMethod::Copy as u32
+    } else {
+        OverlayMethod::Remap as u32
+    };
+    d.reclaim_count = 0;
     d.exported = (EXPORT_OFFSET, 0);
     d.converted = (CONVERTED_OFFSET, CONVERTED_SIZE);
     d.clock = SwapClock::default();

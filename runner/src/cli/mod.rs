@@ -7,6 +7,7 @@
 
 mod build;
 mod run;
+mod update;
 mod vmcmd;
 
 use std::path::PathBuf;
@@ -45,6 +46,16 @@ pub enum Command {
     Status(VmArgs),
     /// Stop a running VM (QMP quit); its `hotkernel run` exits with status 0.
     Stop(VmArgs),
+    /// Make an update package from a kernel ELF.
+    Pack(update::PackArgs),
+    /// Print a package's header (identity, compatibility, segments, digests).
+    Inspect(update::InspectArgs),
+    /// Send a package to a running VM; print the guest's verdict (and swap with --apply).
+    Push(update::PushArgs),
+    /// Build (or take) a package and swap the running VM's kernel to it.
+    Swap(update::SwapArgs),
+    /// List the running VM's tasks (a snapshot taken with every CPU stopped).
+    Tasks(VmArgs),
 }
 
 /// Options of `hotkernel run`.
@@ -114,6 +125,11 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Some(Command::Build(args)) => build::build(args),
         Some(Command::Status(args)) => vmcmd::status(args),
         Some(Command::Stop(args)) => vmcmd::stop(args),
+        Some(Command::Pack(args)) => update::pack(args),
+        Some(Command::Inspect(args)) => update::inspect(args),
+        Some(Command::Push(args)) => update::push(args),
+        Some(Command::Swap(args)) => update::swap(args),
+        Some(Command::Tasks(args)) => update::tasks(args),
     }
 }
 

@@ -12,6 +12,9 @@
 //! from (restoring that kernel's GDT and IDT) or jumps to the new kernel's AP entry on a
 //! fresh stack, as the control block says.
 //!
+//! A CPU going to a new kernel reloads CR3 first: the overlay may have pointed the
+//! image's pages at other frames, and this CPU's TLB still holds the old translations.
+//!
 //! Register contract of the entry (`call`ed): `rdi` = park slot, `rsi` = park control,
 //! `rdx` = generation. Clobbers `rax`, `rdx`, `r8` and flags. The field offsets used
 //! below are pinned by `updater::handoff`'s tests.
@@ -60,6 +63,8 @@ hk_park_enter:
     lidt [rdi + 192]
     ret
 3:
+    mov rdx, cr3
+    mov cr3, rdx
     mov rsp, [rdi + 8]
     mov rdi, [rdi + 0]
     xor ebp, ebp

@@ -1,0 +1,306 @@
+//! Live-update commands: `pack`, `inspect`, `push`, `swap`, `tasks`.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use image_format::mailbox::report::{Outcome, Report, SwapReport};
+use image_format::mailbox::{RequestFlags, Response};
+
+use super::VmArgs;
+use crate::error::{Error, Result};
+use crate::mailbox::Mailbox;
+use crate::update::{self, Refused};
+use crate::vm::state::VmState;
+
+/// Options of `hotkernel pack`.
+#[derive(Debug, Clone, Args)]
+pub struct PackArgs {
+    /// The kernel ELF (built with this tree's target flags).
+    pub elf: PathBuf,
+    /// Where to write the package.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+    /// Replace the label the kernel embeds.
+    #[arg(long)]
+    pub label: Option<String>,
+}
+
+/// Options of `hotkernel inspect`.
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    /// The package.
+    pub package: PathBuf,
+}
+
+/// Faults a test can inject into a swap (the guest refuses unknown ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Inject {
+    /// The new image's bootstrap fails its reconciliation.
+    ReconcileFail,
+    /// One AP never acknowledges the park IPI.
+    ApNoAck,
+    /// The old kernel fails right after exporting its state.
+    FailAfterExport,
+}
+
+/// Options of `hotkernel push`.
+#[derive(Debug, Clone, Args)]
+pub struct PushArgs {
+    /// The package (`hotkernel pack`).
+    pub package: PathBuf,
+    #[command(flatten)]
+    pub vm: VmArgs,
+    /// Apply it (swap) once it is accepted.
+    #[arg(long)]
+    pub apply: bool,
+    /// Inject a fault into the swap (tests of the rollback paths).
+    #[arg(long, value_enum)]
+    pub inject: Vec<Inject>,
+    /// Make the overlay copy every page, not only those that differ (to compare).
+    #[arg(long)]
+    pub overlay_full: bool,
+}
+
+/// Options of `hotkernel swap`.
+#[derive(Debug, Clone, Args)]
+pub struct SwapArgs {
+    /// Kernel variant to build, pack and apply (`v2`, `v3`, …); default: the current
+    /// tree's kernel, `v1`.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "v1",
+        conflicts_with = "package"
+    )]
+    pub variant: String,
+    /// A package to apply instead of building one.
+    #[arg(long, value_name = "FILE")]
+    pub package: Option<PathBuf>,
+    #[command(flatten)]
+    pub vm: VmArgs,
+    #[arg(long, value_enum)]
+    pub inject: Vec<Inject>,
+    #[arg(long)]
+    pub overlay_full: bool,
+    /// Print the swap report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn pack(args: PackArgs) -> Result<u8> {
+    let package = update::pack_elf(&args.elf, args.label)?;
+    std::fs::write(&args.output, &package)
+        .map_err(|e| Error::io(format!("write {}", args.output.display()), e))?;
+    println!("{} ({} bytes)", args.output.display(), package.len());
+    Ok(0)
+}
+
+pub fn inspect(args: InspectArgs) -> Result<u8> {
+    let bytes = std::fs::read(&args.package)
+        .map_err(|e| Error::io(format!("read {}", args.package.display()), e))?;
+    match image_format::package::describe_bytes(&bytes) {
+        Ok(text) => {
+            print!("{text}");
+            Ok(0)
+        }
+        Err(e) => Err(Error::Package(format!("{}: {e}", args.package.display()))),
+    }
+}
+
+fn flags(inject: &[Inject], overlay_full: bool) -> RequestFlags {
+    let mut f = RequestFlags::empty();
+    for i in inject {
+        f |= match i {
+            Inject::ReconcileFail => RequestFlags::INJECT_RECONCILE_FAIL,
+            Inject::ApNoAck => RequestFlags::INJECT_AP_NO_ACK,
+            Inject::FailAfterExport => RequestFlags::INJECT_FAIL_AFTER_EXPORT,
+        };
+    }
+    if overlay_full {
+        f |= RequestFlags::OVERLAY_FULL;
+    }
+    f
+}
+
+/// A progress line on stderr, shown only when the terminal is one and the wait is not
+/// over in a moment.
+struct ProgressLine {
+    started: Instant,
+    shown: bool,
+}
+
+impl ProgressLine {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            shown: false,
+        }
+    }
+    fn update(&mut self, r: &Response) {
+        if !std::io::stderr().is_terminal() || self.started.elapsed() < Duration::from_millis(200) {
+            return;
+        }
+        let total = r.progress_total.max(1);
+        let filled = (30 * r.progress_done / total) as usize;
+        eprint!(
+            "\r[{}{}] {:>3}% {}",
+            "#".repeat(filled),
+            " ".repeat(30 - filled.min(30)),
+            100 * r.progress_done / total,
+            r.message
+        );
+        let _ = std::io::stderr().flush();
+        self.shown = true;
+    }
+    fn finish(self) {
+        if self.shown {
+            eprintln!();
+        }
+    }
+}
+
+fn open(vm: &VmArgs) -> Result<Mailbox> {
+    let state = VmState::load(&vm.name)?;
+    Mailbox::open(&state.paths)
+}
+
+fn print_refusal(what: &str, r: &Refused) {
+    println!("{what} refused: {}", r.message);
+    println!("  reason code {} ({})", r.status.code(), r.status);
+    if let Some(Report::Swap(s)) = &r.report {
+        print_swap(s);
+    }
+}
+
+/// Prints a swap report the way a person reads it.
+pub fn print_swap(r: &SwapReport) {
+    match &r.outcome {
+        Outcome::Applied => println!("swapped {} → {}", r.from, r.to),
+        Outcome::RolledBack { reason } => {
+            println!("rolled back ({} → {} not applied): {reason}", r.from, r.to)
+        }
+    }
+    println!(
+        "  downtime {:.1} µs, {} CPUs parked, tasks {} → {}",
+        r.downtime_ns as f64 / 1000.0,
+        r.cpus_parked,
+        r.tasks_before,
+        r.tasks_after
+    );
+    let phases: Vec<String> = r
+        .phases
+        .iter()
+        .map(|p| format!("{} {:.1}", p.phase.name(), p.ns as f64 / 1000.0))
+        .collect();
+    println!("  phases (µs): {}", phases.join(", "));
+    for c in &r.conversions {
+        println!(
+            "  converted {} {} → {} ({} entries)",
+            c.kind, c.from, c.to, c.entries
+        );
+    }
+    for w in &r.warnings {
+        println!("  warning: {w}");
+    }
+    println!(
+        "  image base {:#x} (was {:#x}), staged at {:#x}",
+        r.new_image_base, r.old_image_base, r.staging_base
+    );
+}
+
+pub fn push(args: PushArgs) -> Result<u8> {
+    let package = std::fs::read(&args.package)
+        .map_err(|e| Error::io(format!("read {}", args.package.display()), e))?;
+    let mut mailbox = open(&args.vm)?;
+    let flags = flags(&args.inject, args.overlay_full);
+    let mut bar = ProgressLine::new();
+    let staged = update::stage(&mut mailbox, &package, RequestFlags::empty(), |r| {
+        bar.update(r)
+    })?;
+    bar.finish();
+    let (report, answer) = match staged {
+        Ok(s) => s,
+        Err(refused) => {
+            print_refusal("package", &refused);
+            return Ok(1);
+        }
+    };
+    println!("accepted {}", report.image);
+    println!(
+        "  {} bytes staged in {} µs (hashing {} µs), {:.0} MB/s host write to accepted",
+        report.bytes,
+        report.staging_us,
+        report.hash_us,
+        report.bytes as f64 / answer.elapsed.as_secs_f64() / 1e6
+    );
+    println!("  {}", answer.response.message);
+    if !args.apply {
+        return Ok(0);
+    }
+    match update::apply(&mut mailbox, flags)? {
+        Ok(r) => {
+            print_swap(&r);
+            Ok(0)
+        }
+        Err(refused) => {
+            print_refusal("swap", &refused);
+            Ok(1)
+        }
+    }
+}
+
+pub fn swap(args: SwapArgs) -> Result<u8> {
+    let package = match &args.package {
+        Some(p) => std::fs::read(p).map_err(|e| Error::io(format!("read {}", p.display()), e))?,
+        None => update::package_variant(&args.variant)?.0,
+    };
+    let mut mailbox = open(&args.vm)?;
+    let flags = flags(&args.inject, args.overlay_full);
+    let mut bar = ProgressLine::new();
+    let result = update::push_and_apply(&mut mailbox, &package, flags, |r| bar.update(r))?;
+    bar.finish();
+    match result {
+        Ok(r) => {
+            if args.json {
+                println!("{}", crate::report::swap_json(&r, None));
+            } else {
+                print_swap(&r);
+            }
+            Ok(0)
+        }
+        Err(refused) => {
+            print_refusal("swap", &refused);
+            Ok(1)
+        }
+    }
+}
+
+pub fn tasks(args: VmArgs) -> Result<u8> {
+    let mut mailbox = open(&args)?;
+    let status = mailbox.status()?;
+    let snapshot = update::snapshot(&mut mailbox)?;
+    println!(
+        "{} — kernel #{}, {} CPUs, {} tasks",
+        status.image,
+        status.boot_seq,
+        status.cpus_online,
+        snapshot.tasks.len()
+    );
+    println!(
+        "{:>6} {:<15} {:>4} {:>12}  values",
+        "id", "kind", "cpu", "steps"
+    );
+    for t in &snapshot.tasks {
+        println!(
+            "{:>6} {:<15} {:>4} {:>12}  {:?}",
+            t.id,
+            image_format::TaskKind::from_raw(t.kind).name(),
+            t.cpu,
+            t.steps,
+            t.values
+        );
+    }
+    Ok(0)
+}

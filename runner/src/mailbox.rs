@@ -1,0 +1,238 @@
+//! The host side of the mailbox: the shared-memory file QEMU's `ivshmem-plain` device
+//! maps into the guest (layout and framing in `image_format::mailbox`), plus the
+//! doorbell (a byte on the guest's COM2).
+//!
+//! One exchange: write the payload into the data area, write the request block (body,
+//! fence, then `seq_end` — [`image_format::mailbox::SealedBlock::write_to`]), ring the
+//! doorbell, then read the response block until it answers this request's `seq` with
+//! `Done`. A response is read only when whole (both sequence copies and the checksum
+//! agree). Only one client at a time should talk to one VM's mailbox.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use image_format::mailbox::report::Report;
+use image_format::mailbox::{
+    BlockRead, Command, GuestState, GuestStatus, Request, RequestFlags, Response, ResponseState,
+    BLOCK_SIZE, DATA_OFFSET, REPORT_CAPACITY, REPORT_OFFSET, REQUEST_OFFSET, RESPONSE_OFFSET,
+    STATUS_OFFSET,
+};
+use memmap2::MmapMut;
+
+use crate::error::{Error, Result};
+use crate::vm::VmPaths;
+
+/// An open mailbox.
+pub struct Mailbox {
+    map: MmapMut,
+    doorbell: std::path::PathBuf,
+}
+
+/// What a finished request returned.
+#[derive(Debug)]
+pub struct Answer {
+    pub response: Response,
+    pub report: Option<Report>,
+    /// From writing the request to seeing `Done`.
+    pub elapsed: Duration,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
+
+impl Mailbox {
+    /// Opens the mailbox of the VM whose files are `paths`.
+    pub fn open(paths: &VmPaths) -> Result<Self> {
+        Self::open_file(&paths.mailbox, &paths.doorbell_socket)
+    }
+
+    /// Opens a mailbox backing file directly.
+    pub fn open_file(file: &Path, doorbell: &Path) -> Result<Self> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(file)
+            .map_err(io(format!("open the mailbox {}", file.display())))?;
+        #[allow(unsafe_code)]
+        // SAFETY: the file is the VM's shared memory; QEMU and the guest change it under
+        // us, which is why every block is copied out and validated (sequence framing
+        // and checksum) before use, and the host writes only its own blocks.
+        let map = unsafe { MmapMut::map_mut(&f) }
+            .map_err(io(format!("map the mailbox {}", file.display())))?;
+        if map.len() < DATA_OFFSET {
+            return Err(Error::Mailbox(format!(
+                "mailbox {} is only {} bytes",
+                file.display(),
+                map.len()
+            )));
+        }
+        Ok(Self {
+            map,
+            doorbell: doorbell.to_owned(),
+        })
+    }
+
+    /// Bytes the data area holds.
+    pub fn data_capacity(&self) -> usize {
+        self.map.len() - DATA_OFFSET
+    }
+
+    /// The guest's status block (an error until a guest wrote it).
+    pub fn status(&self) -> Result<GuestStatus> {
+        let block = self.map[STATUS_OFFSET..STATUS_OFFSET + BLOCK_SIZE].to_vec();
+        GuestStatus::decode(&block).map_err(|e| Error::Mailbox(format!("no guest status yet: {e}")))
+    }
+
+    /// Waits until a guest has written its status and is running.
+    pub fn wait_running(&self, timeout: Duration) -> Result<GuestStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(s) = self.status() {
+                if s.state == GuestState::Running {
+                    return Ok(s);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Mailbox(format!(
+                    "the guest did not report running within {timeout:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn read_response(&self) -> BlockRead<Response> {
+        let block = self.map[RESPONSE_OFFSET..RESPONSE_OFFSET + Response::SIZE].to_vec();
+        Response::decode(&block)
+    }
+
+    fn read_request(&self) -> BlockRead<Request> {
+        let block = self.map[REQUEST_OFFSET..REQUEST_OFFSET + Request::SIZE].to_vec();
+        Request::decode(&block)
+    }
+
+    /// A sequence number newer than any request written or answered so far.
+    pub fn next_seq(&self) -> u64 {
+        let last_request = match self.read_request() {
+            BlockRead::Valid(r) => r.seq,
+            BlockRead::Invalid { seq, .. } => seq,
+            _ => 0,
+        };
+        let last_response = match self.read_response() {
+            BlockRead::Valid(r) => r.seq,
+            _ => 0,
+        };
+        last_request.max(last_response) + 1
+    }
+
+    /// Writes `payload` into the data area.
+    pub fn write_data(&mut self, payload: &[u8]) -> Result<()> {
+        if payload.len() > self.data_capacity() {
+            return Err(Error::Mailbox(format!(
+                "{} bytes do not fit the mailbox's data area ({} bytes)",
+                payload.len(),
+                self.data_capacity()
+            )));
+        }
+        self.map[DATA_OFFSET..DATA_OFFSET + payload.len()].copy_from_slice(payload);
+        Ok(())
+    }
+
+    /// Writes `request` (complete, framed) and rings the doorbell.
+    pub fn send(&mut self, request: &Request) -> Result<()> {
+        let sealed = request.seal();
+        sealed
+            .write_to(&mut self.map[REQUEST_OFFSET..REQUEST_OFFSET + BLOCK_SIZE])
+            .map_err(|e| Error::Mailbox(e.to_string()))?;
+        self.ring();
+        Ok(())
+    }
+
+    /// Writes only the first part of a request block, never its `seq_end`: a request
+    /// the guest must ignore (for tests of the framing).
+    pub fn send_torn(&mut self, request: &Request) {
+        let sealed = request.seal();
+        let body = sealed.body();
+        self.map[REQUEST_OFFSET..REQUEST_OFFSET + body.len()].copy_from_slice(body);
+        self.ring();
+    }
+
+    /// One byte on the guest's COM2 (best effort: the guest also polls).
+    pub fn ring(&self) {
+        if let Ok(mut s) = UnixStream::connect(&self.doorbell) {
+            let _ = s.write_all(b"!");
+        }
+    }
+
+    /// Waits until the guest answers `seq` with `Done`, calling `progress` with each
+    /// in-progress answer seen; then reads the report the response names.
+    pub fn wait_done(
+        &self,
+        seq: u64,
+        timeout: Duration,
+        mut progress: impl FnMut(&Response),
+    ) -> Result<Answer> {
+        let start = Instant::now();
+        let mut last_progress = 0;
+        loop {
+            if let BlockRead::Valid(r) = self.read_response() {
+                if r.seq == seq {
+                    match r.state {
+                        ResponseState::Done => {
+                            let area =
+                                self.map[REPORT_OFFSET..REPORT_OFFSET + REPORT_CAPACITY].to_vec();
+                            let report = Report::read(&r, &area).map_err(|e| {
+                                Error::Mailbox(format!("the guest's report is unreadable: {e}"))
+                            })?;
+                            return Ok(Answer {
+                                response: r,
+                                report,
+                                elapsed: start.elapsed(),
+                            });
+                        }
+                        ResponseState::InProgress
+                            if r.progress_done != last_progress || last_progress == 0 =>
+                        {
+                            last_progress = r.progress_done.max(1);
+                            progress(&r);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if start.elapsed() > timeout {
+                return Err(Error::Mailbox(format!(
+                    "no answer to request {seq} within {timeout:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Sends `command` (with `payload` in the data area) and waits for the answer.
+    pub fn call(
+        &mut self,
+        command: Command,
+        flags: RequestFlags,
+        payload: Option<&[u8]>,
+        args: [u64; 4],
+        timeout: Duration,
+        progress: impl FnMut(&Response),
+    ) -> Result<Answer> {
+        if let Some(p) = payload {
+            self.write_data(p)?;
+        }
+        let seq = self.next_seq();
+        let mut request = Request::new(seq, command);
+        request.flags = flags;
+        request.payload_len = payload.map_or(0, |p| p.len() as u64);
+        request.args = args;
+        self.send(&request)?;
+        self.wait_done(seq, timeout, progress)
+    }
+}
