@@ -8,6 +8,7 @@
 //! | --- | --- |
 //! | [`toolchain`] | is the host ready (QEMU, pinned nightly, components)? |
 //! | [`build`] | kernel builds, one per variant |
+//! | [`continuity`] | did every task carry on across an update (two snapshots)? |
 //! | [`diskimage`] | BIOS boot images |
 //! | [`qemu`] | QEMU's command line and what its exit status means |
 //! | [`serial`] | the guest console: bridge to the terminal, timestamped lines |
@@ -22,6 +23,7 @@
 
 pub mod build;
 pub mod cli;
+pub mod continuity;
 pub mod diskimage;
 pub mod error;
 pub mod mailbox;
