@@ -71,7 +71,7 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     log::info!("cpu 0 online (apic {})", arch::apic::id());
     smp::start_application_processors();
     tasks::spawn_demo(tasks::Workload {
-        compute_tasks: args.tasks,
+        tasks: args.tasks,
         pace_us: args.pace_us,
     });
     log::info!(

@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | `mode` | `run`, `selftest`, `panic` | `run` |
 //! | `log` | `error` … `trace` | `info` |
-//! | `tasks` | counters + LCGs in the demo workload | 8 |
+//! | `tasks` | tasks in all (the demo kinds fill what the fixed ones leave) | 16 |
 //! | `pace` | microseconds between a demo task's steps | 1000 |
 
 use log::LevelFilter;
@@ -36,7 +36,7 @@ impl Default for BootArgs {
         Self {
             mode: Mode::Run,
             log: LevelFilter::Info,
-            tasks: 8,
+            tasks: 16,
             pace_us: 1000,
         }
     }

@@ -24,6 +24,7 @@
 pub mod build;
 pub mod cli;
 pub mod continuity;
+pub mod demo;
 pub mod diskimage;
 pub mod error;
 pub mod mailbox;

@@ -84,8 +84,9 @@ pub fn step(task: &mut Task, cpu: CpuId) -> Next {
 /// What the demo workload consists of (boot options `tasks=`, `pace=`).
 #[derive(Debug, Clone, Copy)]
 pub struct Workload {
-    /// Counters and LCGs in total (half each); at least 2.
-    pub compute_tasks: usize,
+    /// Tasks in all (boot option `tasks=`); the demo kinds take what the fixed ones
+    /// leave, half counters and half LCGs, at least 2.
+    pub tasks: usize,
     /// Period of demo tasks, in microseconds.
     pub pace_us: u32,
 }
@@ -126,7 +127,13 @@ pub fn spawn_demo(workload: Workload) {
         0,
     );
     let pace = workload.pace_us;
-    let compute = workload.compute_tasks.max(2);
+    // Service, heartbeat, two pipelines, and two tickers (before v3) or the table
+    // tasks (v3) are always there.
+    #[cfg(not(feature = "v3"))]
+    let fixed = 8;
+    #[cfg(feature = "v3")]
+    let fixed = 6 + table::INITIAL_TASKS;
+    let compute = workload.tasks.saturating_sub(fixed).max(2);
     for i in 0..compute {
         if i % 2 == 0 {
             spawn(

@@ -64,6 +64,8 @@ pub fn tasks(set: &RecordSet<'_>) -> usize {
     for entry in table.decode::<schema::TaskEntry>() {
         let entry = entry.expect("task-table entry decodes");
         let id = entry.id();
+        // Ids are never reused, not even those of tasks dropped here.
+        sched::reserve_ids_through(id);
         if !identity::knows_task_kind(entry.kind()) {
             continue; // optional, checked by the bootstrap
         }

@@ -6,8 +6,10 @@
 //! or the command line is wrong.
 
 mod build;
+mod demo;
+mod patch;
 mod run;
-mod update;
+pub(crate) mod update;
 mod vmcmd;
 
 use std::path::PathBuf;
@@ -56,6 +58,8 @@ pub enum Command {
     Swap(update::SwapArgs),
     /// List the running VM's tasks (a snapshot taken with every CPU stopped).
     Tasks(VmArgs),
+    /// Headless demo: v1 → v2 → v3 with continuity checked after each swap.
+    Demo(demo::DemoArgs),
 }
 
 /// Options of `hotkernel run`.
@@ -130,6 +134,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Some(Command::Push(args)) => update::push(args),
         Some(Command::Swap(args)) => update::swap(args),
         Some(Command::Tasks(args)) => update::tasks(args),
+        Some(Command::Demo(args)) => demo::demo(args),
     }
 }
 
