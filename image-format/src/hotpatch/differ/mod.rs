@@ -43,6 +43,8 @@ mod verify;
 #[cfg(test)]
 mod kernel_tests;
 #[cfg(test)]
+mod testelf;
+#[cfg(test)]
 mod tests;
 
 use std::string::String;

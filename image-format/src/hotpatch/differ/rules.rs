@@ -141,7 +141,10 @@ fn compare_identities(a: &EmbeddedIdentity, b: &EmbeddedIdentity) -> Vec<(String
                 .find(|s| s.kind().get() == kind)
                 .map(|s| s.current().get())
         };
-        let name = std::format!("{}-state", kind_name(kind));
+        let name = match kind_name(kind) {
+            "unknown" => std::format!("record kind {kind:#x}"),
+            known => String::from(known),
+        };
         let detail = match (find(a), find(b)) {
             (Some(x), Some(y)) if x != y => std::format!("{name} schema v{x} → v{y}"),
             (Some(x), None) => std::format!("{name} (schema v{x}) is no longer exported"),
