@@ -168,7 +168,7 @@ impl<'a> Image<'a> {
             .get(..usize::from(header.e_ehsize(endian)))
             .ok_or("truncated ELF header")?;
         let ph = data
-            .get(ph_start..ph_start + ph_len)
+            .get(ph_start..ph_start.saturating_add(ph_len))
             .ok_or("program headers outside the file")?;
         let mut h = Sha256::new();
         h.update(eh);
@@ -208,7 +208,7 @@ impl<'a> Image<'a> {
             };
             let file = (!nobits).then(|| {
                 let (off, len) = s.file_range(endian).unwrap_or((0, 0));
-                (off as usize, (off + len) as usize)
+                (off as usize, off.saturating_add(len) as usize)
             });
             sections.push(Section {
                 name: String::from_utf8_lossy(table.section_name(endian, s).unwrap_or(b""))
@@ -330,8 +330,9 @@ impl<'a> Image<'a> {
             return None;
         }
         let (start, _) = s.file?;
-        let at = start + usize::try_from(addr - s.addr).ok()?;
-        self.data.get(at..at + usize::try_from(len).ok()?)
+        let at = start.checked_add(usize::try_from(addr - s.addr).ok()?)?;
+        self.data
+            .get(at..at.checked_add(usize::try_from(len).ok()?)?)
     }
 
     /// The relocations whose field starts in `[start, end)`, in order.

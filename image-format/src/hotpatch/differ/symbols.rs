@@ -95,9 +95,19 @@ impl Items {
         let mut labels: Vec<Label> = Vec::new();
         for sym in &image.symbols {
             let Some(section) = sym.section else { continue };
-            let Some(kind) = image.sections.get(section).map(|s| s.kind) else {
+            let Some(sec) = image.sections.get(section) else {
                 continue;
             };
+            let kind = sec.kind;
+            // A symbol must lie inside its section (a damaged file may say otherwise).
+            let inside = sym.addr >= sec.addr
+                && sym
+                    .addr
+                    .checked_add(sym.size)
+                    .is_some_and(|end| end <= sec.end());
+            if !inside {
+                continue;
+            }
             match sym.kind {
                 SymKind::Func if kind == SectionKind::Code && sym.size > 0 => funcs.push(Func {
                     name: demangle(&sym.name),

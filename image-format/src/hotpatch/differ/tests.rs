@@ -490,3 +490,55 @@ mod decoding {
         let _ = e.to_string();
     }
 }
+
+mod robustness {
+    //! The generator never panics on a damaged ELF: it refuses or reports.
+
+    use proptest::prelude::*;
+
+    use super::super::testelf::{call, f, o, pc32, Elf, To};
+    use super::super::{make_patch, PatchOptions};
+
+    fn image(imm: u8) -> std::vec::Vec<u8> {
+        Elf {
+            build_id: imm,
+            asm: std::vec![0xfa, 0xf4],
+            funcs: std::vec![
+                f("kernel::c::helper", &[0xb8, imm, 0, 0, 0, 0xc3], &[]),
+                f(
+                    "kernel::c::caller",
+                    &[0xe8, 0, 0, 0, 0, 0x48, 0x8d, 0x05, 0, 0, 0, 0, 0xc3],
+                    &[
+                        call(0, "kernel::c::helper"),
+                        pc32(8, To::Sym(".Lanon.s".into()))
+                    ],
+                ),
+                f("kernel::c::tail", &[0xc3; 16], &[]),
+            ],
+            rodata: std::vec![o(".Lanon.s", b"text\0")],
+            data: std::vec![o("kernel::c::X", &[1; 8])],
+            ..Elf::default()
+        }
+        .build()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn never_panics_on_damaged_elf_files(
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<bool>(), any::<u8>()), 1..8),
+            which in any::<bool>(),
+        ) {
+            let (mut old, mut new) = (image(1), image(2));
+            let target = if which { &mut old } else { &mut new };
+            let len = target.len();
+            for (at, head, value) in &edits {
+                // The headers at the start and the tables at the end hold the structure.
+                let i = if *head { at.index(0x200) } else { len - 1 - at.index(0xa00) };
+                target[i] = *value;
+            }
+            let _ = make_patch(&old, &new, &PatchOptions::default());
+        }
+    }
+}
