@@ -21,6 +21,7 @@
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod bench;
 pub mod build;
 pub mod cli;
 pub mod continuity;

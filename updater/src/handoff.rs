@@ -202,7 +202,13 @@ pub mod inject {
     pub const OVERLAY_FULL: u64 = 1 << 8;
     /// Not a fault: make the overlay copy bytes instead of remapping frames.
     pub const OVERLAY_COPY: u64 = 1 << 9;
+    /// Not a swap: the pre-flight at staging. The bootstrap checks and reconciles, then
+    /// returns [`PREFLIGHT_OK`] or a refusal without committing anything.
+    pub const DRY_RUN: u64 = 1 << 16;
 }
+
+/// What a dry-run bootstrap returns when it would commit.
+pub const PREFLIGHT_OK: u64 = 2;
 
 /// Most conversion steps logged.
 pub const MAX_CONVERSIONS: usize = 32;

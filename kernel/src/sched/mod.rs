@@ -81,6 +81,9 @@ pub fn run() -> ! {
 }
 
 /// Steps the first ready task of the calling CPU's queue; false if none was ready.
+/// Kept out of line: the scheduler loop (every CPU stands in it) should not contain
+/// the step dispatch, so changes to task code stay patchable.
+#[inline(never)]
 pub fn run_one(me: &'static cpu::Cpu) -> bool {
     let doorbell = me.id == CpuId::BSP && crate::update::service::kicked();
     let Some(mut task) = me.queue.pop_ready(time::now().ticks(), doorbell) else {

@@ -191,6 +191,7 @@ pub fn spawn_demo(workload: Workload) {
 /// Four numbers that show a task's progress, for snapshots and progress lines:
 /// counter `[count, stride, last_cpu, 0]`, lcg `[x, steps, seed, rule]`, producer
 /// `[next, channel]`, consumer `[expected, sum, errors, channel]`, others their counters.
+#[inline(never)]
 pub fn observe(state: &TaskState) -> [u64; 4] {
     match state {
         TaskState::Counter(s) => counter::observe(s),

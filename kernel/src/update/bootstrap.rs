@@ -16,7 +16,7 @@ use core::sync::atomic::Ordering;
 use updater::convert::{self, ReconcileLog};
 use updater::handoff::{
     inject, set_text, ConversionLog, Descriptor, SwapState, DESCRIPTOR_MAGIC, HANDOFF_ABI_VERSION,
-    MAX_CONVERSIONS, MAX_WARNINGS,
+    MAX_CONVERSIONS, MAX_WARNINGS, PREFLIGHT_OK,
 };
 use updater::records::entry::TaskEntry as _;
 use updater::records::task_table::flags as task_flags;
@@ -285,7 +285,9 @@ fn validate_tasks(set: &RecordSet<'_>) -> Result<(u32, u32), FixedText<160>> {
 pub unsafe extern "C" fn hk_bootstrap(descriptor: *mut Descriptor) -> u64 {
     // SAFETY: caller contract: the descriptor is valid and exclusively ours.
     let d = unsafe { &mut *descriptor };
+    let dry_run = d.inject & inject::DRY_RUN != 0;
     match reconcile(d) {
+        Ok(()) if dry_run => PREFLIGHT_OK,
         Ok(()) => {
             d.clock.reconciled.store(tsc::read(), Ordering::Relaxed);
             d.state
@@ -296,8 +298,10 @@ pub unsafe extern "C" fn hk_bootstrap(descriptor: *mut Descriptor) -> u64 {
         }
         Err(reason) => {
             set_text(&mut d.failure, reason.as_str());
-            d.state
-                .store(SwapState::RolledBack as u32, Ordering::Release);
+            if !dry_run {
+                d.state
+                    .store(SwapState::RolledBack as u32, Ordering::Release);
+            }
             REFUSED
         }
     }

@@ -97,18 +97,40 @@ impl core::fmt::Display for LoadError {
     }
 }
 
-/// Span of the current load in the staging window and overlay source (0 = none).
-static LOADED_SPAN: Mutex<u64> = Mutex::new(0);
+/// Span of the current load (in the staging window and the overlay source).
+static LOADED: Mutex<Option<u64>> = Mutex::new(None);
+
+/// The page flags of the page at `offset` under `segments`.
+fn page_flags(segments: &[SegmentDesc], offset: u64) -> PageTableFlags {
+    let mut flags = PageTableFlags::PRESENT | PageTableFlags::NO_EXECUTE;
+    for s in segments
+        .iter()
+        .filter(|s| offset + 4096 > (s.offset & !0xfff) && offset < s.offset + s.mem_size)
+    {
+        if s.flags & W as u64 != 0 {
+            flags |= PageTableFlags::WRITABLE;
+        }
+        if s.flags & X as u64 != 0 {
+            flags.remove(PageTableFlags::NO_EXECUTE);
+        }
+    }
+    flags
+}
+
+/// Unmaps the staging window (`span` bytes) and frees its frames.
+fn release_staging_window(span: u64) {
+    memory::with_tables(|t| {
+        let _ = t.unmap(STAGING_WINDOW.start, span, true);
+    });
+}
 
 /// Frees the staging window and overlay source of the current load, if any.
 pub fn release_staging() {
-    let mut span = LOADED_SPAN.lock();
-    if *span != 0 {
+    if let Some(span) = LOADED.lock().take() {
+        release_staging_window(span);
         memory::with_tables(|t| {
-            let _ = t.unmap(STAGING_WINDOW.start, *span, true);
-            let _ = t.unmap(OVERLAY_SOURCE.start, *span, true);
+            let _ = t.unmap(OVERLAY_SOURCE.start, span, true);
         });
-        *span = 0;
     }
 }
 
@@ -133,8 +155,8 @@ pub fn release_after_swap(span: u64, remapped: &[CopyRun], reclaimed: &[u64], ma
             .any(|r| page >= r.first_page as u64 && page < (r.first_page + r.pages) as u64)
     };
     let mut freed = 0u64;
+    release_staging_window(span);
     memory::with_tables(|t| {
-        let _ = t.unmap(STAGING_WINDOW.start, span, true);
         for page in 0..span / 4096 {
             let _ = t.unmap(OVERLAY_SOURCE.start + page * 4096, 4096, !in_runs(page));
         }
@@ -179,6 +201,43 @@ fn copy_segments(
     image
 }
 
+/// Puts the staging copy's writable segments back as `load` left them (their file
+/// bytes, zeroes, relocations for the staging base), after a dry run may have changed
+/// them.
+pub fn restore_writable<I: Iterator<Item = (u64, i64)> + Clone>(src: &ImageSource<'_, I>) {
+    // SAFETY: the staging window holds this load (`src.span` bytes, mapped by `load`);
+    // only writable segments are written, and nothing runs from them now.
+    let image = unsafe {
+        core::slice::from_raw_parts_mut(STAGING_WINDOW.start as *mut u8, src.span as usize)
+    };
+    let writable: alloc::vec::Vec<(u64, u64)> = src
+        .segments
+        .iter()
+        .filter(|s| s.flags & W != 0)
+        .map(|s| {
+            (
+                s.vaddr - src.link_base,
+                s.vaddr - src.link_base + s.mem_size,
+            )
+        })
+        .collect();
+    for s in src.segments.iter().filter(|s| s.flags & W != 0) {
+        let at = (s.vaddr - src.link_base) as usize;
+        image[at..at + s.data.len()].copy_from_slice(s.data);
+        image[at + s.data.len()..at + s.mem_size as usize].fill(0);
+    }
+    let in_writable = |a: &(u64, i64)| {
+        let off = a.0 - src.link_base;
+        writable.iter().any(|&(lo, hi)| off >= lo && off + 8 <= hi)
+    };
+    let _ = relocate(
+        image,
+        src.link_base,
+        STAGING_WINDOW.start - src.link_base,
+        src.relocations.clone().filter(in_writable),
+    );
+}
+
 /// Lays `src` out in the staging window and the overlay source.
 pub fn load<I: Iterator<Item = (u64, i64)> + Clone>(
     src: &ImageSource<'_, I>,
@@ -193,20 +252,19 @@ pub fn load<I: Iterator<Item = (u64, i64)> + Clone>(
         return Err(LoadError::TooManySegments(src.segments.len()));
     }
     release_staging();
-    memory::with_tables(|t| -> Result<(), MapError> {
-        t.map_fresh(STAGING_WINDOW.start, src.span, DATA)?;
-        t.map_fresh(OVERLAY_SOURCE.start, src.span, DATA)
-    })?;
-    *LOADED_SPAN.lock() = src.span;
-
-    let staged = copy_segments(STAGING_WINDOW.start, src.link_base, src.span, src.segments);
-    relocate(
-        staged,
-        src.link_base,
-        STAGING_WINDOW.start - src.link_base,
-        src.relocations.clone(),
-    )
-    .map_err(LoadError::Relocation)?;
+    let mut segments = [SegmentDesc::default(); MAX_SEGMENTS];
+    for (i, s) in src.segments.iter().enumerate() {
+        segments[i] = SegmentDesc {
+            offset: s.vaddr - src.link_base,
+            mem_size: s.mem_size,
+            file_size: s.data.len() as u64,
+            flags: s.flags as u64,
+        };
+    }
+    let segments_used = &segments[..src.segments.len()];
+    // The overlay source: the image relocated for the kernel base.
+    memory::with_tables(|t| t.map_fresh(OVERLAY_SOURCE.start, src.span, DATA))?;
+    *LOADED.lock() = Some(src.span);
     let overlay = copy_segments(OVERLAY_SOURCE.start, src.link_base, src.span, src.segments);
     relocate(
         overlay,
@@ -215,28 +273,26 @@ pub fn load<I: Iterator<Item = (u64, i64)> + Clone>(
         src.relocations.clone(),
     )
     .map_err(LoadError::Relocation)?;
-
-    // The staging copy runs: give its segments their rights.
-    let mut segments = [SegmentDesc::default(); MAX_SEGMENTS];
+    // The staging window: a second copy, relocated for the staging base, where the new
+    // image's bootstrap runs. (Sharing the code frames with the overlay source would
+    // save the copy, but measured slower under TCG: docs/BENCHMARKS.md.)
+    memory::with_tables(|t| t.map_fresh(STAGING_WINDOW.start, src.span, DATA))?;
+    let staged = copy_segments(STAGING_WINDOW.start, src.link_base, src.span, src.segments);
+    relocate(
+        staged,
+        src.link_base,
+        STAGING_WINDOW.start - src.link_base,
+        src.relocations.clone(),
+    )
+    .map_err(LoadError::Relocation)?;
     memory::with_tables(|t| -> Result<(), MapError> {
-        for (i, s) in src.segments.iter().enumerate() {
-            let offset = s.vaddr - src.link_base;
-            segments[i] = SegmentDesc {
-                offset,
-                mem_size: s.mem_size,
-                file_size: s.data.len() as u64,
-                flags: s.flags as u64,
-            };
-            let mut flags = PageTableFlags::PRESENT;
-            if s.flags & W != 0 {
-                flags |= PageTableFlags::WRITABLE;
-            }
-            if s.flags & X == 0 {
-                flags |= PageTableFlags::NO_EXECUTE;
-            }
-            let start = STAGING_WINDOW.start + (offset & !0xfff);
-            let end = (STAGING_WINDOW.start + offset + s.mem_size).next_multiple_of(4096);
-            t.set_flags(start, end - start, flags)?;
+        for page in 0..src.span / 4096 {
+            let offset = page * 4096;
+            t.set_flags(
+                STAGING_WINDOW.start + offset,
+                4096,
+                page_flags(segments_used, offset),
+            )?;
         }
         Ok(())
     })?;

@@ -14,6 +14,7 @@ pub mod import;
 pub mod jobs;
 pub mod load;
 pub mod overlay;
+pub mod preflight;
 pub mod report;
 pub mod resume;
 pub mod selfswap;

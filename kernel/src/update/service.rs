@@ -21,6 +21,7 @@ use crate::schema::Service;
 use crate::tasks::Next;
 use crate::time::Duration;
 use crate::update::jobs::{self, Job};
+use crate::update::preflight::Preflight;
 use crate::update::stage::{self, Progress, StagingOp};
 use crate::update::{handoff, load, report};
 
@@ -220,8 +221,17 @@ fn continue_staging(mb: &SharedMemory, state: &mut Service) -> Option<Next> {
                         hash_us: s.hash_us,
                         image: s.summary,
                     };
+                    let verdict = match &s.preflight {
+                        Preflight::Reconciles { conversions, warnings } => alloc::format!(
+                            "its bootstrap's dry run reconciles ({conversions} schema steps, {warnings} warnings)"
+                        ),
+                        Preflight::WouldRefuse(why) => {
+                            alloc::format!("its bootstrap's dry run predicts a refusal: {why}")
+                        }
+                        Preflight::ExportFailed(why) => alloc::format!("the trial export failed: {why}"),
+                    };
                     let message = alloc::format!(
-                        "accepted {} ({} pages to overlay)",
+                        "accepted {} ({} pages to overlay); {verdict}",
                         s.summary,
                         s.loaded.pages_to_copy
                     );

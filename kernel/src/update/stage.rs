@@ -24,6 +24,7 @@ use crate::identity;
 use crate::memory::layout::STAGING_BUFFER;
 use crate::time::{self, Instant};
 use crate::update::load::{self, ImageSource, Loaded, SegmentSource};
+use crate::update::preflight::{self, Preflight};
 
 /// Bytes copied and hashed per service step.
 const CHUNK: u64 = 512 * 1024;
@@ -56,6 +57,8 @@ pub struct Staged {
     pub load_us: u64,
     /// Optional records the image will drop (for the report).
     pub drops: Vec<String>,
+    /// What the dry run of the new image's bootstrap found.
+    pub preflight: Preflight,
 }
 
 /// The package staged last, if it verified.
@@ -215,7 +218,9 @@ fn finish(op: &mut StagingOp) -> Result<(), Refusal> {
     let loaded = load::load(&source)
         .map_err(|e| (Status::Internal, format!("cannot lay the image out: {e}")))?;
     let load_us = load_started.elapsed().as_micros() as u64;
+    let preflight = preflight::run(&loaded, &source);
     *STAGED.lock() = Some(Staged {
+        preflight,
         seq: op.seq,
         bytes: op.total,
         summary,

@@ -75,7 +75,7 @@ pub fn own_image_ref() -> ImageRef {
     r
 }
 
-fn reset(d: &mut Descriptor, loaded: &Loaded, request_seq: u64, inject_bits: u64) {
+pub(crate) fn reset(d: &mut Descriptor, loaded: &Loaded, request_seq: u64, inject_bits: u64) {
     d.state.store(SwapState::Idle as u32, Ordering::Relaxed);
     d.request_seq = request_seq;
     d.inject = inject_bits;

@@ -5,6 +5,7 @@
 //! anything went wrong, 2 when the host lacks a tool (the message says what to install)
 //! or the command line is wrong.
 
+mod bench;
 mod build;
 mod demo;
 mod patch;
@@ -60,6 +61,8 @@ pub enum Command {
     Tasks(VmArgs),
     /// Headless demo: v1 → v2 → v3 with continuity checked after each swap.
     Demo(demo::DemoArgs),
+    /// Benchmarks: delivery throughput, swap downtime, hotpatch pause.
+    Bench(bench::BenchArgs),
 }
 
 /// Options of `hotkernel run`.
@@ -135,6 +138,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Some(Command::Swap(args)) => update::swap(args),
         Some(Command::Tasks(args)) => update::tasks(args),
         Some(Command::Demo(args)) => demo::demo(args),
+        Some(Command::Bench(args)) => bench::bench(args),
     }
 }
 

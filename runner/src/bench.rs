@@ -1,0 +1,204 @@
+//! Benchmarks: figures printed, never asserted.
+//!
+//! - [`swap`]: N swaps back and forth between two builds of compatible schema (`v1`
+//!   and `twin`), swept over task counts and CPU counts; per configuration the cold
+//!   boot of the same kernel (QEMU start to the first task step, host clock) is measured
+//!   in the same run.
+//! - [`deliver`]: host write of a package to the guest's "accepted" (digest checked).
+
+use std::time::{Duration, Instant};
+
+use image_format::mailbox::report::{Outcome, PhaseId, SwapReport};
+use image_format::mailbox::RequestFlags;
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::mailbox::Mailbox;
+use crate::update;
+use crate::vm::{Vm, VmConfig};
+
+const GUARD: Duration = Duration::from_secs(300);
+
+/// min, median, p99 of `values` (sorted copy).
+pub fn stats(values: &[f64]) -> (f64, f64, f64) {
+    if values.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (v[0], at(0.5), at(0.99))
+}
+
+/// One swap benchmark configuration's results.
+#[derive(Debug, Clone)]
+pub struct SwapConfigResult {
+    pub cpus: u32,
+    pub tasks: u32,
+    pub cold_boot_us: f64,
+    pub reports: Vec<SwapReport>,
+}
+
+impl SwapConfigResult {
+    pub fn downtimes_us(&self) -> Vec<f64> {
+        self.reports
+            .iter()
+            .map(|r| r.downtime_ns as f64 / 1000.0)
+            .collect()
+    }
+
+    pub fn phase_median_us(&self, phase: PhaseId) -> f64 {
+        let v: Vec<f64> = self
+            .reports
+            .iter()
+            .filter_map(|r| r.phases.iter().find(|p| p.phase == phase))
+            .map(|p| p.ns as f64 / 1000.0)
+            .collect();
+        stats(&v).1
+    }
+
+    pub fn json(&self) -> Value {
+        let (min, median, p99) = stats(&self.downtimes_us());
+        let phases: serde_json::Map<String, Value> = PhaseId::ALL
+            .iter()
+            .map(|p| (p.name().to_owned(), json!(self.phase_median_us(*p))))
+            .collect();
+        json!({
+            "cpus": self.cpus, "tasks": self.tasks, "swaps": self.reports.len(),
+            "downtime_us": {"min": min, "median": median, "p99": p99},
+            "phases_median_us": phases,
+            "cold_boot_us": self.cold_boot_us,
+            "downtime_over_cold_boot": median / self.cold_boot_us,
+        })
+    }
+}
+
+/// Boots `pair.0` with `tasks` tasks on `cpus` CPUs, measures its cold boot, then swaps
+/// `swaps` times alternating `pair.1` and `pair.0`.
+pub fn swap_config(
+    cpus: u32,
+    tasks: u32,
+    swaps: usize,
+    flags: RequestFlags,
+    pair: (&str, &str),
+) -> Result<SwapConfigResult> {
+    let (twin, _) = update::package_variant(pair.1)?;
+    let (v1, _) = update::package_variant(pair.0)?;
+    let vm = Vm::launch(
+        VmConfig::variant(pair.0)
+            .cpus(cpus)
+            .boot_opt("tasks", &tasks.to_string()),
+    )?;
+    let first = vm.wait_for_line("first task step", GUARD)?;
+    let cold_boot_us = first.at.duration_since(vm.launched_at()).as_secs_f64() * 1e6;
+    let mut mb = Mailbox::open(vm.paths())?;
+    mb.wait_running(GUARD)?;
+    let mut reports = Vec::with_capacity(swaps);
+    for i in 0..swaps {
+        let package = if i % 2 == 0 { &twin } else { &v1 };
+        match update::stage(&mut mb, package, RequestFlags::empty(), |_| {})? {
+            Ok(_) => {}
+            Err(r) => return Err(Error::Mailbox(format!("staging refused: {r}"))),
+        }
+        let report = match update::apply(&mut mb, flags)? {
+            Ok(r) => r,
+            Err(r) => return Err(Error::Mailbox(format!("swap {i} refused: {r}"))),
+        };
+        if !matches!(report.outcome, Outcome::Applied) {
+            return Err(Error::Mailbox(format!("swap {i} rolled back")));
+        }
+        reports.push(report);
+    }
+    let _ = vm.quit();
+    Ok(SwapConfigResult {
+        cpus,
+        tasks,
+        cold_boot_us,
+        reports,
+    })
+}
+
+/// Delivery throughput: a package of about `size` bytes (the v1 image plus read-only
+/// padding) from the host's first write to the guest's "accepted", `runs` times.
+pub fn deliver(cpus: u32, size: usize, runs: usize) -> Result<Value> {
+    let package = padded_package(size)?;
+    let vm = Vm::launch(VmConfig::variant("v1").cpus(cpus))?;
+    vm.wait_for_line("first task step", GUARD)?;
+    let mut mb = Mailbox::open(vm.paths())?;
+    mb.wait_running(GUARD)?;
+    let mut rows = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        let (report, _) = match update::stage(&mut mb, &package, RequestFlags::empty(), |_| {})? {
+            Ok(r) => r,
+            Err(r) => return Err(Error::Mailbox(format!("staging refused: {r}"))),
+        };
+        let secs = started.elapsed().as_secs_f64();
+        rows.push((secs, report));
+    }
+    let _ = vm.quit();
+    let mbps: Vec<f64> = rows
+        .iter()
+        .map(|(s, _)| package.len() as f64 / s / 1e6)
+        .collect();
+    let hash_mbps: Vec<f64> = rows
+        .iter()
+        .map(|(_, r)| package.len() as f64 / (r.hash_us.max(1) as f64 / 1e6) / 1e6)
+        .collect();
+    let guest_mbps: Vec<f64> = rows
+        .iter()
+        .map(|(_, r)| package.len() as f64 / (r.staging_us.max(1) as f64 / 1e6) / 1e6)
+        .collect();
+    let (min, median, max) = stats(&mbps);
+    Ok(json!({
+        "package_bytes": package.len(),
+        "runs": runs,
+        "host_write_to_accepted_mb_s": {"min": min, "median": median, "max": max},
+        "guest_copy_and_hash_mb_s_median": stats(&guest_mbps).1,
+        "guest_sha256_mb_s_median": stats(&hash_mbps).1,
+    }))
+}
+
+/// The v1 package grown to `size` bytes with a read-only segment of pseudo-random bytes
+/// (a valid image: it parses, verifies and lays out like any other).
+pub fn padded_package(size: usize) -> Result<Vec<u8>> {
+    use image_format::package::{parse, PackageSpec, SegmentFlags, SegmentSpec};
+    let (v1, _) = update::package_variant("v1")?;
+    let pkg = parse(&v1).map_err(|e| Error::Package(e.to_string()))?;
+    let h = pkg.header();
+    let mut segments: Vec<SegmentSpec> = h
+        .segments()
+        .map(|s| SegmentSpec {
+            vaddr: s.vaddr,
+            mem_size: s.mem_size,
+            flags: s.flags,
+            bytes: pkg.segment_bytes(&s).to_vec(),
+        })
+        .collect();
+    let end = h.geometry().link_base + h.geometry().image_span;
+    let pad = size.saturating_sub(v1.len()).max(4096);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let bytes: Vec<u8> = (0..pad)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    segments.push(SegmentSpec {
+        vaddr: end,
+        mem_size: pad as u64,
+        flags: SegmentFlags::R,
+        bytes,
+    });
+    let spec = PackageSpec {
+        identity: *h.identity(),
+        build_id: h.build_id(),
+        entries: h.geometry().entries,
+        segments,
+        relocations: h.relocations().collect(),
+    };
+    spec.build()
+        .map_err(|e| Error::Package(format!("padded package: {e}")))
+}

@@ -1,0 +1,170 @@
+//! `hotkernel bench deliver|swap|patch`: print figures (and JSON with --json).
+
+use clap::{Args, Subcommand};
+use image_format::mailbox::report::PhaseId;
+use image_format::mailbox::RequestFlags;
+use serde_json::json;
+
+use crate::bench;
+use crate::error::Result;
+
+/// Options of `hotkernel bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+    /// Print one JSON object.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The benchmarks.
+#[derive(Debug, Clone, Subcommand)]
+pub enum BenchWhat {
+    /// Package delivery: host write to guest "accepted", digest checked.
+    Deliver {
+        #[arg(long, default_value_t = 4)]
+        cpus: u32,
+        /// Package size in MiB.
+        #[arg(long, default_value_t = 4)]
+        mib: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// Swap downtime, back and forth between `v1` and `twin`.
+    Swap {
+        /// Swaps per configuration.
+        #[arg(long, default_value_t = 20)]
+        swaps: usize,
+        /// Task counts to sweep (comma separated).
+        #[arg(long, value_delimiter = ',', default_value = "16,256,4096")]
+        tasks: Vec<u32>,
+        /// CPU counts to sweep (comma separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        cpus: Vec<u32>,
+        /// Overlay by copying bytes (the seed's method) instead of remapping frames.
+        #[arg(long)]
+        copy: bool,
+        /// Overlay every page, not only the pages that differ.
+        #[arg(long)]
+        full: bool,
+        /// The two builds to swap between (`FIRST,SECOND`; the VM boots FIRST).
+        #[arg(long, value_delimiter = ',', default_value = "v1,twin")]
+        pair: Vec<String>,
+    },
+    /// Hotpatch pause (apply and remove) on 1 and 4 CPUs.
+    Patch {
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
+}
+
+pub fn bench(args: BenchArgs) -> Result<u8> {
+    match args.what {
+        BenchWhat::Deliver { cpus, mib, runs } => {
+            let v = bench::deliver(cpus, mib << 20, runs)?;
+            if args.json {
+                println!("{v}");
+            } else {
+                println!(
+                    "deliver: {} byte package, {runs} runs, {cpus} CPUs",
+                    v["package_bytes"]
+                );
+                println!(
+                    "  host write → guest accepted: {:.1} MB/s median ({:.1}–{:.1})",
+                    v["host_write_to_accepted_mb_s"]["median"]
+                        .as_f64()
+                        .unwrap_or(0.0),
+                    v["host_write_to_accepted_mb_s"]["min"]
+                        .as_f64()
+                        .unwrap_or(0.0),
+                    v["host_write_to_accepted_mb_s"]["max"]
+                        .as_f64()
+                        .unwrap_or(0.0)
+                );
+                println!(
+                    "  guest copy+hash: {:.1} MB/s, of which SHA-256 alone {:.1} MB/s",
+                    v["guest_copy_and_hash_mb_s_median"].as_f64().unwrap_or(0.0),
+                    v["guest_sha256_mb_s_median"].as_f64().unwrap_or(0.0)
+                );
+            }
+            Ok(0)
+        }
+        BenchWhat::Swap {
+            swaps,
+            tasks,
+            cpus,
+            copy,
+            full,
+            pair,
+        } => {
+            let pair = match pair.as_slice() {
+                [a, b] => (a.as_str(), b.as_str()),
+                _ => {
+                    return Err(crate::error::Error::Package(
+                        "--pair takes two variants, FIRST,SECOND".into(),
+                    ))
+                }
+            };
+            let mut flags = RequestFlags::empty();
+            if copy {
+                flags |= RequestFlags::OVERLAY_COPY;
+            }
+            if full {
+                flags |= RequestFlags::OVERLAY_FULL;
+            }
+            let mut configs = Vec::new();
+            if !args.json {
+                println!(
+                    "{:>4} {:>5} {:>6} {:>10} {:>10} {:>10} | {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} | {:>10} {:>9}",
+                    "cpus", "tasks", "swaps", "min µs", "median µs", "p99 µs", "quiesce", "export", "reconcile",
+                    "overlay", "reinit", "release", "cold boot", "ratio"
+                );
+            }
+            for &c in &cpus {
+                for &t in &tasks {
+                    let r = bench::swap_config(c, t, swaps, flags, pair)?;
+                    if !args.json {
+                        let (min, median, p99) = bench::stats(&r.downtimes_us());
+                        println!(
+                            "{:>4} {:>5} {:>6} {:>10.0} {:>10.0} {:>10.0} | {:>8.0} {:>8.0} {:>9.0} {:>8.0} {:>8.0} {:>8.0} | {:>8.0}ms {:>9.5}",
+                            c,
+                            t,
+                            swaps,
+                            min,
+                            median,
+                            p99,
+                            r.phase_median_us(PhaseId::Quiesce),
+                            r.phase_median_us(PhaseId::Export),
+                            r.phase_median_us(PhaseId::Reconcile),
+                            r.phase_median_us(PhaseId::Overlay),
+                            r.phase_median_us(PhaseId::Reinit),
+                            r.phase_median_us(PhaseId::Release),
+                            r.cold_boot_us / 1000.0,
+                            median / r.cold_boot_us
+                        );
+                    }
+                    configs.push(r);
+                }
+            }
+            if args.json {
+                // The headline figures: 4 CPUs and 256 tasks when swept, else the last.
+                let head = configs
+                    .iter()
+                    .find(|r| r.cpus == 4 && r.tasks == 256)
+                    .or(configs.last());
+                let v = json!({
+                    "pair": [pair.0, pair.1],
+                    "overlay": if copy { "copy" } else { "remap" },
+                    "pages": if full { "all" } else { "differing" },
+                    "median_downtime_us": head.map(|r| bench::stats(&r.downtimes_us()).1),
+                    "cold_boot_us": head.map(|r| r.cold_boot_us),
+                    "configs": configs.iter().map(bench::SwapConfigResult::json).collect::<Vec<_>>(),
+                });
+                println!("{v}");
+            }
+            Ok(0)
+        }
+        BenchWhat::Patch { rounds } => crate::cli::patch::bench(rounds, args.json),
+    }
+}
