@@ -65,6 +65,7 @@ mod error;
 mod format;
 pub mod layout;
 mod parse;
+pub mod set;
 mod view;
 
 #[cfg(feature = "alloc")]

@@ -49,6 +49,10 @@ pub enum ReportKind {
     Stage = 2,
     /// The result of a swap, applied or rolled back.
     Swap = 3,
+    /// The result of a hotpatch apply or remove.
+    Patch = 4,
+    /// The applied hotpatches.
+    PatchList = 5,
 }
 
 impl ReportKind {
@@ -64,6 +68,8 @@ impl ReportKind {
             1 => Self::Snapshot,
             2 => Self::Stage,
             3 => Self::Swap,
+            4 => Self::Patch,
+            5 => Self::PatchList,
             _ => return None,
         })
     }

@@ -13,10 +13,13 @@
 //! | 1 | [`Snapshot`] | `Snapshot` |
 //! | 2 | [`StageReport`] | `Stage` |
 //! | 3 | [`SwapReport`] | `Apply` (and `Stage` with `APPLY_AFTER_STAGE`) |
+//! | 4 | [`PatchReport`] | `PatchApply`, `PatchRemove` |
+//! | 5 | [`PatchList`] | `PatchList` |
 //!
 //! The guest encodes a report with its `encode` into the report area, then writes the
 //! response naming the kind and length; the host reads it back with [`Report::read`].
 
+mod patch;
 mod snapshot;
 mod stage;
 mod swap;
@@ -25,6 +28,9 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
+pub use patch::{
+    PatchEntry, PatchList, PatchOp, PatchReport, PatchedFunction, MAX_PATCHES, MAX_PATCH_FUNCTIONS,
+};
 pub use snapshot::{Snapshot, TaskSnapshot};
 pub use stage::StageReport;
 pub use swap::{Conversion, Outcome, PhaseId, PhaseTime, SwapReport};
@@ -190,6 +196,10 @@ pub enum Report {
     Stage(StageReport),
     /// The result of a swap.
     Swap(SwapReport),
+    /// A hotpatch apply or remove.
+    Patch(PatchReport),
+    /// The applied hotpatches.
+    PatchList(PatchList),
 }
 
 impl Report {
@@ -199,6 +209,8 @@ impl Report {
             Self::Snapshot(_) => ReportKind::Snapshot,
             Self::Stage(_) => ReportKind::Stage,
             Self::Swap(_) => ReportKind::Swap,
+            Self::Patch(_) => ReportKind::Patch,
+            Self::PatchList(_) => ReportKind::PatchList,
         }
     }
 
@@ -208,6 +220,8 @@ impl Report {
             Self::Snapshot(r) => r.encode(out),
             Self::Stage(r) => r.encode(out),
             Self::Swap(r) => r.encode(out),
+            Self::Patch(r) => r.encode(out),
+            Self::PatchList(r) => r.encode(out),
         }
     }
 
@@ -218,6 +232,8 @@ impl Report {
             Some(ReportKind::Snapshot) => Snapshot::decode(bytes).map(Self::Snapshot),
             Some(ReportKind::Stage) => StageReport::decode(bytes).map(Self::Stage),
             Some(ReportKind::Swap) => SwapReport::decode(bytes).map(Self::Swap),
+            Some(ReportKind::Patch) => PatchReport::decode(bytes).map(Self::Patch),
+            Some(ReportKind::PatchList) => PatchList::decode(bytes).map(Self::PatchList),
             Some(ReportKind::None) | None => Err(FormatError::InvalidField {
                 field: "report kind",
                 value: u64::from(kind),
