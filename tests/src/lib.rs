@@ -6,6 +6,8 @@
 //! - Timeouts are hang guards only ([`HANG_GUARD`]): a test waits for the guest's lines
 //!   and exit, never for a duration, and asserts nothing about how long things took.
 //! - Failures panic with the runner's own message, which quotes the last console lines.
+//! - Update tests talk to a [`Guest`] (a VM with its mailbox open) and build their
+//!   packages with [`packages`]: real variants, or real ones changed in one field.
 //!
 //! ```no_run
 //! use hotkernel_tests::{boot_and_expect, Check, VmConfig, GuestExit, HANG_GUARD};
@@ -16,6 +18,10 @@
 
 use std::time::Duration;
 
+mod guest;
+pub mod packages;
+
+pub use guest::{assert_continuous, guest_seconds, kind_name, tasks_of, Guest};
 pub use hotkernel::{Error, GuestExit, KernelChoice, SerialLine, Vm, VmConfig, VmPaths, VmState};
 
 /// How long any single wait may take before the test is declared hung. Generous: a

@@ -1,0 +1,257 @@
+//! [`Guest`]: a booted VM with its mailbox open, and the checks the update tests share
+//! (snapshots, continuity, waiting for the guest's own progress).
+//!
+//! Waits here are on conditions the guest makes true (an answer, a heartbeat, a task's
+//! step count), each bounded by [`HANG_GUARD`]; nothing sleeps to let time pass.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use hotkernel::continuity::{self, Continuity, StepRules};
+use hotkernel::mailbox::{Answer, Mailbox};
+use hotkernel::update::{self, Refused};
+use image_format::mailbox::report::{Snapshot, StageReport, SwapReport};
+use image_format::mailbox::{
+    BlockRead, Command, GuestState, GuestStatus, RequestFlags, Response, RESPONSE_OFFSET,
+};
+use image_format::TaskKind;
+
+use crate::{Check, Vm, VmConfig, HANG_GUARD};
+
+/// A running guest and its mailbox.
+pub struct Guest {
+    pub vm: Vm,
+    pub mailbox: Mailbox,
+}
+
+impl Guest {
+    /// Boots `cfg`, waits for its `CPUs online` line and for its mailbox to say it runs.
+    #[track_caller]
+    pub fn boot(cfg: VmConfig) -> Guest {
+        let vm = Vm::launch(cfg).check("launching the VM");
+        if let Err(e) = vm.wait_for_line("CPUs online", HANG_GUARD) {
+            panic!(
+                "waiting for `CPUs online`: {e}\nQEMU's messages:\n{}",
+                vm.qemu_stderr()
+            );
+        }
+        let mailbox = Mailbox::open(vm.paths()).check("opening the mailbox");
+        mailbox
+            .wait_running(HANG_GUARD)
+            .check("waiting for the guest to run");
+        Guest { vm, mailbox }
+    }
+
+    /// The last `n` console lines, for failure messages.
+    pub fn console_tail(&self, n: usize) -> String {
+        let lines = self.vm.serial_lines();
+        let from = lines.len().saturating_sub(n);
+        lines[from..]
+            .iter()
+            .map(|l| format!("  | {}\n", l.text))
+            .collect()
+    }
+
+    /// The guest's status block (retried while the guest rewrites it).
+    #[track_caller]
+    pub fn status(&self) -> GuestStatus {
+        let deadline = Instant::now() + HANG_GUARD;
+        loop {
+            if let Ok(s) = self.mailbox.status() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "no readable guest status");
+            std::thread::yield_now();
+        }
+    }
+
+    /// Every task's state, all CPUs stopped.
+    #[track_caller]
+    pub fn snapshot(&mut self) -> Snapshot {
+        update::snapshot(&mut self.mailbox).check("taking a snapshot")
+    }
+
+    /// Pings the guest (a request that changes nothing) and returns its answer.
+    #[track_caller]
+    pub fn ping(&mut self) -> Answer {
+        self.mailbox
+            .call(
+                Command::Ping,
+                RequestFlags::empty(),
+                None,
+                [0; 4],
+                HANG_GUARD,
+                |_| {},
+            )
+            .check("ping")
+    }
+
+    /// Stages `package`: the stage report and the answer, or the guest's refusal.
+    #[track_caller]
+    pub fn stage(&mut self, package: &[u8]) -> Result<(StageReport, Answer), Refused> {
+        update::stage(&mut self.mailbox, package, RequestFlags::empty(), |_| {}).check("staging")
+    }
+
+    /// Stages `package` and expects the guest to accept it.
+    #[track_caller]
+    pub fn stage_ok(&mut self, package: &[u8]) -> StageReport {
+        match self.stage(package) {
+            Ok((r, _)) => r,
+            Err(refused) => panic!(
+                "the guest refused a good package: {refused}\n{}",
+                self.console_tail(20)
+            ),
+        }
+    }
+
+    /// Applies the staged package with `flags`: the swap report, or the refusal (whose
+    /// report, after a rollback, is the swap report with the reason).
+    #[track_caller]
+    pub fn apply(&mut self, flags: RequestFlags) -> Result<SwapReport, Refused> {
+        update::apply(&mut self.mailbox, flags).check("applying")
+    }
+
+    /// Applies the staged package and expects the swap to take effect.
+    #[track_caller]
+    pub fn apply_ok(&mut self) -> SwapReport {
+        match self.apply(RequestFlags::empty()) {
+            Ok(r) => {
+                assert_eq!(
+                    r.outcome,
+                    image_format::mailbox::report::Outcome::Applied,
+                    "an Ok answer carries an applied report"
+                );
+                r
+            }
+            Err(refused) => panic!(
+                "the swap was refused: {refused}\n{}",
+                self.console_tail(30)
+            ),
+        }
+    }
+
+    /// Waits until the update service has run `polls` more times, seen from its
+    /// heartbeat in the status block. The service writes the heartbeat at the start of
+    /// each poll, before it reads the request block; so once the value has changed
+    /// after this call began, a poll has started, and read the request block, after
+    /// everything the host wrote before the call. A swap restarts the count, so this
+    /// counts changes, not increments.
+    #[track_caller]
+    pub fn wait_polls(&self, polls: u32) {
+        let deadline = Instant::now() + HANG_GUARD;
+        let mut last = self.status().heartbeat;
+        let mut seen = 0;
+        while seen < polls {
+            let now = self.status().heartbeat;
+            if now != last {
+                seen += 1;
+                last = now;
+            } else {
+                assert!(
+                    Instant::now() < deadline,
+                    "the update service stopped polling (heartbeat stuck at {now})\n{}",
+                    self.console_tail(20)
+                );
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        }
+    }
+
+    /// The response block as it is now, read straight from the shared memory (not
+    /// through the client, which only waits for a given request's answer).
+    pub fn raw_response(&self) -> BlockRead<Response> {
+        let file = File::open(&self.vm.paths().mailbox).expect("opening the mailbox file");
+        let mut block = vec![0u8; Response::SIZE];
+        file.read_exact_at(&mut block, RESPONSE_OFFSET as u64)
+            .expect("reading the response block");
+        Response::decode(&block)
+    }
+
+    /// Takes snapshots until every task of `base` (of a kind not in `except`) has run
+    /// more steps than in `base`; returns that snapshot. Between snapshots it waits for
+    /// a few service polls, so the tasks get guest time to run.
+    #[track_caller]
+    pub fn wait_all_progress(&mut self, base: &Snapshot, except: &[TaskKind]) -> Snapshot {
+        let deadline = Instant::now() + HANG_GUARD;
+        loop {
+            let now = self.snapshot();
+            let stuck: Vec<String> = base
+                .tasks
+                .iter()
+                .filter(|b| !except.contains(&TaskKind::from_raw(b.kind)))
+                .filter(|b| {
+                    !now.tasks
+                        .iter()
+                        .any(|a| a.id == b.id && a.steps > b.steps)
+                })
+                .map(|b| format!("{} ({}) on cpu{}", b.id, kind_name(b.kind), b.cpu))
+                .collect();
+            if stuck.is_empty() {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tasks made no progress: {stuck:?}\n{now}\n{}",
+                self.console_tail(20)
+            );
+            self.wait_polls(10);
+        }
+    }
+
+    /// Asserts the guest runs `label`, after `boot_seq - 1` swaps, in state Running.
+    #[track_caller]
+    pub fn assert_running(&self, label: &str, boot_seq: u64) {
+        let deadline = Instant::now() + HANG_GUARD;
+        // The status block is rewritten whole at each poll; read until it says Running.
+        let s = loop {
+            let s = self.status();
+            if s.state == GuestState::Running || Instant::now() > deadline {
+                break s;
+            }
+            std::thread::yield_now();
+        };
+        assert_eq!(s.state, GuestState::Running, "{s:?}");
+        assert_eq!(s.image.label.as_str(), label, "running image: {s:?}");
+        assert_eq!(s.boot_seq, boot_seq, "boot sequence: {s:?}");
+    }
+}
+
+/// A task kind's name.
+pub fn kind_name(raw: u16) -> &'static str {
+    TaskKind::from_raw(raw).name()
+}
+
+/// Checks continuity from `before` to `after` and panics with every problem found.
+#[track_caller]
+pub fn assert_continuous(
+    what: &str,
+    before: &Snapshot,
+    after: &Snapshot,
+    rules: StepRules,
+    dropped: &[TaskKind],
+) -> Continuity {
+    let c = continuity::check(before, after, rules, dropped);
+    assert!(
+        c.ok(),
+        "{what}: continuity broken:\n  {}\nbefore:\n{before}\nafter:\n{after}",
+        c.problems.join("\n  ")
+    );
+    c
+}
+
+/// The tasks of `kind` in `snapshot`.
+pub fn tasks_of(snapshot: &Snapshot, kind: TaskKind) -> Vec<&image_format::mailbox::report::TaskSnapshot> {
+    snapshot
+        .tasks
+        .iter()
+        .filter(|t| TaskKind::from_raw(t.kind) == kind)
+        .collect()
+}
+
+/// Guest seconds between two snapshots, from their TSC stamps.
+pub fn guest_seconds(before: &Snapshot, after: &Snapshot) -> f64 {
+    assert_eq!(before.tsc_hz, after.tsc_hz, "the TSC frequency changed");
+    assert!(after.tsc >= before.tsc, "the TSC went back");
+    (after.tsc - before.tsc) as f64 / after.tsc_hz as f64
+}
