@@ -68,6 +68,7 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     must(drivers::mailbox::discover(), "mailbox");
     crate::update::init_first_boot();
     crate::history::init_first_boot();
+    crate::hotpatch::cold::apply_from_ramdisk(boot_info);
     log::info!("cpu 0 online (apic {})", arch::apic::id());
     smp::start_application_processors();
     tasks::spawn_demo(tasks::Workload {

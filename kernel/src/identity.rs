@@ -83,6 +83,7 @@ const SCHEMAS: &[SchemaEntry] = &[
     entry::<schema::Heartbeat>(1),
     entry::<schema::Service>(1),
     entry::<updater::records::history::V1>(1),
+    entry::<updater::records::patch_set::V1>(1),
     entry::<schema::Ticker>(1).optional(),
 ];
 #[cfg(feature = "v3")]
@@ -97,6 +98,7 @@ const SCHEMAS: &[SchemaEntry] = &[
     entry::<schema::Heartbeat>(1),
     entry::<schema::Service>(1),
     entry::<updater::records::history::V1>(1),
+    entry::<updater::records::patch_set::V1>(1),
     entry::<schema::Table>(1),
 ];
 

@@ -13,6 +13,7 @@ use crate::memory::layout::KERNEL_IMAGE;
 pub struct Segment {
     pub start: u64,
     pub mem_size: u64,
+    pub file_size: u64,
     pub writable: bool,
     pub executable: bool,
 }
@@ -44,6 +45,7 @@ pub fn segments() -> impl Iterator<Item = Segment> {
             Segment {
                 start: KERNEL_IMAGE.start + p.p_vaddr(LittleEndian),
                 mem_size: p.p_memsz(LittleEndian),
+                file_size: p.p_filesz(LittleEndian),
                 writable: flags & PF_W != 0,
                 executable: flags & PF_X != 0,
             }
@@ -97,4 +99,20 @@ pub fn build_id_bytes() -> (usize, [u8; 32]) {
         }
     }
     (0, out)
+}
+
+/// SHA-256 of the ELF header and the program header table, as loaded (a hotpatch
+/// names the image it applies to with this).
+pub fn header_hash() -> [u8; 32] {
+    use object::read::elf::FileHeader as _;
+    use sha2::{Digest as _, Sha256};
+    let h = header();
+    let bytes = header_bytes();
+    let ehsize = h.e_ehsize(LittleEndian) as usize;
+    let phoff = h.e_phoff(LittleEndian) as usize;
+    let phlen = h.e_phnum(LittleEndian) as usize * h.e_phentsize(LittleEndian) as usize;
+    let mut hasher = Sha256::new();
+    hasher.update(&bytes[..ehsize.min(bytes.len())]);
+    hasher.update(&bytes[phoff.min(bytes.len())..(phoff + phlen).min(bytes.len())]);
+    hasher.finalize().into()
 }

@@ -1,19 +1,179 @@
-//! Patch requests from the mailbox.
+//! Patch requests from the mailbox: `PatchApply` (patch bytes in the data area),
+//! `PatchRemove` (`args[0]`: the id to remove down to; 0 = the newest), `PatchList`.
+//!
+//! Checks and loading happen in the service task; the jumps are written (and removed)
+//! by the BSP at its checkpoint with every other CPU parked (`update::jobs`), which
+//! answers with a patch report: functions, sites, the pause and the CPUs parked.
 
-use image_format::mailbox::{Request, Response, ResponseState, Status};
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 
+use image_format::mailbox::report::{PatchOp, PatchReport, PatchedFunction, Report};
+use image_format::mailbox::{Command, Request, Response, ResponseState, Status};
+
+use super::install::{self, Pause, Refusal};
+use super::Applied;
 use crate::drivers::mailbox::SharedMemory;
 use crate::schema::Service;
 use crate::tasks::Next;
+use crate::update::jobs::{self, Job};
+
+/// The report of an apply or remove of `patches` (the last one named as the patch).
+pub fn report(
+    op: PatchOp,
+    patches: &[Applied],
+    pause: Pause,
+    refused: Option<String>,
+) -> PatchReport {
+    let named = patches.last();
+    PatchReport {
+        op,
+        id: named.map_or(0, |p| p.id),
+        version: named.map_or(0, |p| p.version),
+        label: named.map_or_else(String::new, |p| p.label.clone()),
+        sequence: named.map_or(0, |p| p.sequence),
+        functions: patches
+            .iter()
+            .flat_map(|p| {
+                p.sites.iter().map(|s| PatchedFunction {
+                    name: s.function.clone(),
+                    site: s.addr,
+                })
+            })
+            .collect(),
+        pause_ns: pause.ns,
+        cpus_parked: pause.cpus,
+        stack_depth: super::count() as u32,
+        refused,
+    }
+}
+
+/// Writes a finished answer.
+pub fn respond(mb: &SharedMemory, seq: u64, report: PatchReport) {
+    let status = if report.refused.is_some() {
+        Status::PatchRefused
+    } else {
+        Status::Ok
+    };
+    let mut r = Response::new(seq, ResponseState::Done, status);
+    r.set_message(format_args!("{report}"));
+    let report = Report::Patch(report);
+    if let Ok(len) = mb.write_report(&report) {
+        r.report_kind = report.kind();
+        r.report_len = len;
+    }
+    mb.respond(&r);
+}
+
+fn refuse(mb: &SharedMemory, seq: u64, op: PatchOp, refusal: &Refusal) {
+    log::warn!("patch {op} refused: {refusal}");
+    respond(
+        mb,
+        seq,
+        report(op, &[], Pause::default(), Some(refusal.to_string())),
+    );
+}
 
 /// Answers a patch request.
 pub fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next {
-    state.refused += 1;
-    let mut r = Response::new(request.seq, ResponseState::Done, Status::BadRequest);
-    r.set_message(format_args!(
-        "{} is not supported by this kernel yet",
-        request.command
-    ));
-    mb.respond(&r);
+    let seq = request.seq;
+    match request.command {
+        Command::PatchApply => {
+            let Some(data) = mb.data(request.payload_len) else {
+                state.refused += 1;
+                let mut r = Response::new(seq, ResponseState::Done, Status::BadRequest);
+                r.set_message(format_args!(
+                    "payload of {} bytes exceeds the data area",
+                    request.payload_len
+                ));
+                mb.respond(&r);
+                return Next::Period;
+            };
+            // Only a private copy is trusted: the host could change the shared memory.
+            let bytes: Vec<u8> = data.to_vec();
+            match install::prepare(&bytes) {
+                Ok(prepared) => {
+                    let mut r = Response::new(seq, ResponseState::InProgress, Status::Accepted);
+                    r.set_message(format_args!("patch loaded; writing its jumps"));
+                    mb.respond(&r);
+                    jobs::request(Job::PatchApply {
+                        seq,
+                        prepared: alloc::boxed::Box::new(prepared),
+                    });
+                }
+                Err(refusal) => {
+                    state.refused += 1;
+                    refuse(mb, seq, PatchOp::Apply, &refusal);
+                }
+            }
+        }
+        Command::PatchRemove => {
+            let id = (request.args[0] != 0).then_some(request.args[0]);
+            jobs::request(Job::PatchRemove { seq, id });
+        }
+        Command::PatchList => {
+            let list = super::list();
+            let mut r = Response::new(seq, ResponseState::Done, Status::Ok);
+            r.set_message(format_args!("{} patches applied", list.patches.len()));
+            let report = Report::PatchList(list);
+            if let Ok(len) = mb.write_report(&report) {
+                r.report_kind = report.kind();
+                r.report_len = len;
+            }
+            mb.respond(&r);
+        }
+        _ => {}
+    }
+    state.patches += 1;
     Next::Period
+}
+
+/// The BSP's half of `PatchApply`.
+pub fn run_apply(mb: &SharedMemory, seq: u64, prepared: install::Prepared) {
+    match install::install(prepared) {
+        Ok((applied, pause)) => {
+            log::info!(
+                "patch {:016x} ({}) applied: {} sites, pause {} µs",
+                applied.id,
+                applied.label,
+                applied.sites.len(),
+                pause.ns / 1000
+            );
+            respond(
+                mb,
+                seq,
+                report(PatchOp::Apply, core::slice::from_ref(&applied), pause, None),
+            );
+        }
+        Err((refusal, pause)) => {
+            log::warn!("patch refused: {refusal}");
+            respond(
+                mb,
+                seq,
+                report(PatchOp::Apply, &[], pause, Some(refusal.to_string())),
+            );
+        }
+    }
+}
+
+/// The BSP's half of `PatchRemove`.
+pub fn run_remove(mb: &SharedMemory, seq: u64, id: Option<u64>) {
+    match install::remove_through(id) {
+        Ok((removed, pause)) => {
+            log::info!(
+                "{} patch(es) removed, pause {} µs",
+                removed.len(),
+                pause.ns / 1000
+            );
+            respond(mb, seq, report(PatchOp::Remove, &removed, pause, None));
+        }
+        Err((refusal, pause)) => {
+            log::warn!("patch removal refused: {refusal}");
+            respond(
+                mb,
+                seq,
+                report(PatchOp::Remove, &[], pause, Some(refusal.to_string())),
+            );
+        }
+    }
 }

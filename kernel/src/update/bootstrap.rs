@@ -205,6 +205,34 @@ fn reconcile(d: &mut Descriptor) -> Result<(), FixedText<160>> {
         ));
     }
     d.tasks_after = kept;
+    // Hotpatches: they fix the exact build they were made for. Into another build they
+    // are dropped (that build is expected to contain the fixes, and the report names
+    // each); into the same build the fixes would silently vanish, so refuse.
+    if let Some(patches) = set.find(image_format::kinds::PATCH_SET) {
+        let n = patches.header.entries;
+        if n > 0 {
+            let same_build = d.old_image.build_id == d.new_image.build_id
+                && d.old_image.build_id_len == d.new_image.build_id_len;
+            if same_build {
+                let _ = write!(
+                    why,
+                    "the new image is the running build without its {n} hotpatch(es); remove them first or push a build that contains the fixes"
+                );
+                return Err(why);
+            }
+            let mut log = DescriptorLog { d };
+            for p in patches
+                .decode::<updater::records::patch_set::V1>()
+                .flatten()
+            {
+                log.warn(format_args!(
+                    "hotpatch {:016x} ({}) dropped: the new image is another build",
+                    p.id,
+                    updater::handoff::text(&p.label)
+                ));
+            }
+        }
+    }
     // Initialisation requirements: kinds new in this image start fresh.
     d.init_requirements = 0;
     if identity::knows_task_kind(TaskKind::TABLE)

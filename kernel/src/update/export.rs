@@ -98,6 +98,7 @@ pub fn export(area: &mut [u8]) -> Result<Exported, RecordSetError> {
     let channels = pipeline::export_channels();
     w.add(0, &channels)?;
     w.add(0, &crate::history::entries())?;
+    w.add(0, &crate::hotpatch::records())?;
     let bytes = w.finish();
     Ok(Exported {
         tasks: entries.len(),

@@ -14,12 +14,18 @@ use crate::time::Duration;
 use crate::update::{handoff, report, stage, swap};
 
 /// Work for the BSP.
-#[derive(Debug, Clone, Copy)]
 pub enum Job {
     /// Swap to the staged image (request `seq`).
     Apply { seq: u64, flags: RequestFlags },
     /// Report every task's state, all CPUs stopped (request `seq`).
     Snapshot { seq: u64 },
+    /// Write a loaded patch's jumps.
+    PatchApply {
+        seq: u64,
+        prepared: alloc::boxed::Box<crate::hotpatch::install::Prepared>,
+    },
+    /// Remove patches down to `id` (`None`: the newest).
+    PatchRemove { seq: u64, id: Option<u64> },
 }
 
 static PENDING: Mutex<Option<Job>> = Mutex::new(None);
@@ -101,6 +107,16 @@ pub fn run_pending() {
             );
             log::warn!("swap refused, old kernel continues: {reason}");
             respond(seq, status, format_args!("{reason}"), Some(Report::Swap(r)));
+        }
+        Job::PatchApply { seq, prepared } => {
+            if let Some(mb) = mailbox::shared() {
+                crate::hotpatch::service::run_apply(&mb, seq, *prepared);
+            }
+        }
+        Job::PatchRemove { seq, id } => {
+            if let Some(mb) = mailbox::shared() {
+                crate::hotpatch::service::run_remove(&mb, seq, id);
+            }
         }
         Job::Snapshot { seq } => {
             let parked = x86_64::instructions::interrupts::without_interrupts(|| {

@@ -273,6 +273,18 @@ fn finish_swap(mb: &SharedMemory) -> bool {
     }
     let r = report::swap_report(&d, Outcome::Applied);
     crate::history::set_own_downtime(r.downtime_ns);
+    // The previous kernel's hotpatches never run here: free their memory.
+    // SAFETY: the converted records are not written again before the next swap.
+    let converted = unsafe { handoff::area(updater::handoff::CONVERTED_OFFSET, d.converted.1) };
+    if let Ok(set) = updater::recordset::RecordSet::parse(converted) {
+        if let Some(record) = set.find(image_format::kinds::PATCH_SET) {
+            let patches: alloc::vec::Vec<_> = record
+                .decode::<updater::records::patch_set::V1>()
+                .flatten()
+                .collect();
+            crate::hotpatch::free_handed_over(&patches);
+        }
+    }
     log::info!(
         "swap {} → {}: downtime {} µs, {} tasks before, {} after",
         r.from,

@@ -110,6 +110,7 @@ pub(crate) fn reset(d: &mut Descriptor, loaded: &Loaded, request_seq: u64, injec
         OverlayMethod::Remap as u32
     };
     d.reclaim_count = 0;
+    include_patched_pages(d);
     d.exported = (EXPORT_OFFSET, 0);
     d.converted = (CONVERTED_OFFSET, CONVERTED_SIZE);
     d.clock = SwapClock::default();
@@ -120,6 +121,32 @@ pub(crate) fn reset(d: &mut Descriptor, loaded: &Loaded, request_seq: u64, injec
     d.warning_count = 0;
     d.failure = [0; 160];
     d.init_requirements = 0;
+}
+
+/// Adds the pages holding hotpatch jumps to the overlay's runs: the loader compared the
+/// image as it was when the package was staged, and a patch applied since then made
+/// those pages differ from the new image (even when the loader found them equal).
+fn include_patched_pages(d: &mut Descriptor) {
+    let base = d.new_image.base;
+    let span = d.new_image.span;
+    let mut pages: alloc::vec::Vec<u32> = d.copy_runs[..d.copy_run_count as usize]
+        .iter()
+        .flat_map(|r| r.first_page..r.first_page + r.pages)
+        .collect();
+    for site in crate::hotpatch::sites() {
+        for at in [site, site + crate::hotpatch::JUMP_LEN as u64 - 1] {
+            if at >= base && at < base + span {
+                pages.push(((at - base) / 4096) as u32);
+            }
+        }
+    }
+    pages.sort_unstable();
+    pages.dedup();
+    d.copy_runs = [Default::default(); updater::handoff::MAX_COPY_RUNS];
+    d.copy_run_count = 0;
+    for p in pages {
+        updater::handoff::add_page(&mut d.copy_runs, &mut d.copy_run_count, p);
+    }
 }
 
 /// Applies `loaded`. Returns only if the swap was refused.

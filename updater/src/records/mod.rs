@@ -16,6 +16,7 @@ pub mod heartbeat;
 pub mod history;
 pub mod lcg;
 pub mod machine;
+pub mod patch_set;
 pub mod pipeline;
 pub mod service;
 pub mod table;

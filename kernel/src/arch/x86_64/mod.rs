@@ -20,6 +20,7 @@ pub mod park;
 pub mod percpu;
 pub mod pic;
 pub mod smp;
+pub mod text;
 pub mod tsc;
 
 use ::x86_64::instructions;

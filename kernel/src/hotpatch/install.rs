@@ -1,0 +1,345 @@
+//! Installing and removing patches.
+//!
+//! [`prepare`] runs while everything else runs: it checks the patch names this exact
+//! image (build id, header hash, pristine text hash), that every site still holds what
+//! the patch expects (the pristine bytes, or the jump of the patch below it in the
+//! stack), loads the code into patch memory and relocates it. [`install`] then parks
+//! every other CPU, refuses if any CPU's call stack (its return addresses, walked from
+//! frame pointers) stands inside a function about to be replaced, writes the jumps,
+//! and releases the CPUs. [`remove_through`] takes patches off in reverse order the same
+//! way, refusing while a CPU stands in patch code, and restores every site's bytes.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+use image_format::hotpatch::{self, FunctionKind, PatchError, ORIGINAL_LEN};
+
+use super::{image_base, memory, Applied, SiteWrite, JUMP_LEN, STACK};
+use crate::arch::{park, text};
+use crate::cpu;
+use crate::memory::layout::stack_slot;
+use crate::quiesce::{self, Parked};
+use crate::time::{self, Duration};
+use crate::update::handoff;
+
+/// Why a patch was not applied or removed. The running image is unchanged.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    Format(PatchError),
+    WrongImage(String),
+    SiteModified {
+        function: String,
+        addr: u64,
+    },
+    AlreadyApplied(u64),
+    Memory(String),
+    Relocation(String),
+    CpuInSite {
+        cpu: usize,
+        function: String,
+        at: u64,
+    },
+    CpuInPatch {
+        cpu: usize,
+        id: u64,
+        at: u64,
+    },
+    Quiesce(String),
+    NotApplied(u64),
+}
+
+impl core::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Refusal::Format(e) => write!(f, "not a valid patch: {e}"),
+            Refusal::WrongImage(why) => write!(f, "the patch is for another image: {why}"),
+            Refusal::SiteModified { function, addr } => write!(
+                f,
+                "the bytes at {function} ({addr:#x}) are not what the patch expects: the site was modified"
+            ),
+            Refusal::AlreadyApplied(id) => write!(f, "patch {id:016x} is already applied"),
+            Refusal::Memory(e) => write!(f, "no patch memory: {e}"),
+            Refusal::Relocation(e) => write!(f, "{e}"),
+            Refusal::CpuInSite { cpu, function, at } => {
+                write!(f, "cpu{cpu} stands in {function} (return address {at:#x}): it cannot be replaced now")
+            }
+            Refusal::CpuInPatch { cpu, id, at } => {
+                write!(f, "cpu{cpu} is running code of patch {id:016x} (at {at:#x}): it cannot be removed now")
+            }
+            Refusal::Quiesce(e) => write!(f, "{e}"),
+            Refusal::NotApplied(id) => write!(f, "no applied patch has id {id:016x}"),
+        }
+    }
+}
+
+/// A patch loaded into patch memory, ready for its jumps.
+pub struct Prepared {
+    pub applied: Applied,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the stack says a site holds now: the top-most jump written there, if any.
+fn current_expectation(addr: u64) -> Option<[u8; JUMP_LEN]> {
+    STACK
+        .lock()
+        .iter()
+        .rev()
+        .find_map(|p| p.sites.iter().find(|s| s.addr == addr).map(|s| s.jump))
+}
+
+/// Checks and loads `bytes`.
+pub fn prepare(bytes: &[u8]) -> Result<Prepared, Refusal> {
+    let view = hotpatch::parse(bytes).map_err(Refusal::Format)?;
+    let target = view.target();
+    let own = crate::image::build_id();
+    if target.build_id != own {
+        return Err(Refusal::WrongImage(format!(
+            "built for build {}, this is build {own}",
+            target.build_id
+        )));
+    }
+    if target.header_hash != crate::image::header_hash() {
+        return Err(Refusal::WrongImage("the ELF header hash differs".into()));
+    }
+    match super::pristine_text_hash() {
+        Some(h) if h == target.text_hash => {}
+        Some(h) => {
+            return Err(Refusal::WrongImage(format!(
+                "text hash {} is not this image's {}",
+                hex(&target.text_hash[..8]),
+                hex(&h[..8])
+            )))
+        }
+        None => {
+            return Err(Refusal::WrongImage(
+                "this image's pristine text hash is unknown".into(),
+            ))
+        }
+    }
+    let id = view.id().0;
+    if STACK.lock().iter().any(|p| p.id == id) {
+        return Err(Refusal::AlreadyApplied(id));
+    }
+    let base = image_base();
+    // Every site must hold exactly what the patch expects.
+    for f in view.functions().filter(|f| f.kind == FunctionKind::Replace) {
+        let Some(site) = f.site else { continue };
+        let addr = base + site.offset;
+        // SAFETY: the site lies in the image's text (the target hashes matched).
+        let now: [u8; ORIGINAL_LEN] = unsafe { text::read(addr) };
+        let head = current_expectation(addr).unwrap_or_else(|| {
+            let mut h = [0u8; JUMP_LEN];
+            h.copy_from_slice(&site.original[..JUMP_LEN]);
+            h
+        });
+        if now[..JUMP_LEN] != head || now[JUMP_LEN..] != site.original[JUMP_LEN..] {
+            return Err(Refusal::SiteModified {
+                function: f.name.to_string(),
+                addr,
+            });
+        }
+    }
+    // Load and relocate.
+    let payload = view.payload();
+    let none_applied = super::count() == 0;
+    let start = memory::allocate(payload.len() as u64, none_applied)
+        .map_err(|e| Refusal::Memory(e.to_string()))?;
+    let len = (payload.len() as u64).max(1).next_multiple_of(4096);
+    // SAFETY: `start` was just mapped writable for `len` bytes, for this patch only.
+    let mem = unsafe { core::slice::from_raw_parts_mut(start as *mut u8, payload.len()) };
+    mem.copy_from_slice(payload);
+    if let Err(e) = hotpatch::apply::relocate(&view, mem, base, start) {
+        memory::free(start, len);
+        return Err(Refusal::Relocation(e.to_string()));
+    }
+    let code = u64::from(view.code_size());
+    if let Err(e) = memory::seal(start, len, code) {
+        memory::free(start, len);
+        return Err(Refusal::Memory(e.to_string()));
+    }
+    let mut sites = Vec::new();
+    for f in view.functions().filter(|f| f.kind == FunctionKind::Replace) {
+        let Some(site) = f.site else { continue };
+        let addr = base + site.offset;
+        match hotpatch::apply::jump(addr, start + u64::from(f.code_offset)) {
+            Ok(jump) => sites.push(SiteWrite {
+                addr,
+                old_size: site.old_size,
+                before: [0; JUMP_LEN],
+                jump,
+                function: f.name.to_string(),
+            }),
+            Err(e) => {
+                memory::free(start, len);
+                return Err(Refusal::Relocation(e.to_string()));
+            }
+        }
+    }
+    Ok(Prepared {
+        applied: Applied {
+            id,
+            version: view.version(),
+            label: String::from(view.label().as_str()),
+            sequence: 0,
+            sites,
+            memory: (start, len),
+            code,
+            applied_ns: 0,
+        },
+    })
+}
+
+/// Frees what [`prepare`] loaded (a prepared patch that will not be installed).
+pub fn discard(p: Prepared) {
+    memory::free(p.applied.memory.0, p.applied.memory.1);
+}
+
+/// The outcome of a stop: how long, how many CPUs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pause {
+    pub ns: u64,
+    pub cpus: u32,
+}
+
+/// Every return address on every CPU's stack: the parked ones (recorded when they
+/// parked) and the caller's own, walked now.
+fn call_stacks(parked: &Parked) -> Vec<(usize, u64)> {
+    let control = handoff::park_control();
+    let me = cpu::current().id;
+    let mut out = Vec::new();
+    for c in cpu::all() {
+        if c.id == me {
+            let range = stack_slot(me.index());
+            let mut ras = [0u64; 32];
+            let n = park::return_addresses(range.start, range.end(), &mut ras);
+            out.extend(ras[..n].iter().map(|&a| (me.index(), a)));
+        } else {
+            let slot = &control.slots[c.id.index()];
+            if slot.parked_gen.load(Ordering::Acquire) < parked.generation() {
+                continue; // not parked by this stop (it cannot be running anything of ours)
+            }
+            out.extend(
+                slot.return_addresses
+                    .iter()
+                    .map(|a| a.load(Ordering::Relaxed))
+                    .take_while(|&a| a != 0)
+                    .map(|a| (c.id.index(), a)),
+            );
+        }
+    }
+    out
+}
+
+fn stop() -> Result<Parked, Refusal> {
+    quiesce::park_others(Duration::from_millis(200), None)
+        .map_err(|e| Refusal::Quiesce(e.to_string()))
+}
+
+fn resume(parked: Parked) -> Pause {
+    let cpus = parked.cpus as u32;
+    let start = parked.ipi_at;
+    quiesce::release(parked);
+    Pause {
+        ns: time::now().saturating_duration_since(start).as_nanos() as u64,
+        cpus,
+    }
+}
+
+/// Parks every other CPU, checks stacks, writes the jumps, releases. BSP only, between
+/// task steps, interrupts are disabled inside.
+pub fn install(mut prepared: Prepared) -> Result<(Applied, Pause), (Refusal, Pause)> {
+    let result = x86_64::instructions::interrupts::without_interrupts(|| {
+        let parked = stop().map_err(|r| (r, Pause::default()))?;
+        // A return address `ra` lies inside `[site, site + size)` when `ra - 1` does.
+        for (cpu, ra) in call_stacks(&parked) {
+            if let Some(s) = prepared
+                .applied
+                .sites
+                .iter()
+                .find(|s| ra > s.addr && ra <= s.addr + u64::from(s.old_size))
+            {
+                let refusal = Refusal::CpuInSite {
+                    cpu,
+                    function: s.function.clone(),
+                    at: ra,
+                };
+                return Err((refusal, resume(parked)));
+            }
+        }
+        for s in prepared.applied.sites.iter_mut() {
+            // SAFETY: every other CPU is parked and none stands in this function
+            // (checked above); interrupts are off; the site is mapped text.
+            unsafe {
+                s.before = text::read(s.addr);
+                text::write(s.addr, &s.jump);
+            }
+        }
+        Ok(resume(parked))
+    });
+    match result {
+        Ok(pause) => {
+            let mut stack = STACK.lock();
+            prepared.applied.sequence = stack.len() as u32 + 1;
+            prepared.applied.applied_ns = time::since_boot().as_nanos() as u64;
+            stack.push(prepared.applied.clone());
+            drop(stack);
+            super::bump_generation();
+            Ok((prepared.applied, pause))
+        }
+        Err(e) => {
+            discard(prepared);
+            Err(e)
+        }
+    }
+}
+
+/// Removes, newest first, every patch down to and including `id` (`None`: only the
+/// newest). Returns the removed patches, newest first.
+pub fn remove_through(id: Option<u64>) -> Result<(Vec<Applied>, Pause), (Refusal, Pause)> {
+    let victims: Vec<Applied> = {
+        let stack = STACK.lock();
+        let Some(top) = stack.last() else {
+            return Err((Refusal::NotApplied(id.unwrap_or(0)), Pause::default()));
+        };
+        let id = id.unwrap_or(top.id);
+        let Some(at) = stack.iter().position(|p| p.id == id) else {
+            return Err((Refusal::NotApplied(id), Pause::default()));
+        };
+        stack[at..].iter().rev().cloned().collect()
+    };
+    let pause = x86_64::instructions::interrupts::without_interrupts(|| {
+        let parked = stop().map_err(|r| (r, Pause::default()))?;
+        for (cpu, ra) in call_stacks(&parked) {
+            if let Some(p) = victims.iter().find(|p| p.contains_code(ra.wrapping_sub(1))) {
+                let refusal = Refusal::CpuInPatch {
+                    cpu,
+                    id: p.id,
+                    at: ra,
+                };
+                return Err((refusal, resume(parked)));
+            }
+        }
+        for p in &victims {
+            for s in p.sites.iter().rev() {
+                // SAFETY: every other CPU is parked and none runs this patch's code;
+                // interrupts are off; restoring the bytes this patch overwrote.
+                unsafe { text::write(s.addr, &s.before) };
+            }
+        }
+        Ok(resume(parked))
+    })?;
+    let mut stack = STACK.lock();
+    let keep = stack.len() - victims.len();
+    stack.truncate(keep);
+    drop(stack);
+    for p in &victims {
+        memory::free(p.memory.0, p.memory.1);
+    }
+    super::bump_generation();
+    Ok((victims, pause))
+}
