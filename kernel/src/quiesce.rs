@@ -164,13 +164,22 @@ pub fn park_others(bound: Duration, ignore: Option<CpuId>) -> Result<Parked, Qui
     }
 }
 
+/// What a release reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Released {
+    /// From the first park IPI to the release.
+    pub pause: Duration,
+}
+
 /// Releases parked CPUs back into this kernel.
-pub fn release(parked: Parked) {
+pub fn release(parked: Parked) -> Released {
     let control = handoff::park_control();
     control.resume_entry.store(0, Ordering::Relaxed);
     control.ignore_cpu.store(u32::MAX, Ordering::Relaxed);
     control.release.store(parked.generation, Ordering::Release);
+    let pause = time::now().saturating_duration_since(parked.ipi_at);
     wake_parked(parked.cpus);
+    Released { pause }
 }
 
 /// Ends the halt of parked CPUs after a release (their timer would, one tick later).

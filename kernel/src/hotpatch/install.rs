@@ -240,12 +240,13 @@ fn stop() -> Result<Parked, Refusal> {
         .map_err(|e| Refusal::Quiesce(e.to_string()))
 }
 
+/// Releases the parked CPUs. The pause runs from the first park IPI to the release
+/// (the wake IPI sent after it only ends their halt sooner).
 fn resume(parked: Parked) -> Pause {
     let cpus = parked.cpus as u32;
-    let start = parked.ipi_at;
-    quiesce::release(parked);
+    let released = quiesce::release(parked);
     Pause {
-        ns: time::now().saturating_duration_since(start).as_nanos() as u64,
+        ns: released.pause.as_nanos() as u64,
         cpus,
     }
 }

@@ -1,23 +1,26 @@
-//! Writing into the kernel's own code: the only place write protection is lifted while
-//! the kernel runs (hotpatch jumps and their removal).
+//! Writing into the kernel's own code (hotpatch jumps and their removal): through the
+//! physical-memory mapping's alias of the code page, so the code page stays read-only
+//! and write protection is never lifted.
 
-use x86_64::registers::control::{Cr0, Cr0Flags};
+use crate::memory;
 
 /// Writes `bytes` at `addr`, inside read-only code pages.
 ///
 /// # Safety
 /// - every other CPU must be parked outside `addr..addr + bytes.len()` (the caller
 ///   checked their stacks), and interrupts must be off on this CPU;
-/// - `addr` must be mapped, and the bytes must leave a valid instruction stream.
+/// - the bytes must leave a valid instruction stream.
+///
+/// # Panics
+/// If `addr` is not mapped.
 pub unsafe fn write(addr: u64, bytes: &[u8]) {
-    // SAFETY (numbered): 1. clearing CR0.WP lets ring 0 write read-only pages; it is
-    // restored right after; 2. the destination is mapped and no CPU executes it (caller
-    // contract); x86 keeps instruction fetch coherent with these stores.
-    unsafe {
-        let cr0 = Cr0::read();
-        Cr0::write(cr0 - Cr0Flags::WRITE_PROTECT);
-        core::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len());
-        Cr0::write(cr0);
+    for (i, b) in bytes.iter().enumerate() {
+        let at = addr + i as u64;
+        let (phys, _) = memory::with_tables(|t| t.translate(at)).expect("code page is mapped");
+        // SAFETY: `phys` backs the code byte at `at`; the physical mapping is writable;
+        // no CPU executes it (caller contract); x86 keeps instruction fetch coherent
+        // with stores to the same physical memory.
+        unsafe { core::ptr::write_volatile(memory::phys_to_virt(phys), *b) };
     }
 }
 
