@@ -128,6 +128,8 @@ fn packages(root: &str) {
 fn mailbox(dir: &str) {
     let image = IDENTITY.summary(BuildId::new(&[9; 20]));
     let status = GuestStatus {
+        free_frames: 1000,
+        patches: 0,
         boot_seq: 2,
         heartbeat: 1000,
         state: GuestState::Running,

@@ -96,11 +96,15 @@ pub struct GuestStatus {
     pub staging_capacity: u64,
     /// Size of the data area the guest sees.
     pub data_capacity: u64,
+    /// Free physical memory, in 4 KiB frames (constant across swaps: nothing leaks).
+    pub free_frames: u64,
+    /// Hotpatches applied to the running image.
+    pub patches: u32,
 }
 
 impl GuestStatus {
     /// Encoded size.
-    pub const SIZE: usize = 0x90;
+    pub const SIZE: usize = 0xa0;
     /// Offset of the heartbeat, for the guest's single-field update.
     pub const HEARTBEAT_OFFSET: usize = 0x18;
 
@@ -117,6 +121,9 @@ impl GuestStatus {
         self.image.write(&mut w);
         w.u64(self.staging_capacity);
         w.u64(self.data_capacity);
+        w.u64(self.free_frames);
+        w.u32(self.patches);
+        w.u32(0);
         w.finish("mailbox status")
     }
 
@@ -155,6 +162,12 @@ impl GuestStatus {
             image: ImageSummary::read(&mut r)?,
             staging_capacity: r.u64()?,
             data_capacity: r.u64()?,
+            free_frames: r.u64()?,
+            patches: {
+                let p = r.u32()?;
+                r.u32()?;
+                p
+            },
         })
     }
 }
@@ -167,6 +180,8 @@ mod tests {
 
     fn sample() -> GuestStatus {
         GuestStatus {
+            free_frames: 1000,
+            patches: 1,
             boot_seq: 3,
             heartbeat: 12345,
             state: GuestState::Running,

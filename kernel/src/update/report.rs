@@ -45,6 +45,8 @@ pub fn guest_status(state: GuestState, heartbeat: u64, mailbox: &SharedMemory) -
         image: own_summary(),
         staging_capacity: STAGING_BUFFER.len,
         data_capacity: mailbox.data_capacity(),
+        free_frames: crate::memory::free_frames(),
+        patches: crate::hotpatch::count() as u32,
     }
 }
 
