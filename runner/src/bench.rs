@@ -37,6 +37,8 @@ pub struct SwapConfigResult {
     pub tasks: u32,
     pub cold_boot_us: f64,
     pub reports: Vec<SwapReport>,
+    /// Free frames the guest reported after the first swap and after the last.
+    pub free_frames: (u64, u64),
 }
 
 impl SwapConfigResult {
@@ -68,6 +70,8 @@ impl SwapConfigResult {
             "downtime_us": {"min": min, "median": median, "p99": p99},
             "phases_median_us": phases,
             "cold_boot_us": self.cold_boot_us,
+            "free_frames_after_first_swap": self.free_frames.0,
+            "free_frames_after_last_swap": self.free_frames.1,
             "downtime_over_cold_boot": median / self.cold_boot_us,
         })
     }
@@ -94,6 +98,7 @@ pub fn swap_config(
     let mut mb = Mailbox::open(vm.paths())?;
     mb.wait_running(GUARD)?;
     let mut reports = Vec::with_capacity(swaps);
+    let mut free_frames = (0, 0);
     for i in 0..swaps {
         let package = if i % 2 == 0 { &twin } else { &v1 };
         match update::stage(&mut mb, package, RequestFlags::empty(), |_| {})? {
@@ -108,6 +113,18 @@ pub fn swap_config(
             return Err(Error::Mailbox(format!("swap {i} rolled back")));
         }
         reports.push(report);
+        // The new kernel frees what the swap left over once it has reported: wait for
+        // its next status before reading free memory.
+        let beat = mb.status()?.heartbeat;
+        let deadline = Instant::now() + GUARD;
+        while mb.status()?.heartbeat <= beat + 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let free = mb.status()?.free_frames;
+        if i == 0 {
+            free_frames.0 = free;
+        }
+        free_frames.1 = free;
     }
     let _ = vm.quit();
     Ok(SwapConfigResult {
@@ -115,6 +132,7 @@ pub fn swap_config(
         tasks,
         cold_boot_us,
         reports,
+        free_frames,
     })
 }
 

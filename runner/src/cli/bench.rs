@@ -143,6 +143,12 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
                             r.cold_boot_us / 1000.0,
                             median / r.cold_boot_us
                         );
+                        if r.free_frames.0 != r.free_frames.1 {
+                            println!(
+                                "     free memory changed: {} frames after the first swap, {} after the last",
+                                r.free_frames.0, r.free_frames.1
+                            );
+                        }
                     }
                     configs.push(r);
                 }
