@@ -9,7 +9,7 @@ pub mod queue;
 pub mod task;
 
 use alloc::boxed::Box;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 pub use queue::RunQueue;
 pub use task::{Task, TaskId};
@@ -21,6 +21,8 @@ use crate::time::{self, Duration};
 use crate::{quiesce, tasks};
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+/// Tasks this kernel placed (tasks never end; a swap hands them to the next kernel).
+static TASKS: AtomicUsize = AtomicUsize::new(0);
 static FIRST_STEP_LOGGED: AtomicBool = AtomicBool::new(false);
 
 /// A fresh task id (ids are never reused; after a swap, numbering continues above the
@@ -36,6 +38,7 @@ pub fn reserve_ids_through(id: u32) {
 
 /// Places `task` on its pinned CPU, or else on the registered CPU with the fewest tasks.
 pub fn place(task: Box<Task>) {
+    TASKS.fetch_add(1, Ordering::Relaxed);
     let target = match task.entry.affinity() {
         Some(cpu) if (cpu as usize) < cpu::count() => CpuId::new(cpu as usize),
         _ => cpu::all()
@@ -51,7 +54,7 @@ pub fn place(task: Box<Task>) {
 
 /// Total tasks on all run queues.
 pub fn task_count() -> usize {
-    cpu::all().map(|c| c.queue.len()).sum()
+    TASKS.load(Ordering::Relaxed)
 }
 
 /// The calling CPU's scheduler loop.

@@ -56,6 +56,28 @@ pub fn status(args: VmArgs) -> Result<u8> {
             state.boot_opts.join(" ")
         }
     );
+    match crate::mailbox::Mailbox::open(&state.paths).and_then(|m| m.status()) {
+        Ok(g) => {
+            println!(
+                "  running {} — kernel #{} since cold boot, {} ({})",
+                g.image,
+                g.boot_seq,
+                g.state,
+                if g.patches == 0 {
+                    "no hotpatch".to_owned()
+                } else {
+                    format!("{} hotpatches", g.patches)
+                }
+            );
+            println!(
+                "  {} CPUs online, {} tasks, {} MiB free",
+                g.cpus_online,
+                g.tasks,
+                g.free_frames * 4096 >> 20
+            );
+        }
+        Err(e) => println!("  guest: {e}"),
+    }
     println!("  mailbox {}", state.paths.mailbox.display());
     println!("  console {}", state.paths.serial_socket.display());
     println!("  QMP {}", state.paths.qmp_socket.display());
