@@ -5,7 +5,6 @@
 //! image, not bad input: it stops the kernel with a message rather than guessing.
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
 
 use updater::records::entry::TaskEntry as _;
 use updater::records::machine::V1 as MachineRecord;
@@ -29,15 +28,26 @@ pub fn machine(set: &RecordSet<'_>) -> MachineRecord {
         .expect("machine record decodes")
 }
 
-fn states<R: StateRecord>(set: &RecordSet<'_>, kind: TaskKind) -> BTreeMap<u32, R> {
+/// The states of `kind`, in task-table order (export writes them in that order and
+/// conversion keeps it; the bootstrap checked it), to be taken one per task.
+fn states<R: StateRecord>(set: &RecordSet<'_>, kind: TaskKind) -> alloc::vec::IntoIter<(u32, R)> {
     let Some(record): Option<Record<'_>> = set.find(kind.state_record()) else {
-        return BTreeMap::new();
+        return alloc::vec::Vec::new().into_iter();
     };
     record
         .decode_keyed::<R>()
         .map(|k| k.expect("state entry decodes"))
         .map(|k| (k.task, k.state))
-        .collect()
+        .collect::<alloc::vec::Vec<_>>()
+        .into_iter()
+}
+
+/// The next state of a kind, which must belong to task `id`.
+fn take<R>(states: &mut alloc::vec::IntoIter<(u32, R)>, id: u32) -> R {
+    match states.next() {
+        Some((task, state)) if task == id => state,
+        _ => lost(id),
+    }
 }
 
 fn lost(id: u32) -> ! {
@@ -70,26 +80,16 @@ pub fn tasks(set: &RecordSet<'_>) -> usize {
             continue; // optional, checked by the bootstrap
         }
         let state = match entry.kind() {
-            TaskKind::COUNTER => {
-                TaskState::Counter(counters.remove(&id).unwrap_or_else(|| lost(id)))
-            }
-            TaskKind::LCG => TaskState::Lcg(lcgs.remove(&id).unwrap_or_else(|| lost(id))),
-            TaskKind::PRODUCER => {
-                TaskState::Producer(producers.remove(&id).unwrap_or_else(|| lost(id)))
-            }
-            TaskKind::CONSUMER => {
-                TaskState::Consumer(consumers.remove(&id).unwrap_or_else(|| lost(id)))
-            }
-            TaskKind::HEARTBEAT => {
-                TaskState::Heartbeat(heartbeats.remove(&id).unwrap_or_else(|| lost(id)))
-            }
-            TaskKind::SERVICE => {
-                TaskState::Service(services.remove(&id).unwrap_or_else(|| lost(id)))
-            }
+            TaskKind::COUNTER => TaskState::Counter(take(&mut counters, id)),
+            TaskKind::LCG => TaskState::Lcg(take(&mut lcgs, id)),
+            TaskKind::PRODUCER => TaskState::Producer(take(&mut producers, id)),
+            TaskKind::CONSUMER => TaskState::Consumer(take(&mut consumers, id)),
+            TaskKind::HEARTBEAT => TaskState::Heartbeat(take(&mut heartbeats, id)),
+            TaskKind::SERVICE => TaskState::Service(take(&mut services, id)),
             #[cfg(not(feature = "v3"))]
-            TaskKind::TICKER => TaskState::Ticker(tickers.remove(&id).unwrap_or_else(|| lost(id))),
+            TaskKind::TICKER => TaskState::Ticker(take(&mut tickers, id)),
             #[cfg(feature = "v3")]
-            TaskKind::TABLE => TaskState::Table(tables.remove(&id).unwrap_or_else(|| lost(id))),
+            TaskKind::TABLE => TaskState::Table(take(&mut tables, id)),
             other => {
                 panic!("task {id}: kind {other} passed validation but has no step function here")
             }

@@ -67,8 +67,10 @@ pub fn swap_report(d: &Descriptor, outcome: Outcome) -> SwapReport {
     let c = &d.clock;
     let t = |v: &core::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
     let applied = matches!(outcome, Outcome::Applied);
+    // The swap is over when the BSP has placed every task and every CPU schedules again
+    // (the CPUs released early set themselves up while the BSP imported).
     let end = if applied {
-        all_scheduling()
+        all_scheduling().max(t(&c.reinitialised))
     } else {
         time::now().ticks()
     };
@@ -94,7 +96,9 @@ pub fn swap_report(d: &Descriptor, outcome: Outcome) -> SwapReport {
     push(PhaseId::Overlay, t(&c.reconciled), t(&c.overlaid));
     push(PhaseId::Reinit, t(&c.overlaid), t(&c.reinitialised));
     if applied {
-        push(PhaseId::Release, t(&c.reinitialised), end);
+        // Released CPUs set themselves up while the BSP re-initialised: this phase starts
+        // at their release and overlaps the previous one.
+        push(PhaseId::Release, t(&c.all_released), end);
     }
     let conversions = d.conversions[..(d.conversion_count as usize).min(d.conversions.len())]
         .iter()

@@ -55,17 +55,10 @@ extern "C" fn resume_main(descriptor: *mut Descriptor) -> ! {
     machine::adopt(m);
     smp::register_cpus(false).expect("CPU stacks exist after a swap");
     smp::init_this_cpu(cpu::get(CpuId::BSP).expect("BSP registered"));
-    drivers::doorbell::init();
-    routing::route_isa_lines();
-    drivers::mailbox::adopt();
     handoff::fill_park_slots();
-    let tasks = import::tasks(&set);
-    crate::history::adopt(import::history(&set), 0, d.request_seq);
-    crate::tasks::meet_init_requirements(d.init_requirements);
-    d.tasks_after = sched::task_count() as u32;
-    d.clock.reinitialised.store(tsc::read(), Ordering::Relaxed);
 
-    // Release the parked CPUs into this kernel.
+    // Release the parked CPUs now: each sets itself up in this kernel while the BSP
+    // imports the tasks (they find their queues filling, or idle until woken).
     let control = handoff::park_control();
     let generation = control.request.load(Ordering::Acquire);
     control
@@ -74,12 +67,18 @@ extern "C" fn resume_main(descriptor: *mut Descriptor) -> ! {
     control.release.store(generation, Ordering::Release);
     quiesce::wake_parked(cpu::count() - 1);
     d.clock.all_released.store(tsc::read(), Ordering::Relaxed);
+
+    drivers::doorbell::init();
+    routing::route_isa_lines();
+    drivers::mailbox::adopt();
+    import::tasks(&set);
+    crate::history::adopt(import::history(&set), 0, d.request_seq);
+    crate::tasks::meet_init_requirements(d.init_requirements);
+    d.tasks_after = sched::task_count() as u32;
+    // Every task is on a queue: wake the CPUs that idled while the queues filled.
+    quiesce::wake_parked(cpu::count() - 1);
+    d.clock.reinitialised.store(tsc::read(), Ordering::Relaxed);
     d.state.store(SwapState::Resumed as u32, Ordering::Release);
-    log::info!(
-        "resumed as {} with {tasks} tasks (kernel #{})",
-        crate::identity::describe(),
-        machine::boot_seq()
-    );
     x86_64::instructions::interrupts::enable();
     if d.request_seq == crate::selftest::SELF_SWAP_SEQ {
         // Let the BSP's own loop mark it scheduling, then finish the self-test.

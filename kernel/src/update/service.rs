@@ -286,6 +286,11 @@ fn finish_swap(mb: &SharedMemory) -> bool {
         }
     }
     log::info!(
+        "resumed as {} (kernel #{})",
+        crate::identity::describe(),
+        crate::machine::boot_seq()
+    );
+    log::info!(
         "swap {} → {}: downtime {} µs, {} tasks before, {} after",
         r.from,
         r.to,
