@@ -199,21 +199,30 @@ impl Guest {
         }
     }
 
-    /// Asserts the guest runs `label`, after `boot_seq - 1` swaps, in state Running.
+    /// Asserts the guest's status block names `label` as the running image, after
+    /// `boot_seq - 1` swaps, and says it is Running. The service rewrites the whole
+    /// block at each poll, so the block is read after two more polls: it shows the
+    /// guest's state after everything answered so far.
     #[track_caller]
     pub fn assert_running(&self, label: &str, boot_seq: u64) {
-        let deadline = Instant::now() + HANG_GUARD;
-        // The status block is rewritten whole at each poll; read until it says Running.
-        let s = loop {
-            let s = self.status();
-            if s.state == GuestState::Running || Instant::now() > deadline {
-                break s;
-            }
-            std::thread::yield_now();
-        };
-        assert_eq!(s.state, GuestState::Running, "{s:?}");
+        let s = self.assert_image(label, boot_seq);
+        assert_eq!(
+            s.state,
+            GuestState::Running,
+            "the status block says {} two polls after the last answer: {s:?}",
+            s.state
+        );
+    }
+
+    /// [`Guest::assert_running`] without the state: the running image and boot
+    /// sequence only. Returns the status read.
+    #[track_caller]
+    pub fn assert_image(&self, label: &str, boot_seq: u64) -> GuestStatus {
+        self.wait_polls(2);
+        let s = self.status();
         assert_eq!(s.image.label.as_str(), label, "running image: {s:?}");
         assert_eq!(s.boot_seq, boot_seq, "boot sequence: {s:?}");
+        s
     }
 }
 
