@@ -8,6 +8,7 @@
 //! | --- | --- |
 //! | [`toolchain`] | is the host ready (QEMU, pinned nightly, components)? |
 //! | [`build`] | kernel builds, one per variant |
+//! | [`coldpatch`] | applied hotpatches kept for a VM's next boot (double rename) |
 //! | [`continuity`] | did every task carry on across an update (two snapshots)? |
 //! | [`diskimage`] | BIOS boot images |
 //! | [`qemu`] | QEMU's command line and what its exit status means |
@@ -24,6 +25,7 @@
 pub mod bench;
 pub mod build;
 pub mod cli;
+pub mod coldpatch;
 pub mod continuity;
 pub mod demo;
 pub mod diskimage;

@@ -124,10 +124,7 @@ impl Guest {
                 );
                 r
             }
-            Err(refused) => panic!(
-                "the swap was refused: {refused}\n{}",
-                self.console_tail(30)
-            ),
+            Err(refused) => panic!("the swap was refused: {refused}\n{}", self.console_tail(30)),
         }
     }
 
@@ -180,11 +177,7 @@ impl Guest {
                 .tasks
                 .iter()
                 .filter(|b| !except.contains(&TaskKind::from_raw(b.kind)))
-                .filter(|b| {
-                    !now.tasks
-                        .iter()
-                        .any(|a| a.id == b.id && a.steps > b.steps)
-                })
+                .filter(|b| !now.tasks.iter().any(|a| a.id == b.id && a.steps > b.steps))
                 .map(|b| format!("{} ({}) on cpu{}", b.id, kind_name(b.kind), b.cpu))
                 .collect();
             if stuck.is_empty() {
@@ -250,7 +243,10 @@ pub fn assert_continuous(
 }
 
 /// The tasks of `kind` in `snapshot`.
-pub fn tasks_of(snapshot: &Snapshot, kind: TaskKind) -> Vec<&image_format::mailbox::report::TaskSnapshot> {
+pub fn tasks_of(
+    snapshot: &Snapshot,
+    kind: TaskKind,
+) -> Vec<&image_format::mailbox::report::TaskSnapshot> {
     snapshot
         .tasks
         .iter()

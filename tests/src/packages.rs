@@ -52,8 +52,7 @@ pub fn put_u64(bytes: &mut [u8], offset: usize, value: u64) {
 }
 
 /// Offset of the identity's `caps_required` in a package.
-pub const CAPS_REQUIRED: usize =
-    layout::IDENTITY + image_format::identity::offsets::CAPS_REQUIRED;
+pub const CAPS_REQUIRED: usize = layout::IDENTITY + image_format::identity::offsets::CAPS_REQUIRED;
 
 /// `package` (a valid one) with one more read-only segment after its image, so that the
 /// whole package is at least `min_total` bytes and at most `max_total`. The result is a
@@ -82,7 +81,9 @@ pub fn grown(package: &[u8], min_total: u64, max_total: u64) -> Vec<u8> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let bytes: Vec<u8> = (0..extra)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (x >> 56) as u8
         })
         .collect();

@@ -52,7 +52,10 @@ fn every_cpu_comes_online_and_runs_tasks(cpus: u32) {
         "{name}: CPUs online"
     );
     assert!(!log.contains("FAILED"), "{name}:\n{log}");
-    eprintln!("{name}: {cpus} CPUs online, {steps} task steps; {}", all.text.trim());
+    eprintln!(
+        "{name}: {cpus} CPUs online, {steps} task steps; {}",
+        all.text.trim()
+    );
 }
 
 #[test]

@@ -98,12 +98,23 @@ fn a_good_package_is_accepted_and_named() {
     assert_eq!(answer.response.status, Status::Ok);
     assert_eq!(answer.response.state, ResponseState::Done);
     assert_eq!(report.bytes, pkg.len() as u64);
-    assert_eq!(report.image, header.summary(), "the report names the package's image");
+    assert_eq!(
+        report.image,
+        header.summary(),
+        "the report names the package's image"
+    );
     assert_eq!(report.image.label.as_str(), "v2");
-    assert_eq!(report.image.version, image_format::ImageVersion::new(2, 0, 0));
+    assert_eq!(
+        report.image.version,
+        image_format::ImageVersion::new(2, 0, 0)
+    );
     let after = g.snapshot();
     assert_continuous(name, &before, &after, StepRules::default(), &[]);
-    assert_eq!(service(&after)[1], service(&before)[1] + 1, "one package staged");
+    assert_eq!(
+        service(&after)[1],
+        service(&before)[1] + 1,
+        "one package staged"
+    );
     // Staging is not swapping: v1 still runs.
     g.assert_running("v1", 1);
 }
@@ -158,13 +169,21 @@ fn a_package_cut_inside_its_header_is_refused_as_truncated() {
 fn wrong_magic_is_refused_as_bad_magic() {
     // CR LF swapped, as a text-mode transfer might.
     let bad = resealed(&package("v2"), |b| b[6..8].copy_from_slice(b"\n\r"));
-    expect_refusal("wrong_magic_is_refused_as_bad_magic", &bad, Status::BadMagic);
+    expect_refusal(
+        "wrong_magic_is_refused_as_bad_magic",
+        &bad,
+        Status::BadMagic,
+    );
 }
 
 #[test]
 fn an_unknown_format_version_is_refused_as_unsupported_format() {
     let bad = resealed(&package("v2"), |b| {
-        packages::put_u16(b, layout::FORMAT_VERSION, image_format::package::FORMAT_VERSION + 1)
+        packages::put_u16(
+            b,
+            layout::FORMAT_VERSION,
+            image_format::package::FORMAT_VERSION + 1,
+        )
     });
     expect_refusal(
         "an_unknown_format_version_is_refused_as_unsupported_format",
@@ -239,7 +258,10 @@ fn a_package_larger_than_the_staging_buffer_is_refused_as_too_large() {
     let capacity = g.status().staging_capacity;
     assert_eq!(capacity, 16 * MIB, "the documented staging buffer");
     let big = packages::grown(&package("v2"), capacity + MIB, capacity + 2 * MIB);
-    assert!(big.len() <= g.mailbox.data_capacity(), "it fits the mailbox's data area");
+    assert!(
+        big.len() <= g.mailbox.data_capacity(),
+        "it fits the mailbox's data area"
+    );
     eprintln!("{name}: {} bytes for {capacity} of staging", big.len());
     expect_refusal_in(&mut g, name, &big, Status::TooLarge);
 }
@@ -323,7 +345,11 @@ fn a_stale_request_is_never_acted_on() {
     let pong = g.ping();
     assert_eq!(pong.response.seq, last + 1);
     assert_eq!(pong.response.status, Status::Ok);
-    eprintln!("{name}: stale seqs {last} and {} ignored, {} answered", last - 1, last + 1);
+    eprintln!(
+        "{name}: stale seqs {last} and {} ignored, {} answered",
+        last - 1,
+        last + 1
+    );
     let after = g.snapshot();
     assert_continuous(name, &before, &after, StepRules::default(), &[]);
     let (b, a) = (service(&before), service(&after));
@@ -369,15 +395,26 @@ fn other_tasks_make_progress_during_a_transfer() {
 
     let w = guest_seconds(&before, &after);
     let s = report.staging_us as f64 / 1e6;
-    assert!(s > 0.0 && s <= w, "{name}: transfer {s} s in a window of {w} s");
+    assert!(
+        s > 0.0 && s <= w,
+        "{name}: transfer {s} s in a window of {w} s"
+    );
     let p = PACE_US as f64 / 1e6;
     let bound_per_task = ((w - s) / p).floor() + 2.0;
     let mut tasks = 0;
     let mut steps = 0;
     for b in before.tasks.iter().filter(|t| {
-        t.cpu != 0 && matches!(TaskKind::from_raw(t.kind), TaskKind::COUNTER | TaskKind::LCG)
+        t.cpu != 0
+            && matches!(
+                TaskKind::from_raw(t.kind),
+                TaskKind::COUNTER | TaskKind::LCG
+            )
     }) {
-        let a = after.tasks.iter().find(|a| a.id == b.id).expect("continuity");
+        let a = after
+            .tasks
+            .iter()
+            .find(|a| a.id == b.id)
+            .expect("continuity");
         assert_eq!(a.cpu, b.cpu, "task {} moved", b.id);
         tasks += 1;
         steps += a.steps - b.steps;

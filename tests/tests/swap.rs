@@ -33,7 +33,10 @@ struct Swapped {
 }
 
 fn lcg_rules(s: &Snapshot) -> Vec<u64> {
-    tasks_of(s, TaskKind::LCG).iter().map(|t| t.values[3]).collect()
+    tasks_of(s, TaskKind::LCG)
+        .iter()
+        .map(|t| t.values[3])
+        .collect()
 }
 
 /// The task-table conversions of a report, as `(from, to)` steps.
@@ -157,7 +160,11 @@ fn expect_failed_swap(
         "{name}: {} tasks continuous across the failed swap, {} steps",
         c.tasks_compared, c.steps_between
     );
-    assert_eq!(after.tasks.len(), before.tasks.len(), "no task added or lost");
+    assert_eq!(
+        after.tasks.len(),
+        before.tasks.len(),
+        "no task added or lost"
+    );
     // The state the status block shows is `the_status_block_says_running_again_after_*`.
     g.assert_image(label, boot_seq);
     // The old kernel did not only keep its state: every task runs on.
@@ -211,7 +218,11 @@ fn v1_to_v2_on_4_cpus() {
 fn check_arrival_in_v3(g: &mut Guest, name: &str, s: &Swapped) {
     let tickers = tasks_of(&s.before, TaskKind::TICKER).len();
     assert!(tickers > 0, "tickers ran before:\n{}", s.before);
-    assert!(tasks_of(&s.after, TaskKind::TICKER).is_empty(), "{}", s.after);
+    assert!(
+        tasks_of(&s.after, TaskKind::TICKER).is_empty(),
+        "{}",
+        s.after
+    );
     assert_eq!(s.continuity.tasks_dropped, tickers);
     assert!(
         s.report.warnings.iter().any(|w| w.contains("ticker")),
@@ -235,7 +246,10 @@ fn check_arrival_in_v3(g: &mut Guest, name: &str, s: &Swapped) {
         .iter()
         .map(|t| t.steps)
         .collect();
-    eprintln!("{name}: {} table tasks, steps since: {steps:?}", tables.len());
+    eprintln!(
+        "{name}: {} table tasks, steps since: {steps:?}",
+        tables.len()
+    );
 }
 
 #[test]
@@ -443,10 +457,6 @@ fn a_cpu_that_never_parks_times_out_the_quiesce_and_the_kernel_runs_on() {
 
 /// After a rolled-back swap the old kernel runs on, and its status block must say so.
 #[test]
-#[ignore = "kernel bug: after a swap rolls back (RolledBack answered, old kernel running, \
-            tasks continuous), the mailbox status block keeps state Swapping (4) at every \
-            later poll instead of Running; update::jobs answers the refusal without \
-            resetting the service state that start_apply set"]
 fn the_status_block_says_running_again_after_a_rolled_back_swap() {
     let name = "the_status_block_says_running_again_after_a_rolled_back_swap";
     let mut g = Guest::boot(VmConfig::variant("v1").cpus(2));
@@ -465,10 +475,6 @@ fn the_status_block_says_running_again_after_a_rolled_back_swap() {
 /// After a swap abandoned at the quiesce the old kernel runs on, and its status block
 /// must say so.
 #[test]
-#[ignore = "kernel bug: after a swap is abandoned at the quiesce (QuiesceTimeout answered, \
-            every CPU running), the mailbox status block keeps state Swapping (4) at every \
-            later poll instead of Running; update::jobs answers the refusal without \
-            resetting the service state that start_apply set"]
 fn the_status_block_says_running_again_after_a_quiesce_timeout() {
     let name = "the_status_block_says_running_again_after_a_quiesce_timeout";
     let mut g = Guest::boot(VmConfig::variant("v1").cpus(4));

@@ -4,14 +4,14 @@
 //! coordinating CPU either.
 
 use image_format::mailbox::report::{Outcome, Report};
-use image_format::mailbox::{RequestFlags, Response, ResponseState, Status};
+use image_format::mailbox::{GuestState, RequestFlags, Response, ResponseState, Status};
 use spin::Mutex;
 use updater::handoff::inject;
 
 use crate::drivers::mailbox;
 use crate::quiesce;
 use crate::time::Duration;
-use crate::update::{handoff, report, stage, swap};
+use crate::update::{handoff, report, service, stage, swap};
 
 /// Work for the BSP.
 pub enum Job {
@@ -82,6 +82,7 @@ pub fn run_pending() {
         Job::Apply { seq, flags } => {
             let staged = stage::STAGED.lock();
             let Some(staged) = staged.as_ref() else {
+                service::set_state(GuestState::Running);
                 respond(
                     seq,
                     Status::NotStaged,
@@ -106,6 +107,8 @@ pub fn run_pending() {
                 },
             );
             log::warn!("swap refused, old kernel continues: {reason}");
+            // The old kernel runs on: the status block says so before the host hears.
+            service::set_state(GuestState::Running);
             respond(seq, status, format_args!("{reason}"), Some(Report::Swap(r)));
         }
         Job::PatchApply { seq, prepared } => {
