@@ -116,3 +116,16 @@ pub fn header_hash() -> [u8; 32] {
     hasher.update(&bytes[phoff.min(bytes.len())..(phoff + phlen).min(bytes.len())]);
     hasher.finalize().into()
 }
+
+/// A copy of `len` bytes of the running image from `address`, if the range lies inside
+/// one loaded segment (what `ReadImage` answers with; the host compares the bytes with
+/// its ELF).
+pub fn read(address: u64, len: usize) -> Option<alloc::vec::Vec<u8>> {
+    let end = address.checked_add(len as u64)?;
+    segments().find(|s| address >= s.start && end <= s.start + s.mem_size)?;
+    // SAFETY: the range lies inside a loaded segment, which stays mapped and readable
+    // for as long as this image runs; text is written only with every other CPU parked
+    // (hotpatch), and this CPU is not writing it now.
+    let bytes = unsafe { core::slice::from_raw_parts(address as *const u8, len) };
+    Some(bytes.to_vec())
+}

@@ -23,7 +23,7 @@ use crate::workspace;
 pub const KERNEL_PROFILE: &str = "kernel";
 
 /// A kernel build variant: `v1` (no feature) or the name of a kernel cargo feature
-/// (`v2`, `v3`, `broken`, `incompatible`, `twin`, `patch-a` … `patch-d`).
+/// (`v2`, `v3`, `broken`, `incompatible`, `twin`, `patch-a` … `patch-e`).
 ///
 /// Invariant: the name is non-empty and made of `[a-z0-9_-]` only, so it is safe as a
 /// directory name and a cargo feature. Whether the kernel has the feature is checked

@@ -158,3 +158,26 @@ pub fn snapshot(mailbox: &mut Mailbox) -> Result<Snapshot> {
         Err(r) => Err(Error::Mailbox(format!("snapshot refused: {r}"))),
     }
 }
+
+/// `len` bytes of the running image at virtual address `address`, as its CPUs see them
+/// (at most [`MAX_IMAGE_READ`](image_format::mailbox::report::MAX_IMAGE_READ)).
+pub fn read_image(mailbox: &mut Mailbox, address: u64, len: usize) -> Result<Vec<u8>> {
+    let answer = mailbox.call(
+        Command::ReadImage,
+        RequestFlags::empty(),
+        None,
+        [address, len as u64, 0, 0],
+        REQUEST_TIMEOUT,
+        |_| {},
+    )?;
+    match outcome(answer) {
+        Ok(Answer {
+            report: Some(Report::ImageBytes(b)),
+            ..
+        }) if b.address == address && b.bytes.len() == len => Ok(b.bytes),
+        Ok(_) => Err(Error::Mailbox(format!(
+            "read of {len} bytes at {address:#x} answered without those bytes"
+        ))),
+        Err(r) => Err(Error::Mailbox(format!("read of the image refused: {r}"))),
+    }
+}

@@ -43,6 +43,11 @@ pub enum Command {
     PatchList = 7,
     /// Forget the staged package, if any. No arguments.
     Reset = 8,
+    /// Answer with `args[1]` bytes (at most
+    /// [`MAX_IMAGE_READ`](super::report::MAX_IMAGE_READ)) of the running image from
+    /// virtual address `args[0]`, as an image-bytes report. The range must lie inside
+    /// the image's loaded span.
+    ReadImage = 9,
 }
 
 impl Command {
@@ -62,6 +67,7 @@ impl Command {
             6 => Self::PatchRemove,
             7 => Self::PatchList,
             8 => Self::Reset,
+            9 => Self::ReadImage,
             _ => return None,
         })
     }
@@ -78,6 +84,7 @@ impl fmt::Display for Command {
             Self::PatchRemove => "patch-remove",
             Self::PatchList => "patch-list",
             Self::Reset => "reset",
+            Self::ReadImage => "read-image",
         })
     }
 }

@@ -53,6 +53,8 @@ pub enum ReportKind {
     Patch = 4,
     /// The applied hotpatches.
     PatchList = 5,
+    /// Bytes of the running image ([`Command::ReadImage`](super::Command::ReadImage)).
+    ImageBytes = 6,
 }
 
 impl ReportKind {
@@ -70,6 +72,7 @@ impl ReportKind {
             3 => Self::Swap,
             4 => Self::Patch,
             5 => Self::PatchList,
+            6 => Self::ImageBytes,
             _ => return None,
         })
     }

@@ -9,7 +9,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use image_format::mailbox::report::{Outcome, Report, StageReport};
+use image_format::mailbox::report::{ImageBytes, Outcome, Report, StageReport, MAX_IMAGE_READ};
 use image_format::mailbox::{
     BlockRead, Command, GuestState, Request, RequestFlags, Response, ResponseState, Status,
 };
@@ -169,6 +169,33 @@ fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next {
                 format_args!("staging buffer cleared"),
                 None,
             );
+            Next::Period
+        }
+        Command::ReadImage => {
+            let (address, len) = (request.args[0], request.args[1]);
+            match usize::try_from(len)
+                .ok()
+                .filter(|&n| n <= MAX_IMAGE_READ)
+                .and_then(|n| crate::image::read(address, n))
+            {
+                Some(bytes) => respond(
+                    mb,
+                    seq,
+                    Status::Ok,
+                    format_args!("{len} bytes at {address:#x}"),
+                    Some(Report::ImageBytes(ImageBytes { address, bytes })),
+                ),
+                None => respond(
+                    mb,
+                    seq,
+                    Status::BadRequest,
+                    format_args!(
+                        "{len} bytes at {address:#x} do not lie inside one segment of the \
+                         running image (or exceed {MAX_IMAGE_READ} bytes)"
+                    ),
+                    None,
+                ),
+            }
             Next::Period
         }
         Command::PatchApply | Command::PatchRemove | Command::PatchList => {

@@ -15,10 +15,12 @@
 //! | 3 | [`SwapReport`] | `Apply` (and `Stage` with `APPLY_AFTER_STAGE`) |
 //! | 4 | [`PatchReport`] | `PatchApply`, `PatchRemove` |
 //! | 5 | [`PatchList`] | `PatchList` |
+//! | 6 | [`ImageBytes`] | `ReadImage` |
 //!
 //! The guest encodes a report with its `encode` into the report area, then writes the
 //! response naming the kind and length; the host reads it back with [`Report::read`].
 
+mod memory;
 mod patch;
 mod snapshot;
 mod stage;
@@ -28,6 +30,7 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
+pub use memory::{ImageBytes, MAX_IMAGE_READ};
 pub use patch::{
     PatchEntry, PatchList, PatchOp, PatchReport, PatchedFunction, MAX_PATCHES, MAX_PATCH_FUNCTIONS,
 };
@@ -200,6 +203,8 @@ pub enum Report {
     Patch(PatchReport),
     /// The applied hotpatches.
     PatchList(PatchList),
+    /// Bytes of the running image.
+    ImageBytes(ImageBytes),
 }
 
 impl Report {
@@ -211,6 +216,7 @@ impl Report {
             Self::Swap(_) => ReportKind::Swap,
             Self::Patch(_) => ReportKind::Patch,
             Self::PatchList(_) => ReportKind::PatchList,
+            Self::ImageBytes(_) => ReportKind::ImageBytes,
         }
     }
 
@@ -222,6 +228,7 @@ impl Report {
             Self::Swap(r) => r.encode(out),
             Self::Patch(r) => r.encode(out),
             Self::PatchList(r) => r.encode(out),
+            Self::ImageBytes(r) => r.encode(out),
         }
     }
 
@@ -234,6 +241,7 @@ impl Report {
             Some(ReportKind::Swap) => SwapReport::decode(bytes).map(Self::Swap),
             Some(ReportKind::Patch) => PatchReport::decode(bytes).map(Self::Patch),
             Some(ReportKind::PatchList) => PatchList::decode(bytes).map(Self::PatchList),
+            Some(ReportKind::ImageBytes) => ImageBytes::decode(bytes).map(Self::ImageBytes),
             Some(ReportKind::None) | None => Err(FormatError::InvalidField {
                 field: "report kind",
                 value: u64::from(kind),
