@@ -92,9 +92,45 @@ fn current_expectation(addr: u64) -> Option<[u8; JUMP_LEN]> {
         .find_map(|p| p.sites.iter().find(|s| s.addr == addr).map(|s| s.jump))
 }
 
+/// Which patch a refusal is about, once its bytes parsed.
+#[derive(Debug, Clone)]
+pub struct PatchName {
+    pub id: u64,
+    pub version: u32,
+    pub label: String,
+}
+
+/// A patch [`prepare`] refused: why, and which patch it was (`None` when the bytes are
+/// not a valid patch).
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub refusal: Refusal,
+    pub patch: Option<PatchName>,
+}
+
+impl core::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.refusal.fmt(f)
+    }
+}
+
 /// Checks and loads `bytes`.
-pub fn prepare(bytes: &[u8]) -> Result<Prepared, Refusal> {
-    let view = hotpatch::parse(bytes).map_err(Refusal::Format)?;
+pub fn prepare(bytes: &[u8]) -> Result<Prepared, Rejected> {
+    let view = hotpatch::parse(bytes).map_err(|e| Rejected {
+        refusal: Refusal::Format(e),
+        patch: None,
+    })?;
+    prepare_view(&view).map_err(|refusal| Rejected {
+        refusal,
+        patch: Some(PatchName {
+            id: view.id().0,
+            version: view.version(),
+            label: String::from(view.label().as_str()),
+        }),
+    })
+}
+
+fn prepare_view(view: &hotpatch::PatchView<'_>) -> Result<Prepared, Refusal> {
     let target = view.target();
     let own = crate::image::build_id();
     if target.build_id != own {
@@ -153,7 +189,7 @@ pub fn prepare(bytes: &[u8]) -> Result<Prepared, Refusal> {
     // SAFETY: `start` was just mapped writable for `len` bytes, for this patch only.
     let mem = unsafe { core::slice::from_raw_parts_mut(start as *mut u8, payload.len()) };
     mem.copy_from_slice(payload);
-    if let Err(e) = hotpatch::apply::relocate(&view, mem, base, start) {
+    if let Err(e) = hotpatch::apply::relocate(view, mem, base, start) {
         memory::free(start, len);
         return Err(Refusal::Relocation(e.to_string()));
     }
@@ -253,7 +289,10 @@ fn resume(parked: Parked) -> Pause {
 
 /// Parks every other CPU, checks stacks, writes the jumps, releases. BSP only, between
 /// task steps, interrupts are disabled inside.
-pub fn install(mut prepared: Prepared) -> Result<(Applied, Pause), (Refusal, Pause)> {
+///
+/// On a refusal the patch memory is freed and the patch's description (what it would
+/// have written) comes back with the reason.
+pub fn install(mut prepared: Prepared) -> Result<(Applied, Pause), (Refusal, Pause, Applied)> {
     let result = x86_64::instructions::interrupts::without_interrupts(|| {
         let parked = stop().map_err(|r| (r, Pause::default()))?;
         // A return address `ra` lies inside `[site, site + size)` when `ra - 1` does.
@@ -292,9 +331,10 @@ pub fn install(mut prepared: Prepared) -> Result<(Applied, Pause), (Refusal, Pau
             super::bump_generation();
             Ok((prepared.applied, pause))
         }
-        Err(e) => {
+        Err((refusal, pause)) => {
+            let described = prepared.applied.clone();
             discard(prepared);
-            Err(e)
+            Err((refusal, pause, described))
         }
     }
 }

@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 use image_format::mailbox::report::{PatchOp, PatchReport, PatchedFunction, Report};
 use image_format::mailbox::{Command, Request, Response, ResponseState, Status};
 
-use super::install::{self, Pause, Refusal};
+use super::install::{self, Pause, Rejected};
 use super::Applied;
 use crate::drivers::mailbox::SharedMemory;
 use crate::schema::Service;
@@ -65,13 +65,21 @@ pub fn respond(mb: &SharedMemory, seq: u64, report: PatchReport) {
     mb.respond(&r);
 }
 
-fn refuse(mb: &SharedMemory, seq: u64, op: PatchOp, refusal: &Refusal) {
-    log::warn!("patch {op} refused: {refusal}");
-    respond(
-        mb,
-        seq,
-        report(op, &[], Pause::default(), Some(refusal.to_string())),
+/// The report of an apply that [`install::prepare`] refused: it names the patch when
+/// its bytes parsed (a refused patch has no place in the stack: sequence 0).
+fn rejected_report(rejected: &Rejected) -> PatchReport {
+    let mut r = report(
+        PatchOp::Apply,
+        &[],
+        Pause::default(),
+        Some(rejected.refusal.to_string()),
     );
+    if let Some(p) = &rejected.patch {
+        r.id = p.id;
+        r.version = p.version;
+        r.label = p.label.clone();
+    }
+    r
 }
 
 /// Answers a patch request.
@@ -101,9 +109,10 @@ pub fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next 
                         prepared: alloc::boxed::Box::new(prepared),
                     });
                 }
-                Err(refusal) => {
+                Err(rejected) => {
                     state.refused += 1;
-                    refuse(mb, seq, PatchOp::Apply, &refusal);
+                    log::warn!("patch apply refused: {rejected}");
+                    respond(mb, seq, rejected_report(&rejected));
                 }
             }
         }
@@ -145,13 +154,17 @@ pub fn run_apply(mb: &SharedMemory, seq: u64, prepared: install::Prepared) {
                 report(PatchOp::Apply, core::slice::from_ref(&applied), pause, None),
             );
         }
-        Err((refusal, pause)) => {
-            log::warn!("patch refused: {refusal}");
-            respond(
-                mb,
-                seq,
-                report(PatchOp::Apply, &[], pause, Some(refusal.to_string())),
+        Err((refusal, pause, described)) => {
+            log::warn!("patch {:016x} refused: {refusal}", described.id);
+            // Named with the functions it would have replaced; not in the stack.
+            let mut r = report(
+                PatchOp::Apply,
+                core::slice::from_ref(&described),
+                pause,
+                Some(refusal.to_string()),
             );
+            r.sequence = 0;
+            respond(mb, seq, r);
         }
     }
 }

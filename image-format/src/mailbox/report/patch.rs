@@ -71,7 +71,9 @@ pub struct PatchReport {
     pub label: String,
     /// Its place in the stack (1 = bottom).
     pub sequence: u32,
-    /// Functions whose entries were written (apply) or restored (remove).
+    /// Functions whose entries were written (apply) or restored (remove); for a
+    /// refused apply, those it would have written (empty when the patch did not parse
+    /// or was refused before its sites were resolved).
     pub functions: Vec<PatchedFunction>,
     /// From the first park IPI to every CPU released, nanoseconds (0 if nothing stopped).
     pub pause_ns: u64,
