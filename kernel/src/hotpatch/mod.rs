@@ -5,7 +5,7 @@
 //! written at each replaced function's entry while every other CPU is parked
 //! ([`install`]). Patches stack: each remembers the bytes it overwrote at every site
 //! (the pristine bytes, or an earlier patch's jump), so removing patches in reverse order
-//! ([`install::remove_top`]) restores the text exactly. The stack is this kernel's own:
+//! ([`install::remove_through`]) restores the text exactly. The stack is this kernel's own:
 //! a swap hands over only its description (`updater::records::patch_set`), never the
 //! patches themselves, and the new kernel frees their memory.
 //!
