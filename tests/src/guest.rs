@@ -53,6 +53,23 @@ impl Guest {
             .collect()
     }
 
+    /// `result`'s value, or a panic naming `what`, the error, the guest's status and
+    /// the end of its console (a request the guest never answers is otherwise hard to
+    /// tell from one it answered wrongly).
+    #[track_caller]
+    fn host_side<T>(&self, result: hotkernel::Result<T>, what: &str) -> T {
+        match result {
+            Ok(v) => v,
+            Err(e) => panic!(
+                "{what}: {e}\nguest status: {:?}\nVM exited: {}\nconsole:\n{}QEMU's messages:\n{}",
+                self.mailbox.status(),
+                self.vm.has_exited(),
+                self.console_tail(40),
+                self.vm.qemu_stderr()
+            ),
+        }
+    }
+
     /// The guest's status block (retried while the guest rewrites it).
     #[track_caller]
     pub fn status(&self) -> GuestStatus {
@@ -69,28 +86,29 @@ impl Guest {
     /// Every task's state, all CPUs stopped.
     #[track_caller]
     pub fn snapshot(&mut self) -> Snapshot {
-        update::snapshot(&mut self.mailbox).check("taking a snapshot")
+        let r = update::snapshot(&mut self.mailbox);
+        self.host_side(r, "taking a snapshot")
     }
 
     /// Pings the guest (a request that changes nothing) and returns its answer.
     #[track_caller]
     pub fn ping(&mut self) -> Answer {
-        self.mailbox
-            .call(
-                Command::Ping,
-                RequestFlags::empty(),
-                None,
-                [0; 4],
-                HANG_GUARD,
-                |_| {},
-            )
-            .check("ping")
+        let r = self.mailbox.call(
+            Command::Ping,
+            RequestFlags::empty(),
+            None,
+            [0; 4],
+            HANG_GUARD,
+            |_| {},
+        );
+        self.host_side(r, "ping")
     }
 
     /// Stages `package`: the stage report and the answer, or the guest's refusal.
     #[track_caller]
     pub fn stage(&mut self, package: &[u8]) -> Result<(StageReport, Answer), Refused> {
-        update::stage(&mut self.mailbox, package, RequestFlags::empty(), |_| {}).check("staging")
+        let r = update::stage(&mut self.mailbox, package, RequestFlags::empty(), |_| {});
+        self.host_side(r, "staging")
     }
 
     /// Stages `package` and expects the guest to accept it.
@@ -109,7 +127,8 @@ impl Guest {
     /// report, after a rollback, is the swap report with the reason).
     #[track_caller]
     pub fn apply(&mut self, flags: RequestFlags) -> Result<SwapReport, Refused> {
-        update::apply(&mut self.mailbox, flags).check("applying")
+        let r = update::apply(&mut self.mailbox, flags);
+        self.host_side(r, "applying")
     }
 
     /// Applies the staged package and expects the swap to take effect.
