@@ -31,15 +31,6 @@ impl CpuId {
         CpuId(index as u8)
     }
 
-    /// `None` if `index >= MAX_CPUS`.
-    pub const fn try_new(index: usize) -> Option<Self> {
-        if index < MAX_CPUS {
-            Some(CpuId(index as u8))
-        } else {
-            None
-        }
-    }
-
     pub const fn index(self) -> usize {
         self.0 as usize
     }

@@ -2,7 +2,7 @@
 //! its own ELF and program headers (the first loadable segment starts at file offset 0,
 //! so they are mapped at the base).
 
-use object::elf::{FileHeader64, NT_GNU_BUILD_ID, PF_W, PF_X, PT_LOAD, PT_NOTE};
+use object::elf::{FileHeader64, NT_GNU_BUILD_ID, PF_X, PT_LOAD, PT_NOTE};
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::LittleEndian;
 
@@ -14,7 +14,6 @@ pub struct Segment {
     pub start: u64,
     pub mem_size: u64,
     pub file_size: u64,
-    pub writable: bool,
     pub executable: bool,
 }
 
@@ -46,7 +45,6 @@ pub fn segments() -> impl Iterator<Item = Segment> {
                 start: KERNEL_IMAGE.start + p.p_vaddr(LittleEndian),
                 mem_size: p.p_memsz(LittleEndian),
                 file_size: p.p_filesz(LittleEndian),
-                writable: flags & PF_W != 0,
                 executable: flags & PF_X != 0,
             }
         })

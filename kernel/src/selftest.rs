@@ -174,7 +174,7 @@ pub fn after_self_swap(d: &Descriptor) -> ! {
     report(
         "the running code is at the kernel base, not in the staging window",
         {
-            let here = after_self_swap as usize as u64;
+            let here = after_self_swap as fn(&Descriptor) -> ! as usize as u64;
             if layout::KERNEL_IMAGE.contains(here) {
                 Ok(())
             } else {

@@ -24,11 +24,6 @@ impl Instant {
         self.0
     }
 
-    /// An instant from a raw TSC value.
-    pub fn from_ticks(ticks: u64) -> Self {
-        Self(ticks)
-    }
-
     /// Time from `earlier` to `self`, zero if `earlier` is later.
     pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
         Duration::from_nanos(ticks_to_nanos(self.0.saturating_sub(earlier.0)))

@@ -489,3 +489,92 @@ fn the_status_block_says_running_again_after_a_quiesce_timeout() {
     );
     g.assert_running("v1", 1);
 }
+
+/// A patch made from two variants' ELF files (built once per process).
+fn patch_between(old: &str, new: &str) -> Vec<u8> {
+    use hotkernel::build::{build_kernel_cached, Variant};
+    use image_format::hotpatch::differ::{make_patch, PatchOptions};
+    let elf = |v: &str| {
+        let built = build_kernel_cached(&Variant::try_new(v).expect("variant name"))
+            .unwrap_or_else(|e| panic!("building {v}: {e}"));
+        std::fs::read(&built.elf).unwrap_or_else(|e| panic!("reading {v}'s ELF: {e}"))
+    };
+    let out = make_patch(&elf(old), &elf(new), &PatchOptions::default())
+        .unwrap_or_else(|e| panic!("generating {old}→{new}: {e}"));
+    out.bytes
+        .unwrap_or_else(|| panic!("{old}→{new} cannot be hotpatched: {:?}", out.verdicts))
+}
+
+/// Counter increments per step between two snapshots, one per counter task.
+fn counter_strides(before: &Snapshot, after: &Snapshot) -> Vec<u64> {
+    tasks_of(before, TaskKind::COUNTER)
+        .iter()
+        .filter_map(|b| {
+            let a = after.tasks.iter().find(|a| a.id == b.id)?;
+            let steps = a.steps.checked_sub(b.steps).filter(|&s| s > 0)?;
+            Some((a.values[0] - b.values[0]) / steps)
+        })
+        .collect()
+}
+
+/// A hotpatch applied after a package was staged changes the text the staging layout
+/// compared against (a page that held the new image's bytes may now hold a jump into
+/// patch memory). The swap lays the package out again, drops the patch (the new image
+/// is another build) and the new kernel runs its own code: counters add 1 again.
+#[test]
+fn a_patch_applied_after_staging_does_not_survive_into_the_new_kernel() {
+    use image_format::mailbox::Command;
+    let name = "a_patch_applied_after_staging_does_not_survive_into_the_new_kernel";
+    let patch = patch_between("v1", "patch-a");
+    let mut g = Guest::boot(VmConfig::variant("v1").cpus(4));
+    g.stage_ok(&package("twin"));
+    let answer = g
+        .mailbox
+        .call(
+            Command::PatchApply,
+            RequestFlags::empty(),
+            Some(&patch),
+            [0; 4],
+            hotkernel::update::REQUEST_TIMEOUT,
+            |_| {},
+        )
+        .expect("delivering the patch");
+    assert_eq!(
+        answer.response.status,
+        Status::Ok,
+        "patch applied: {}",
+        answer.response.message
+    );
+    let before = g.snapshot();
+    let patched = g.wait_all_progress(&before, &[]);
+    let strides = counter_strides(&before, &patched);
+    assert!(
+        !strides.is_empty() && strides.iter().all(|&s| s == 2),
+        "patched counters add 2 per step: {strides:?}"
+    );
+
+    let r = g.apply_ok();
+    eprintln!(
+        "{name}: swapped {} → {}, warnings {:?}",
+        r.from, r.to, r.warnings
+    );
+    assert!(
+        r.warnings.iter().any(|w| w.contains("dropped")),
+        "the report says the patch was dropped: {:?}",
+        r.warnings
+    );
+    assert!(
+        g.vm.serial_log().contains("laid out again"),
+        "the staged image was laid out again after the patch:\n{}",
+        g.console_tail(30)
+    );
+    g.assert_running("v1-twin", 2);
+    assert_eq!(g.status().patches, 0, "no patch in the new kernel");
+    let after = g.snapshot();
+    let later = g.wait_all_progress(&after, &[]);
+    let strides = counter_strides(&after, &later);
+    assert!(
+        !strides.is_empty() && strides.iter().all(|&s| s == 1),
+        "the new kernel's counters add 1 per step: {strides:?}"
+    );
+}

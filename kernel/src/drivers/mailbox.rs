@@ -19,7 +19,6 @@ const DEVICE: u16 = 0x1110;
 /// The mapped shared memory.
 #[derive(Debug, Clone, Copy)]
 pub struct SharedMemory {
-    pub phys: u64,
     pub virt: u64,
     pub len: u64,
 }
@@ -49,13 +48,13 @@ pub fn discover() -> Result<Option<SharedMemory>, MapError> {
         f.address,
         len >> 20
     );
-    Ok(Some(*SHARED.call_once(|| SharedMemory { phys, virt, len })))
+    Ok(Some(*SHARED.call_once(|| SharedMemory { virt, len })))
 }
 
 /// After a swap: the mapping the previous kernel made, from the machine record.
 pub fn adopt() -> Option<SharedMemory> {
-    let (phys, virt, len) = machine::record().mailbox;
-    (len != 0).then(|| *SHARED.call_once(|| SharedMemory { phys, virt, len }))
+    let (_, virt, len) = machine::record().mailbox;
+    (len != 0).then(|| *SHARED.call_once(|| SharedMemory { virt, len }))
 }
 
 /// The protocol's blocks, as this guest reads and writes them (layout and framing in
@@ -104,13 +103,6 @@ impl SharedMemory {
         if let Err(e) = status.encode(self.area(STATUS_OFFSET, BLOCK_SIZE)) {
             log::error!("mailbox status not written: {e}");
         }
-    }
-
-    /// Updates only the heartbeat field of the status block.
-    pub fn set_heartbeat(&self, beat: u64) {
-        let field = self.area(STATUS_OFFSET + GuestStatus::HEARTBEAT_OFFSET, 8);
-        // SAFETY: an aligned u64 field inside the mapped status block.
-        unsafe { core::ptr::write_volatile(field.as_mut_ptr() as *mut u64, beat) };
     }
 
     /// The data area (package or patch bytes), `len` bytes of it.

@@ -378,9 +378,9 @@ pub fn remove_through(id: Option<u64>) -> Result<(Vec<Applied>, Pause), (Refusal
     let keep = stack.len() - victims.len();
     stack.truncate(keep);
     drop(stack);
+    super::bump_generation();
     for p in &victims {
         memory::free(p.memory.0, p.memory.1);
     }
-    super::bump_generation();
     Ok((victims, pause))
 }

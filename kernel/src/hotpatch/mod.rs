@@ -91,8 +91,17 @@ impl Applied {
 /// The applied patches, bottom first.
 pub static STACK: Mutex<Vec<Applied>> = Mutex::new(Vec::new());
 /// Bumped by every apply and remove (the swap's overlay must include pages patched
-/// since an image was staged).
+/// since an image was staged: `update::stage::refresh_for_patches`).
 static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Changes with every apply and remove.
+pub fn generation() -> u64 {
+    GENERATION.load(Ordering::Acquire)
+}
+
+fn bump_generation() {
+    GENERATION.fetch_add(1, Ordering::AcqRel);
+}
 /// SHA-256 of the image's text before any patch: a patch names the exact image it
 /// applies to by this hash. Computed the first time it is needed (no patch applied yet).
 static PRISTINE_TEXT: Once<[u8; 32]> = Once::new();
@@ -116,15 +125,6 @@ pub fn sites() -> Vec<u64> {
 /// Applied patches.
 pub fn count() -> usize {
     STACK.lock().len()
-}
-
-/// Changes with every apply and remove.
-pub fn generation() -> u64 {
-    GENERATION.load(Ordering::Acquire)
-}
-
-fn bump_generation() {
-    GENERATION.fetch_add(1, Ordering::AcqRel);
 }
 
 /// The pristine text hash; computes it if no patch is applied yet, or `None` when a

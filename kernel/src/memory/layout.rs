@@ -5,8 +5,6 @@
 //! of the hand-off ABI: the machine record carries them and the new kernel checks them
 //! against its own constants. See `docs/ARCHITECTURE.md`, "Virtual address map".
 
-use x86_64::VirtAddr;
-
 /// A fixed virtual region: start and length in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Region {
@@ -20,9 +18,6 @@ impl Region {
     }
     pub const fn end(&self) -> u64 {
         self.start + self.len
-    }
-    pub fn start_addr(&self) -> VirtAddr {
-        VirtAddr::new(self.start)
     }
     pub const fn contains(&self, addr: u64) -> bool {
         addr >= self.start && addr < self.start + self.len

@@ -6,7 +6,6 @@
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
-use alloc::vec::Vec;
 
 use spin::Mutex;
 
@@ -58,10 +57,5 @@ impl RunQueue {
         for task in self.tasks.lock().iter() {
             f(task);
         }
-    }
-
-    /// Removes and returns every task.
-    pub fn drain(&self) -> Vec<Box<Task>> {
-        self.tasks.lock().drain(..).collect()
     }
 }

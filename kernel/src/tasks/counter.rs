@@ -22,10 +22,13 @@ pub fn initial() -> Counter {
 
 /// Per-step increment of a v1 counter. The `patch-a` variant (a hotpatch test) makes it
 /// 2, and `patch-e` (a patch stacked on patch-a's, replacing the same function) 3.
+#[cfg(not(any(feature = "v2", feature = "v3", feature = "broken")))]
 #[cfg(not(any(feature = "patch-a", feature = "patch-e")))]
 const V1_INCREMENT: u64 = 1;
+#[cfg(not(any(feature = "v2", feature = "v3", feature = "broken")))]
 #[cfg(all(feature = "patch-a", not(feature = "patch-e")))]
 const V1_INCREMENT: u64 = 2;
+#[cfg(not(any(feature = "v2", feature = "v3", feature = "broken")))]
 #[cfg(feature = "patch-e")]
 const V1_INCREMENT: u64 = 3;
 

@@ -80,8 +80,8 @@ pub fn run_pending() {
     };
     match job {
         Job::Apply { seq, flags } => {
-            let staged = stage::STAGED.lock();
-            let Some(staged) = staged.as_ref() else {
+            let loaded = stage::STAGED.lock().as_ref().map(|s| s.loaded);
+            let Some(loaded) = loaded else {
                 service::set_state(GuestState::Running);
                 respond(
                     seq,
@@ -91,8 +91,6 @@ pub fn run_pending() {
                 );
                 return;
             };
-            let loaded = staged.loaded;
-            drop(staged);
             // Returns only if the swap did not happen; the new kernel answers otherwise.
             let refusal = swap::apply(&loaded, seq, inject_bits(flags));
             let status = match refusal {

@@ -19,7 +19,6 @@ use crate::memory::layout::{KERNEL_IMAGE, OVERLAY_SOURCE, STAGING_WINDOW};
 use crate::memory::{self, paging::MapError, DATA};
 
 /// Segment flag bits: read 4, write 2, execute 1.
-pub const R: u32 = 4;
 pub const W: u32 = 2;
 pub const X: u32 = 1;
 

@@ -61,9 +61,10 @@ extern "C" fn resume_main(descriptor: *mut Descriptor) -> ! {
     // imports the tasks (they find their queues filling, or idle until woken).
     let control = handoff::park_control();
     let generation = control.request.load(Ordering::Acquire);
-    control
-        .resume_entry
-        .store(hk_ap_resume as usize as u64, Ordering::Relaxed);
+    control.resume_entry.store(
+        hk_ap_resume as extern "C" fn(u64) -> ! as usize as u64,
+        Ordering::Relaxed,
+    );
     control.release.store(generation, Ordering::Release);
     quiesce::wake_parked(cpu::count() - 1);
     d.clock.all_released.store(tsc::read(), Ordering::Relaxed);

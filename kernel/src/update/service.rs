@@ -152,6 +152,23 @@ fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next {
                 );
                 return Next::Period;
             }
+            match stage::refresh_for_patches() {
+                Ok(true) => log::info!(
+                    "hotpatches changed since staging: the staged image was laid out again"
+                ),
+                Ok(false) => {}
+                Err((status, why)) => {
+                    state.refused += 1;
+                    respond(
+                        mb,
+                        seq,
+                        status,
+                        format_args!("the staged image could not be laid out again: {why}"),
+                        None,
+                    );
+                    return Next::Period;
+                }
+            }
             start_apply(mb, seq, request.flags);
             Next::Period
         }
@@ -257,11 +274,15 @@ fn continue_staging(mb: &SharedMemory, state: &mut Service) -> Option<Next> {
                         }
                         Preflight::ExportFailed(why) => alloc::format!("the trial export failed: {why}"),
                     };
-                    let message = alloc::format!(
+                    let mut message = alloc::format!(
                         "accepted {} ({} pages to overlay); {verdict}",
                         s.summary,
                         s.loaded.pages_to_copy
                     );
+                    for drop in &s.drops {
+                        message.push_str("; ");
+                        message.push_str(drop);
+                    }
                     drop(staged);
                     if flags.contains(RequestFlags::APPLY_AFTER_STAGE) {
                         let _ = report;

@@ -47,7 +47,6 @@ pub struct StagingOp {
 
 /// A verified, laid-out package, ready for `Apply`.
 pub struct Staged {
-    pub seq: u64,
     pub bytes: u64,
     pub summary: ImageSummary,
     pub loaded: Loaded,
@@ -59,6 +58,8 @@ pub struct Staged {
     pub drops: Vec<String>,
     /// What the dry run of the new image's bootstrap found.
     pub preflight: Preflight,
+    /// The hotpatch generation the layout compared against ([`refresh_for_patches`]).
+    pub patch_generation: u64,
 }
 
 /// The package staged last, if it verified.
@@ -185,6 +186,25 @@ fn finish(op: &mut StagingOp) -> Result<(), Refusal> {
     let hash_us = time::ticks_to_nanos(op.hash_ticks) / 1000;
 
     let load_started = time::now();
+    let (loaded, preflight) = lay_out(bytes, &header)?;
+    let load_us = load_started.elapsed().as_micros() as u64;
+    *STAGED.lock() = Some(Staged {
+        preflight,
+        bytes: op.total,
+        summary: header.summary(),
+        loaded,
+        staging_us,
+        hash_us,
+        load_us,
+        drops,
+        patch_generation: crate::hotpatch::generation(),
+    });
+    Ok(())
+}
+
+/// Lays the verified package (`bytes` in the staging buffer, its `header`) out in the staging window
+/// and the overlay source, against the text running now, and runs the pre-flight.
+fn lay_out(bytes: &[u8], header: &Header<'_>) -> Result<(Loaded, Preflight), Refusal> {
     let payload = &bytes[header.payload_offset() as usize..];
     let segments: Vec<SegmentSource<'_>> = header
         .segments()
@@ -217,18 +237,39 @@ fn finish(op: &mut StagingOp) -> Result<(), Refusal> {
     };
     let loaded = load::load(&source)
         .map_err(|e| (Status::Internal, format!("cannot lay the image out: {e}")))?;
-    let load_us = load_started.elapsed().as_micros() as u64;
     let preflight = preflight::run(&loaded, &source);
-    *STAGED.lock() = Some(Staged {
-        preflight,
-        seq: op.seq,
-        bytes: op.total,
-        summary,
-        loaded,
-        staging_us,
-        hash_us,
-        load_us,
-        drops,
-    });
-    Ok(())
+    Ok((loaded, preflight))
+}
+
+/// Before a swap: if hotpatches were applied or removed since the package was staged,
+/// the running text is no longer what the layout compared against (a page that held
+/// the same bytes as the new image may now hold a jump into patch memory), so the
+/// package is laid out again from the staging buffer, which still holds the verified
+/// copy. Returns whether it had to.
+pub fn refresh_for_patches() -> Result<bool, Refusal> {
+    let mut guard = STAGED.lock();
+    let Some(staged) = guard.as_mut() else {
+        return Ok(false);
+    };
+    let now = crate::hotpatch::generation();
+    if staged.patch_generation == now {
+        return Ok(false);
+    }
+    let bytes = &*staging_buffer(staged.bytes);
+    let header = parse_header(bytes).map_err(|e| refusal_of(&e))?;
+    let started = time::now();
+    let laid_out = lay_out(bytes, &header);
+    match laid_out {
+        Ok((loaded, preflight)) => {
+            staged.loaded = loaded;
+            staged.preflight = preflight;
+            staged.patch_generation = now;
+            staged.load_us = started.elapsed().as_micros() as u64;
+            Ok(true)
+        }
+        Err(e) => {
+            *guard = None;
+            Err(e)
+        }
+    }
 }

@@ -20,7 +20,6 @@ use super::ioapic::LineMode;
 #[derive(Debug, Clone, Copy)]
 pub struct ProcessorDesc {
     pub apic_id: u32,
-    pub is_bootstrap: bool,
 }
 
 /// An I/O APIC.
@@ -133,13 +132,11 @@ pub fn read_platform(rsdp: Option<u64>, phys_offset: u64) -> Result<Platform, Pl
     if let Some(p) = info.processor_info {
         processors.push(ProcessorDesc {
             apic_id: p.boot_processor.local_apic_id,
-            is_bootstrap: true,
         });
         for ap in p.application_processors.iter() {
             if ap.state != ProcessorState::Disabled {
                 processors.push(ProcessorDesc {
                     apic_id: ap.local_apic_id,
-                    is_bootstrap: false,
                 });
             }
         }

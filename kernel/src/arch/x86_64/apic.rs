@@ -26,7 +26,6 @@ mod reg {
     pub const ICR_HIGH: usize = 0x310;
     pub const LVT_TIMER: usize = 0x320;
     pub const LVT_LINT0: usize = 0x350;
-    pub const LVT_LINT1: usize = 0x360;
     pub const LVT_ERROR: usize = 0x370;
     pub const TIMER_INITIAL: usize = 0x380;
     pub const TIMER_CURRENT: usize = 0x390;
@@ -39,7 +38,6 @@ const ICR_DELIVERY_PENDING: u32 = 1 << 12;
 const ICR_LEVEL_ASSERT: u32 = 1 << 14;
 const ICR_INIT: u32 = 0b101 << 8;
 const ICR_STARTUP: u32 = 0b110 << 8;
-const ICR_NMI: u32 = 0b100 << 8;
 const ICR_ALL_EXCLUDING_SELF: u32 = 0b11 << 18;
 
 /// Divide configuration 0b1011 = divide by 1.
@@ -47,20 +45,9 @@ const TIMER_DIVIDE_BY_1: u32 = 0b1011;
 
 static BASE: AtomicU64 = AtomicU64::new(0);
 
-/// Physical address of the local APIC registers, from `IA32_APIC_BASE`.
-pub fn physical_base() -> u64 {
-    // SAFETY: IA32_APIC_BASE exists on every CPU with an APIC (all x86_64 CPUs).
-    unsafe { Msr::new(IA32_APIC_BASE).read() & 0xf_ffff_f000 }
-}
-
 /// Records where the register page is mapped (virtual, uncached).
 pub fn set_base(virt: u64) {
     BASE.store(virt, Ordering::Release);
-}
-
-/// The mapped register page, as recorded by [`set_base`].
-pub fn base() -> u64 {
-    BASE.load(Ordering::Acquire)
 }
 
 fn read(offset: usize) -> u32 {
@@ -131,19 +118,9 @@ fn send(destination: u32, command: u32) {
     wait_for_delivery();
 }
 
-/// Sends a fixed interrupt `vector` to the CPU with APIC id `destination`.
-pub fn send_ipi(destination: u32, vector: u8) {
-    send(destination, vector as u32);
-}
-
 /// Sends a fixed interrupt `vector` to every CPU but the caller.
 pub fn send_ipi_to_others(vector: u8) {
     send(0, ICR_ALL_EXCLUDING_SELF | vector as u32);
-}
-
-/// Sends a non-maskable interrupt to the CPU with APIC id `destination`.
-pub fn send_nmi(destination: u32) {
-    send(destination, ICR_NMI);
 }
 
 /// INIT IPI (assert), the first step of starting an application processor.

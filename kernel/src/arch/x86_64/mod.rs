@@ -23,20 +23,11 @@ pub mod smp;
 pub mod text;
 pub mod tsc;
 
-use ::x86_64::instructions;
 use qemu_exit::QEMUExit;
 
 /// Index of the calling CPU (0 = bootstrap processor), or 0 before per-CPU data exists.
 pub fn cpu_index() -> usize {
     percpu::current_index()
-}
-
-/// Halts this CPU with interrupts disabled, forever.
-pub fn halt() -> ! {
-    loop {
-        instructions::interrupts::disable();
-        instructions::hlt();
-    }
 }
 
 /// How the kernel leaves QEMU (device `isa-debug-exit` at port 0xf4).
