@@ -20,6 +20,7 @@ use std::time::Duration;
 
 mod guest;
 pub mod packages;
+pub mod patches;
 
 pub use guest::{assert_continuous, guest_seconds, kind_name, tasks_of, Guest};
 pub use hotkernel::{Error, GuestExit, KernelChoice, SerialLine, Vm, VmConfig, VmPaths, VmState};
