@@ -7,8 +7,8 @@
 //! memory as the first.
 
 use bootloader_api::info::{MemoryRegionKind, MemoryRegions};
-use x86_64::structures::paging::{PhysFrame, Size4KiB};
 use x86_64::PhysAddr;
+use x86_64::structures::paging::{PhysFrame, Size4KiB};
 
 const FRAME: u64 = 4096;
 
@@ -180,5 +180,9 @@ impl FrameAllocator {
         let n = frame.start_address().as_u64() / FRAME;
         assert!(!self.is_free(n), "frame {:#x} freed twice", n * FRAME);
         self.set_free(n);
+        // Allocation resumes at the lowest freed frame: memory used before is reused
+        // first. Under an emulator, guest RAM never touched costs the host a page fault
+        // on first use (laying out a 4 MiB package went from 10 ms to 1 ms of mapping).
+        self.next = self.next.min((n / 64) as usize);
     }
 }

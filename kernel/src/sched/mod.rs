@@ -52,6 +52,35 @@ pub fn place(task: Box<Task>) {
         .push(task);
 }
 
+/// Places `tasks` in order as [`place`] would, but takes each run queue's lock once:
+/// after a swap the released CPUs already run their schedulers while the BSP imports,
+/// and a lock per task would make the import contend with them.
+pub fn place_all(tasks: alloc::vec::Vec<Box<Task>>) {
+    TASKS.fetch_add(tasks.len(), Ordering::Relaxed);
+    let mut lens = [usize::MAX; cpu::MAX_CPUS];
+    for c in cpu::all() {
+        lens[c.id.index()] = c.queue.len();
+    }
+    let mut batches: [alloc::vec::Vec<Box<Task>>; cpu::MAX_CPUS] =
+        core::array::from_fn(|_| alloc::vec::Vec::new());
+    for task in tasks {
+        let target = match task.entry.affinity() {
+            Some(cpu) if (cpu as usize) < cpu::count() => cpu as usize,
+            _ => (0..cpu::MAX_CPUS)
+                .min_by_key(|&i| lens[i])
+                .unwrap_or(CpuId::BSP.index()),
+        };
+        lens[target] = lens[target].saturating_add(1);
+        batches[target].push(task);
+    }
+    for c in cpu::all() {
+        let batch = core::mem::take(&mut batches[c.id.index()]);
+        if !batch.is_empty() {
+            c.queue.push_all(batch);
+        }
+    }
+}
+
 /// Total tasks on all run queues.
 pub fn task_count() -> usize {
     TASKS.load(Ordering::Relaxed)

@@ -28,6 +28,11 @@ impl RunQueue {
         self.tasks.lock().push_back(task);
     }
 
+    /// Appends `tasks` in order, under one acquisition of the lock.
+    pub fn push_all(&self, tasks: alloc::vec::Vec<Box<Task>>) {
+        self.tasks.lock().extend(tasks);
+    }
+
     /// Takes the first task whose wake time has come (or the update service, when the
     /// doorbell rang), rotating the ones passed over to the back so that every task gets
     /// its turn.

@@ -8,7 +8,7 @@ use alloc::boxed::Box;
 
 use updater::records::entry::TaskEntry as _;
 use updater::records::machine::V1 as MachineRecord;
-use updater::records::{pipeline, StateRecord, TaskKind};
+use updater::records::{StateRecord, TaskKind, pipeline};
 use updater::recordset::{Record, RecordSet};
 
 use crate::identity;
@@ -70,7 +70,7 @@ pub fn tasks(set: &RecordSet<'_>) -> usize {
     let table = set
         .find(image_format::kinds::TASK_TABLE)
         .expect("task table (checked by the bootstrap)");
-    let mut placed = 0;
+    let mut placed = alloc::vec::Vec::new();
     for entry in table.decode::<schema::TaskEntry>() {
         let entry = entry.expect("task-table entry decodes");
         let id = entry.id();
@@ -94,14 +94,14 @@ pub fn tasks(set: &RecordSet<'_>) -> usize {
                 panic!("task {id}: kind {other} passed validation but has no step function here")
             }
         };
-        sched::reserve_ids_through(id);
-        sched::place(Box::new(Task {
+        placed.push(Box::new(Task {
             entry,
             state,
             wake_at: 0,
         }));
-        placed += 1;
     }
+    // The channels first: the released CPUs step producers and consumers as soon as
+    // they are placed, and must find the values in flight.
     if let Some(channels) = set.find(image_format::kinds::CHANNELS) {
         let list: alloc::vec::Vec<pipeline::ChannelV1> = channels
             .decode::<pipeline::ChannelV1>()
@@ -109,7 +109,9 @@ pub fn tasks(set: &RecordSet<'_>) -> usize {
             .collect();
         tasks::pipeline::import_channels(&list);
     }
-    placed
+    let count = placed.len();
+    sched::place_all(placed);
+    count
 }
 
 /// The update history of a converted set (oldest first).
