@@ -7,8 +7,8 @@
 //! memory as the first.
 
 use bootloader_api::info::{MemoryRegionKind, MemoryRegions};
-use x86_64::PhysAddr;
 use x86_64::structures::paging::{PhysFrame, Size4KiB};
+use x86_64::PhysAddr;
 
 const FRAME: u64 = 4096;
 

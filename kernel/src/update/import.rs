@@ -8,7 +8,7 @@ use alloc::boxed::Box;
 
 use updater::records::entry::TaskEntry as _;
 use updater::records::machine::V1 as MachineRecord;
-use updater::records::{StateRecord, TaskKind, pipeline};
+use updater::records::{pipeline, StateRecord, TaskKind};
 use updater::recordset::{Record, RecordSet};
 
 use crate::identity;
