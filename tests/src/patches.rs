@@ -1,18 +1,21 @@
-//! Hotpatches for the tests: patches made from two real kernel variants (once per test
-//! binary and pair), the variants' ELF files (symbols and the bytes of their text, to
-//! compare with what the running image holds), and the [`Guest`] calls that apply,
-//! remove and list patches and read the running image.
+//! Hotpatches for the tests: the kernel variants as private copies of their ELF files
+//! ([`kernel`]: booted, packed and patched from the same bytes), patches made from two
+//! of them (once per test binary and pair), their functions and bytes (to compare with
+//! what the running image holds), and the [`Guest`] calls that apply, remove and list
+//! patches and read the running image.
 //!
 //! The patch calls go through the mailbox directly (`PatchApply`, `PatchRemove`,
 //! `PatchList`, `ReadImage`), not through the CLI, so a test sees the guest's own
 //! answer and report.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use hotkernel::build::{build_kernel_cached, Variant};
 use hotkernel::mailbox::Answer;
 use hotkernel::update::{self, Refused};
+use hotkernel::{workspace, KernelChoice, VmConfig};
 use image_format::hotpatch::differ::{make_patch, DiffError, PatchOptions, PatchOutput};
 use image_format::hotpatch::{layout, reseal};
 use image_format::mailbox::report::{PatchList, PatchReport, Report};
@@ -21,30 +24,89 @@ use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
 use crate::{Check, Guest, HANG_GUARD};
 
-/// Where the kernel image runs: an image-relative offset (an ELF address: the kernel
-/// is linked at 0) plus this is an address the running kernel's CPUs use.
+/// Where the kernel image runs: the kernel is linked at 0, so an ELF address plus this
+/// is the address its CPUs use.
 pub const KERNEL_BASE: u64 = 0xffff_ffff_8000_0000;
 
-/// The kernel ELF of `variant` (built once per test binary).
-pub fn elf(variant: &str) -> Arc<Vec<u8>> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Vec<u8>>>>> = OnceLock::new();
+/// A built kernel variant, as this test binary uses it: a private copy of its ELF.
+///
+/// Patches are bound to one exact build, so the VM must boot the very ELF the patches
+/// were made from. The variant's ELF under `target/hotkernel/kernels/` is shared with
+/// every other process using the tree, and one of them may rebuild it at any moment;
+/// so the tests boot, pack and make patches from a copy named by its build id
+/// (`target/hotkernel/test-kernels/<variant>-<build id>.elf`), taken once per binary.
+#[derive(Debug)]
+pub struct Kernel {
+    pub variant: String,
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+}
+
+/// The kernel of `variant` (built and copied once per test binary).
+pub fn kernel(variant: &str) -> Arc<Kernel> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Kernel>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    if let Some(e) = cache.lock().unwrap().get(variant) {
-        return e.clone();
+    let mut cache = cache.lock().unwrap();
+    if let Some(k) = cache.get(variant) {
+        return k.clone();
     }
     let v = Variant::try_new(variant).check(&format!("variant `{variant}`"));
     let built = build_kernel_cached(&v).check(&format!("building `{variant}`"));
-    let bytes = Arc::new(std::fs::read(&built.elf).expect("reading a built kernel ELF"));
-    cache
-        .lock()
-        .unwrap()
-        .insert(variant.to_owned(), bytes.clone());
-    bytes
+    let bytes = std::fs::read(&built.elf).expect("reading a built kernel ELF");
+    let file = object::File::parse(&bytes[..]).expect("a kernel ELF");
+    let build_id: String = match file.build_id() {
+        Ok(Some(id)) => id.iter().map(|b| format!("{b:02x}")).collect(),
+        other => panic!("{variant}: no build id ({other:?})"),
+    };
+    let dir = workspace::hotkernel_dir().join("test-kernels");
+    std::fs::create_dir_all(&dir).expect("creating the test kernels' directory");
+    let path = dir.join(format!("{variant}-{build_id}.elf"));
+    if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+        let tmp = workspace::temp_path_for(&path);
+        std::fs::write(&tmp, &bytes).expect("writing a test kernel");
+        std::fs::rename(&tmp, &path).expect("renaming a test kernel");
+    }
+    let k = Arc::new(Kernel {
+        variant: variant.to_owned(),
+        path,
+        bytes,
+    });
+    cache.insert(variant.to_owned(), k.clone());
+    k
+}
+
+/// Boots `variant` (its [`kernel`]) on `cpus` CPUs.
+#[track_caller]
+pub fn boot(variant: &str, cpus: u32) -> Guest {
+    let k = kernel(variant);
+    Guest::boot(
+        VmConfig {
+            kernel: KernelChoice::Elf(k.path.clone()),
+            ..VmConfig::default()
+        }
+        .cpus(cpus),
+    )
+}
+
+/// The update package of `variant` (its [`kernel`], packed once per test binary).
+pub fn package(variant: &str) -> Vec<u8> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Vec<u8>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(p) = cache.lock().unwrap().get(variant) {
+        return p.clone();
+    }
+    let p = update::pack_elf(&kernel(variant).path, None).check(&format!("packing `{variant}`"));
+    cache.lock().unwrap().insert(variant.to_owned(), p.clone());
+    p
 }
 
 /// What the generator says about `old` → `new` (not cached: for refusals).
 pub fn make(old: &str, new: &str) -> Result<PatchOutput, DiffError> {
-    make_patch(&elf(old), &elf(new), &PatchOptions::default())
+    make_patch(
+        &kernel(old).bytes,
+        &kernel(new).bytes,
+        &PatchOptions::default(),
+    )
 }
 
 /// The patch from variant `old` (the running image) to `new`, labelled `new` (made
@@ -60,7 +122,7 @@ pub fn patch(old: &str, new: &str) -> Vec<u8> {
         label: Some(new.to_owned()),
         ..PatchOptions::default()
     };
-    let out = match make_patch(&elf(old), &elf(new), &opts) {
+    let out = match make_patch(&kernel(old).bytes, &kernel(new).bytes, &opts) {
         Ok(out) => out,
         Err(e) => panic!("the generator refuses {old} → {new}: {e}"),
     };
@@ -89,8 +151,8 @@ fn demangle(raw: &str) -> String {
 
 /// Every function of `variant`'s ELF (defined `FUNC` symbols), by address.
 fn functions(variant: &str) -> Vec<Function> {
-    let data = elf(variant);
-    let file = object::File::parse(&data[..]).expect("a kernel ELF");
+    let data = kernel(variant);
+    let file = object::File::parse(&data.bytes[..]).expect("a kernel ELF");
     let mut out: Vec<Function> = file
         .symbols()
         .filter(|s| s.kind() == SymbolKind::Text && s.is_definition() && s.size() != 0)
@@ -127,8 +189,8 @@ pub fn function_at(variant: &str, addr: u64) -> Function {
 
 /// `len` bytes of `variant`'s ELF file at `addr` (where the kernel runs).
 pub fn elf_bytes(variant: &str, addr: u64, len: usize) -> Vec<u8> {
-    let data = elf(variant);
-    let file = object::File::parse(&data[..]).expect("a kernel ELF");
+    let data = kernel(variant);
+    let file = object::File::parse(&data.bytes[..]).expect("a kernel ELF");
     let at = addr - KERNEL_BASE;
     for section in file.sections() {
         let (start, size) = (section.address(), section.size());
