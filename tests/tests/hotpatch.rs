@@ -277,6 +277,39 @@ fn removing_patch_a_restores_v1s_bytes_and_counting() {
     assert!(g.patch_list().patches.is_empty());
     g.assert_patch_count(0);
     g.assert_running("v1", 1);
+
+    // Applied and removed once more, it leaves as much memory free as before: its
+    // patch memory was given back (page tables of the patch area, made by the first
+    // apply, stay).
+    g.wait_polls(2);
+    let free = g.status().free_frames;
+    let again = apply(
+        &mut g,
+        &format!("{name} (again)"),
+        &pa,
+        "patch-a",
+        (1, 2),
+        1,
+    );
+    assert_eq!(again.functions, applied.functions);
+    remove(&mut g, &format!("{name} (again)"), None, (2, 1), 0);
+    assert_pristine(&mut g, applied.functions.iter().map(|f| f.site));
+    g.wait_polls(2);
+    assert_eq!(
+        g.status().free_frames,
+        free,
+        "free frames before and after an apply and remove"
+    );
+
+    // Nothing left to remove.
+    let refused = match g.patch_remove(None) {
+        Err(r) => r,
+        Ok(r) => panic!("{name}: removed a patch from an empty stack: {r:?}"),
+    };
+    eprintln!("{name}: remove from an empty stack: {refused}");
+    assert_eq!(refused.status, Status::PatchRefused, "{refused}");
+    assert!(refused.message.contains("no applied patch"), "{refused}");
+    assert_counting(&mut g, &format!("{name} (after all)"), V1);
 }
 
 #[test]
@@ -289,6 +322,13 @@ fn patches_stack_and_come_off_in_reverse_order() {
     );
     let mut g = v1(2);
     let a = apply(&mut g, &format!("{name} (a)"), &pa, "patch-a", (1, 2), 1);
+    // The same patch twice: refused, nothing changes.
+    let (_, again) = expect_refusal(&mut g, &format!("{name} (a again)"), &pa, &[], 2);
+    let reason = again.refused.unwrap();
+    assert!(
+        reason.contains(&format!("patch {:016x} is already applied", a.id)),
+        "{reason}"
+    );
     let b = apply(&mut g, &format!("{name} (b)"), &pb, "patch-b", (2, 2), 2);
     assert!(b.functions.len() >= 2, "patch-b is multi-site: {b:?}");
     for f in [TICKER_STEP, HEARTBEAT_STEP] {
@@ -608,27 +648,47 @@ fn a_swap_drops_patches_into_another_build_and_refuses_the_same_build() {
     assert_jumps_into(&mut g, &a, &pa);
     assert_counting(&mut g, &format!("{name} (still patched)"), A);
 
-    // Another build: the swap drops the patch and says so.
+    // Another build, staged before one more patch (e, stacked on a) is applied: the
+    // running text changed since the layout, so the swap lays the package out again,
+    // then drops both patches and says so.
     g.stage_ok(&package("v2"));
+    let pe = patch("v1", "patch-e");
+    let e = apply(&mut g, &format!("{name} (e)"), &pe, "patch-e", (2, 3), 2);
+    let from = g.vm.serial_lines().len();
     let before = g.snapshot();
     let report = g.apply_ok();
     let after = g.snapshot();
     eprintln!("{name}: swap to v2: warnings {:?}", report.warnings);
-    let dropped = format!("hotpatch {:016x} (patch-a) dropped", a.id);
-    assert!(
-        report
-            .warnings
-            .iter()
-            .any(|w| w.contains(&dropped) && w.contains("another build")),
-        "a warning says `{dropped}`: {:?}",
-        report.warnings
-    );
-    // Counters: 2 per step under the patch, v2's stride (1) after.
-    assert_continuous(name, &before, &after, StepRules { counter: (2, 1) }, &[]);
+    hotkernel_tests::expect_lines(&g.vm, from, &["the staged image was laid out again"]);
+    for (p, label) in [(&a, "patch-a"), (&e, "patch-e")] {
+        let dropped = format!("hotpatch {:016x} ({label}) dropped", p.id);
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.contains(&dropped) && w.contains("another build")),
+            "a warning says `{dropped}`: {:?}",
+            report.warnings
+        );
+    }
+    // Counters: 3 per step under the patches, v2's stride (1) after.
+    assert_continuous(name, &before, &after, StepRules { counter: (3, 1) }, &[]);
     g.assert_running("v2", 2);
     assert!(stack(&mut g).is_empty());
     g.assert_patch_count(0);
     assert_counting(&mut g, &format!("{name} (v2)"), V1);
+    // No jump survived the overlay: where the sites were, v2's own bytes.
+    let sites: BTreeSet<u64> = [&a, &e]
+        .iter()
+        .flat_map(|r| r.functions.iter().map(|f| f.site))
+        .collect();
+    for site in sites {
+        assert_eq!(
+            g.read_image(site, 16),
+            patches::elf_bytes("v2", site, 16),
+            "the bytes at {site:#x} after the swap are not v2's"
+        );
+    }
     // The patch was for the build swapped out: refused now.
     let (_, r) = expect_refusal(&mut g, &format!("{name} (old patch)"), &pa, &[], 1);
     let reason = r.refused.unwrap();
