@@ -20,6 +20,15 @@ pub enum Error {
     #[error("{0}")]
     Package(String),
 
+    /// A hotpatch could not be made or read (an unreadable ELF or patch, a bad label).
+    #[error("{0}")]
+    Patch(String),
+
+    /// The guest refused a hotpatch operation the caller needed to succeed (the demo,
+    /// the benchmark); `hotkernel patch apply|remove` print refusals instead.
+    #[error("{what} was refused by the guest: {reason}")]
+    PatchRefused { what: String, reason: String },
+
     /// The mailbox protocol failed (no guest, no answer, an unreadable report).
     #[error("mailbox: {0}")]
     Mailbox(String),

@@ -11,6 +11,7 @@
 //! | [`coldpatch`] | applied hotpatches kept for a VM's next boot (double rename) |
 //! | [`continuity`] | did every task carry on across an update (two snapshots)? |
 //! | [`diskimage`] | BIOS boot images |
+//! | [`hotpatch`] | hotpatches: make from two builds, apply / list / remove, verify the text |
 //! | [`qemu`] | QEMU's command line and what its exit status means |
 //! | [`serial`] | the guest console: bridge to the terminal, timestamped lines |
 //! | [`qmp`] | QEMU Machine Protocol client |
@@ -30,6 +31,7 @@ pub mod continuity;
 pub mod demo;
 pub mod diskimage;
 pub mod error;
+pub mod hotpatch;
 pub mod mailbox;
 pub mod qemu;
 pub mod qmp;

@@ -58,7 +58,8 @@ impl std::fmt::Display for Refused {
     }
 }
 
-fn outcome(answer: Answer) -> std::result::Result<Answer, Refused> {
+/// The answer, or the guest's refusal when its status is an error.
+pub(crate) fn outcome(answer: Answer) -> std::result::Result<Answer, Refused> {
     if answer.response.status.is_error() {
         Err(Refused {
             status: answer.response.status,

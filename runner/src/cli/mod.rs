@@ -63,6 +63,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Benchmarks: delivery throughput, swap downtime, hotpatch pause.
     Bench(bench::BenchArgs),
+    /// Hotpatches: make one from two builds; apply, list and remove them in a running VM.
+    Patch(patch::PatchArgs),
 }
 
 /// Options of `hotkernel run`.
@@ -139,6 +141,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Some(Command::Tasks(args)) => update::tasks(args),
         Some(Command::Demo(args)) => demo::demo(args),
         Some(Command::Bench(args)) => bench::bench(args),
+        Some(Command::Patch(args)) => patch::patch(args),
     }
 }
 

@@ -149,6 +149,7 @@ impl Vm {
         let name = cfg.name.clone().unwrap_or_else(unique_name);
         let claim = state::Claim::take(&name)?;
         let paths = claim.paths.clone();
+        keep_booted_elf(&kernel.elf, &paths.booted_elf())?;
 
         let spec = QemuSpec {
             cpus: cfg.cpus,
@@ -489,6 +490,18 @@ fn spawn_stderr_reader(pipe: ChildStderr, shared: Arc<Shared>, echo: bool) -> Jo
 fn reap_stale_once() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(state::reap_stale);
+}
+
+/// Keeps the ELF the VM boots at `kept` for its life: a hard link (the build replaces
+/// its copy by a rename, so the link keeps the old file), else a copy.
+fn keep_booted_elf(elf: &std::path::Path, kept: &std::path::Path) -> Result<()> {
+    let _ = std::fs::remove_file(kept);
+    if std::fs::hard_link(elf, kept).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(elf, kept)
+        .map(|_| ())
+        .map_err(|e| Error::io(format!("copy {} to {}", elf.display(), kept.display()), e))
 }
 
 fn unique_name() -> String {

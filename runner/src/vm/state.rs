@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | `owner.lock` | locked by the runner for the VM's whole life: a VM is live iff it is locked |
 //! | `state.json` | [`VmState`]: pids, sockets, mailbox, kernel |
+//! | `kernel.elf` | the ELF the VM booted (a link or copy: a rebuild does not change it) |
 //! | `stop-requested` | written by `hotkernel stop` before it quits QEMU, so the runner knows the quit was asked for |
 //! | `serial.sock`, `doorbell.sock`, `qmp.sock` | QEMU's sockets (in a short directory under `/tmp/hotkernel-<uid>/` instead when this path is too long for a unix socket) |
 //!
@@ -92,6 +93,12 @@ impl VmPaths {
     /// `owner.lock`, locked by the VM's runner while it lives.
     pub fn lock_file(&self) -> PathBuf {
         self.dir.join("owner.lock")
+    }
+
+    /// `kernel.elf`: the ELF the VM booted, kept for its life (a rebuild overwrites the
+    /// build's copy; `hotkernel patch make --vm` needs the exact image).
+    pub fn booted_elf(&self) -> PathBuf {
+        self.dir.join("kernel.elf")
     }
 }
 
@@ -323,6 +330,7 @@ fn remove_files(paths: &VmPaths) {
         let _ = fs::remove_dir(&paths.sockets_dir);
     }
     let _ = fs::remove_file(&paths.stop_marker);
+    let _ = fs::remove_file(paths.booted_elf());
     let _ = fs::remove_file(&paths.state_file);
 }
 
