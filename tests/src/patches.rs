@@ -112,7 +112,9 @@ pub fn make(old: &str, new: &str) -> Result<PatchOutput, DiffError> {
 /// The patch from variant `old` (the running image) to `new`, labelled `new` (made
 /// once per test binary and pair). Panics with the generator's verdicts if it refuses.
 pub fn patch(old: &str, new: &str) -> Vec<u8> {
-    static CACHE: OnceLock<Mutex<HashMap<(String, String), Vec<u8>>>> = OnceLock::new();
+    /// Patches by (old, new) variant.
+    type Patches = HashMap<(String, String), Vec<u8>>;
+    static CACHE: OnceLock<Mutex<Patches>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let key = (old.to_owned(), new.to_owned());
     if let Some(p) = cache.lock().unwrap().get(&key) {
