@@ -52,10 +52,14 @@ pub enum BenchWhat {
         #[arg(long, value_delimiter = ',', default_value = "v1,twin")]
         pair: Vec<String>,
     },
-    /// Hotpatch pause (apply and remove) on 1 and 4 CPUs.
+    /// Hotpatch pause (apply and remove of patch-a) on 1 and 4 CPUs.
     Patch {
+        /// Apply+remove rounds per CPU count.
         #[arg(long, default_value_t = 20)]
         rounds: usize,
+        /// CPU counts to sweep (comma separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,4")]
+        cpus: Vec<u32>,
     },
 }
 
@@ -171,6 +175,6 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
             }
             Ok(0)
         }
-        BenchWhat::Patch { rounds } => crate::cli::patch::bench(rounds, args.json),
+        BenchWhat::Patch { rounds, cpus } => crate::cli::patch::bench(rounds, &cpus, args.json),
     }
 }
