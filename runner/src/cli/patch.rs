@@ -3,6 +3,8 @@
 //! Exit status: 0 when the patch was made, applied or removed; 1 when the generator or
 //! the guest refused (the reason is printed) or anything failed.
 
+mod runs;
+
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
@@ -14,11 +16,13 @@ use super::VmArgs;
 use crate::build::{self, CargoOutput, Variant};
 use crate::coldpatch;
 use crate::error::{Error, Result};
-use crate::hotpatch::{self, demo::HotpatchDemo};
+use crate::hotpatch;
 use crate::mailbox::Mailbox;
 use crate::toolchain::{self, Needs};
 use crate::update::Refused;
 use crate::vm::VmState;
+
+pub use runs::{bench, demo};
 
 /// Options of `hotkernel patch`.
 #[derive(Debug, Clone, Args)]
@@ -274,13 +278,13 @@ pub fn make(args: MakeArgs) -> Result<u8> {
     Ok(0)
 }
 
-fn functions_lines(functions: &[PatchedFunction], verb: &str) {
+pub(super) fn functions_lines(functions: &[PatchedFunction], verb: &str) {
     for f in functions {
         println!("  {verb} {} at {:#x}", f.name, f.site);
     }
 }
 
-fn pause_line(r: &PatchReport) -> String {
+pub(super) fn pause_line(r: &PatchReport) -> String {
     format!(
         "pause {:.1} µs, {} other CPU(s) parked",
         r.pause_ns as f64 / 1000.0,
@@ -482,143 +486,6 @@ pub fn patch(args: PatchArgs) -> Result<u8> {
         PatchWhat::List(a) => list(a),
         PatchWhat::Remove(a) => remove(a),
     }
-}
-
-fn print_demo(run: &HotpatchDemo) {
-    for s in &run.steps {
-        let r = &s.report;
-        println!();
-        println!(
-            "{} {}: patch {} \"{}\", sequence {}, {} site(s), {}",
-            r.op,
-            s.patch,
-            hotpatch::id_text(r.id),
-            r.label,
-            r.sequence,
-            r.functions.len(),
-            pause_line(r)
-        );
-        let verb = match r.op {
-            image_format::mailbox::report::PatchOp::Apply => "replaced",
-            image_format::mailbox::report::PatchOp::Remove => "restored",
-        };
-        functions_lines(&r.functions, verb);
-        if s.retries > 0 {
-            println!(
-                "  ({} attempt(s) refused first: a CPU stood in a site)",
-                s.retries
-            );
-        }
-        println!(
-            "  continuity: {} tasks carried on{}",
-            s.across.tasks_compared,
-            if s.across.ok() && s.after.ok() {
-                ""
-            } else {
-                " — PROBLEMS:"
-            }
-        );
-        for p in s.across.problems.iter().chain(&s.after.problems) {
-            println!("    {p}");
-        }
-        for (what, ok) in &s.behaviour {
-            println!("  {} {what}", if *ok { "ok  " } else { "FAIL" });
-        }
-        println!("  state_ok: {}", s.state_ok());
-    }
-    println!();
-    println!(
-        "restored: {} text bytes compared with v1's ELF, {}; {}/{} sites restored; {} patch(es) left",
-        run.restored.compared,
-        if run.restored.identical() { "identical" } else { "DIFFERENT" },
-        run.sites_restored(),
-        run.sites.len(),
-        run.left
-    );
-    for d in &run.restored.differences {
-        println!(
-            "  at {:#x}: expected {:02x?}, found {:02x?}",
-            d.address, d.expected, d.found
-        );
-    }
-    println!();
-    println!("demo {}", if run.ok() { "passed" } else { "FAILED" });
-}
-
-/// The hotpatch demo.
-pub fn demo(cpus: u32, json: bool) -> Result<u8> {
-    let run = hotpatch::demo::run(cpus, |msg| {
-        if !json {
-            eprintln!("demo: {msg}");
-        }
-    })?;
-    if json {
-        println!("{}", run.json());
-    } else {
-        print_demo(&run);
-    }
-    Ok(if run.ok() { 0 } else { 1 })
-}
-
-/// The hotpatch pause benchmark: `rounds` apply+remove of patch-a per CPU count.
-pub fn bench(rounds: usize, cpus: &[u32], json: bool) -> Result<u8> {
-    if rounds == 0 {
-        return Err(Error::Patch("--rounds must be at least 1".into()));
-    }
-    if let Some(bad) = cpus.iter().find(|&&c| c == 0 || c > 255) {
-        return Err(Error::Patch(format!(
-            "--cpus {bad}: a VM has 1 to 255 CPUs"
-        )));
-    }
-    let patch = hotpatch::patch_between("v1", "patch-a")?;
-    let mut runs = Vec::new();
-    if !json {
-        println!(
-            "hotpatch pause, patch-a on v1, {rounds} apply+remove rounds (guest TSC: first park IPI → release)"
-        );
-        println!(
-            "{:>4} {:>6} | {:<38} | {:<38}",
-            "", "", "apply pause µs", "remove pause µs"
-        );
-        let columns = format!("{:>8} {:>10} {:>8} {:>8}", "min", "median", "p99", "first");
-        println!("{:>4} {:>6} | {columns} | {columns}", "cpus", "parked");
-    }
-    for &cpus in cpus {
-        let r = hotpatch::bench::run(cpus, rounds, &patch)?;
-        if !json {
-            let (amin, amed, ap99) = crate::bench::stats(&r.apply_us);
-            let (rmin, rmed, rp99) = crate::bench::stats(&r.remove_us);
-            println!(
-                "{:>4} {:>6} | {:>8.1} {:>10.1} {:>8.1} {:>8.1} | {:>8.1} {:>10.1} {:>8.1} {:>8.1}",
-                cpus,
-                r.cpus_parked,
-                amin,
-                amed,
-                ap99,
-                r.apply_us.first().copied().unwrap_or(0.0),
-                rmin,
-                rmed,
-                rp99,
-                r.remove_us.first().copied().unwrap_or(0.0)
-            );
-            if r.retries > 0 {
-                println!("     ({} refusals of the moment retried)", r.retries);
-            }
-        }
-        runs.push(r);
-    }
-    if json {
-        let head = runs.iter().find(|r| r.cpus == 4);
-        let v = json!({
-            "patch": "patch-a",
-            "rounds": rounds,
-            "median_apply_pause_us_4_cpus": head.map(|r| crate::bench::stats(&r.apply_us).1),
-            "median_remove_pause_us_4_cpus": head.map(|r| crate::bench::stats(&r.remove_us).1),
-            "configs": runs.iter().map(hotpatch::bench::PauseRun::json).collect::<Vec<_>>(),
-        });
-        println!("{v}");
-    }
-    Ok(0)
 }
 
 #[cfg(test)]
