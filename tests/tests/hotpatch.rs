@@ -308,7 +308,7 @@ fn removing_patch_a_restores_v1s_bytes_and_counting() {
     };
     eprintln!("{name}: remove from an empty stack: {refused}");
     assert_eq!(refused.status, Status::PatchRefused, "{refused}");
-    assert!(refused.message.contains("no applied patch"), "{refused}");
+    assert!(refused.message.contains("no patch is applied"), "{refused}");
     assert_counting(&mut g, &format!("{name} (after all)"), V1);
 }
 

@@ -138,8 +138,8 @@ status_codes! {
     RolledBack = 13 => "the swap failed and was rolled back; the old kernel runs on",
     /// An application processor did not park in time; nothing changed.
     QuiesceTimeout = 14 => "a CPU did not park in time; the swap was abandoned",
-    /// The patch does not apply to the running image.
-    PatchRefused = 15 => "the patch does not apply to the running image",
+    /// A hotpatch apply or remove was refused (the reason says why).
+    PatchRefused = 15 => "the patch operation was refused; the running image is unchanged",
     /// The request is not understood (unknown command or flags, bad arguments).
     BadRequest = 16 => "bad request (unknown command, flag or argument)",
     /// A bug in the guest.

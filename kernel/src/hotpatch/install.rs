@@ -48,6 +48,7 @@ pub enum Refusal {
     },
     Quiesce(String),
     NotApplied(u64),
+    NothingApplied,
 }
 
 impl core::fmt::Display for Refusal {
@@ -70,6 +71,7 @@ impl core::fmt::Display for Refusal {
             }
             Refusal::Quiesce(e) => write!(f, "{e}"),
             Refusal::NotApplied(id) => write!(f, "no applied patch has id {id:016x}"),
+            Refusal::NothingApplied => write!(f, "no patch is applied: there is nothing to remove"),
         }
     }
 }
@@ -345,7 +347,8 @@ pub fn remove_through(id: Option<u64>) -> Result<(Vec<Applied>, Pause), (Refusal
     let victims: Vec<Applied> = {
         let stack = STACK.lock();
         let Some(top) = stack.last() else {
-            return Err((Refusal::NotApplied(id.unwrap_or(0)), Pause::default()));
+            let refusal = id.map_or(Refusal::NothingApplied, Refusal::NotApplied);
+            return Err((refusal, Pause::default()));
         };
         let id = id.unwrap_or(top.id);
         let Some(at) = stack.iter().position(|p| p.id == id) else {

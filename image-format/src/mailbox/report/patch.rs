@@ -282,6 +282,8 @@ fn read_functions(r: &mut Reader<'_>) -> Result<Vec<PatchedFunction>> {
 impl fmt::Display for PatchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.refused {
+            // Id 0: the patch did not parse, or a removal named none.
+            Some(reason) if self.id == 0 => write!(f, "{} refused: {reason}", self.op),
             Some(reason) => write!(f, "{} of patch {:#x} refused: {reason}", self.op, self.id),
             None => write!(
                 f,
