@@ -169,6 +169,8 @@ pub fn park_others(bound: Duration, ignore: Option<CpuId>) -> Result<Parked, Qui
 pub struct Released {
     /// From the first park IPI to the release.
     pub pause: Duration,
+    /// From the first park IPI to the last acknowledgement.
+    pub park: Duration,
 }
 
 /// Releases parked CPUs back into this kernel.
@@ -178,8 +180,11 @@ pub fn release(parked: Parked) -> Released {
     control.ignore_cpu.store(u32::MAX, Ordering::Relaxed);
     control.release.store(parked.generation, Ordering::Release);
     let pause = time::now().saturating_duration_since(parked.ipi_at);
+    let park = parked
+        .all_parked_at
+        .saturating_duration_since(parked.ipi_at);
     wake_parked(parked.cpus);
-    Released { pause }
+    Released { pause, park }
 }
 
 /// Ends the halt of parked CPUs after a release (their timer would, one tick later).

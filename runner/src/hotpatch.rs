@@ -344,6 +344,7 @@ pub fn report_json(r: &PatchReport) -> Value {
         "functions": functions_json(&r.functions),
         "sites": r.functions.len(),
         "pause_us": r.pause_ns as f64 / 1000.0,
+        "park_us": r.park_ns as f64 / 1000.0,
         "cpus_parked": r.cpus_parked,
         "refused": r.refused,
     })
@@ -518,6 +519,7 @@ mod tests {
                 site: 0xffff_ffff_8001_0000,
             }],
             pause_ns: 62_500,
+            park_ns: 50_000,
             cpus_parked: 3,
             stack_depth: 1,
             refused: None,

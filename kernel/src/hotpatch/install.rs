@@ -241,6 +241,8 @@ pub fn discard(p: Prepared) {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Pause {
     pub ns: u64,
+    /// Of which parking (first IPI → last acknowledgement).
+    pub park_ns: u64,
     pub cpus: u32,
 }
 
@@ -285,6 +287,7 @@ fn resume(parked: Parked) -> Pause {
     let released = quiesce::release(parked);
     Pause {
         ns: released.pause.as_nanos() as u64,
+        park_ns: released.park.as_nanos() as u64,
         cpus,
     }
 }

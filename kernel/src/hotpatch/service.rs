@@ -42,6 +42,7 @@ pub fn report(
             })
             .collect(),
         pause_ns: pause.ns,
+        park_ns: pause.park_ns,
         cpus_parked: pause.cpus,
         stack_depth: super::count() as u32,
         refused,

@@ -286,8 +286,9 @@ pub(super) fn functions_lines(functions: &[PatchedFunction], verb: &str) {
 
 pub(super) fn pause_line(r: &PatchReport) -> String {
     format!(
-        "pause {:.1} µs, {} other CPU(s) parked",
+        "pause {:.1} µs (parking {:.1} µs), {} other CPU(s) parked",
         r.pause_ns as f64 / 1000.0,
+        r.park_ns as f64 / 1000.0,
         r.cpus_parked
     )
 }

@@ -22,6 +22,9 @@ pub struct PauseRun {
     pub cpus: u32,
     pub apply_us: Vec<f64>,
     pub remove_us: Vec<f64>,
+    /// Of each pause, the park round trip (first IPI → last acknowledgement).
+    pub apply_park_us: Vec<f64>,
+    pub remove_park_us: Vec<f64>,
     /// CPUs the guest parked (the same for every round).
     pub cpus_parked: u32,
     /// Refusals of the moment (a CPU stood in the site) that were tried again.
@@ -42,6 +45,8 @@ impl PauseRun {
             "rounds": self.apply_us.len(),
             "apply_pause_us": figures(&self.apply_us),
             "remove_pause_us": figures(&self.remove_us),
+            "apply_park_us": figures(&self.apply_park_us),
+            "remove_park_us": figures(&self.remove_park_us),
             "retries": self.retries,
         })
     }
@@ -78,6 +83,8 @@ pub fn run(cpus: u32, rounds: usize, patch: &[u8]) -> Result<PauseRun> {
         run.cpus_parked = applied.cpus_parked;
         run.apply_us.push(applied.pause_ns as f64 / 1000.0);
         run.remove_us.push(removed.pause_ns as f64 / 1000.0);
+        run.apply_park_us.push(applied.park_ns as f64 / 1000.0);
+        run.remove_park_us.push(removed.park_ns as f64 / 1000.0);
     }
     let _ = vm.quit();
     Ok(run)

@@ -22,7 +22,7 @@ pub const MAX_PATCHES: usize = 64;
 
 const REPORT: Layout = Layout {
     kind: ReportKind::Patch,
-    version: 1,
+    version: 2,
     name: "patch report",
 };
 const LIST: Layout = Layout {
@@ -77,6 +77,9 @@ pub struct PatchReport {
     pub functions: Vec<PatchedFunction>,
     /// From the first park IPI to every CPU released, nanoseconds (0 if nothing stopped).
     pub pause_ns: u64,
+    /// Of which from the first park IPI to the last CPU's acknowledgement (the park
+    /// round trip); the rest is the work done with every CPU stopped.
+    pub park_ns: u64,
     /// CPUs parked for the operation.
     pub cpus_parked: u32,
     /// Patches applied after the operation.
@@ -111,6 +114,7 @@ impl PatchReport {
         w.u32(self.sequence);
         write_text(w, &self.label);
         w.u64(self.pause_ns);
+        w.u64(self.park_ns);
         w.u32(self.cpus_parked);
         w.u32(self.stack_depth);
         match &self.refused {
@@ -142,6 +146,7 @@ impl PatchReport {
             let sequence = r.u32()?;
             let label = read_text(r, "patch label")?;
             let pause_ns = r.u64()?;
+            let park_ns = r.u64()?;
             let cpus_parked = r.u32()?;
             let stack_depth = r.u32()?;
             let refused = match r.u8()? {
@@ -157,6 +162,7 @@ impl PatchReport {
                 sequence,
                 functions,
                 pause_ns,
+                park_ns,
                 cpus_parked,
                 stack_depth,
                 refused,
@@ -319,6 +325,7 @@ mod tests {
             sequence: 1,
             functions: f.clone(),
             pause_ns: 42_000,
+            park_ns: 30_000,
             cpus_parked: 3,
             stack_depth: 1,
             refused: None,

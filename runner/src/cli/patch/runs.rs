@@ -124,6 +124,13 @@ pub fn bench(rounds: usize, cpus: &[u32], json: bool) -> Result<u8> {
                 rp99,
                 r.remove_us.first().copied().unwrap_or(0.0)
             );
+            println!(
+                "{:>4} {:>6} | of which parking: median {:.1} µs (apply), {:.1} µs (remove)",
+                "",
+                "",
+                crate::bench::stats(&r.apply_park_us).1,
+                crate::bench::stats(&r.remove_park_us).1
+            );
             if r.retries > 0 {
                 println!("     ({} refusals of the moment retried)", r.retries);
             }
