@@ -98,6 +98,15 @@ fn assert_counting(g: &mut Guest, name: &str, c: Counting) -> Snapshot {
                 kind.name(),
                 t.id
             );
+            if kind == TaskKind::COUNTER {
+                // What the kernel reports as the increment (`tasks::observe`, patched by
+                // the same patches) agrees with what the step does.
+                assert_eq!(
+                    later.values[1], per_step,
+                    "{name}: counter {} reports an increment of {} but adds {per_step}",
+                    t.id, later.values[1]
+                );
+            }
         }
     }
     b

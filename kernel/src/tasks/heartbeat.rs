@@ -45,7 +45,9 @@ pub fn step(state: &mut Heartbeat) -> Next {
         total += steps;
     }
     state.last_total_steps = total;
-    // Per kind: number of tasks and the sum of their first observed value.
+    // Per kind: number of tasks, the sum of their first observed value, and a third
+    // figure (consumers: errors; counters: the increment per step, so that a change of
+    // behaviour — a swap, a hotpatch — shows on the console).
     let mut kinds: BTreeMap<u16, (u64, u64, u64)> = BTreeMap::new();
     for c in cpu::all() {
         c.queue.for_each(|t| {
@@ -59,12 +61,14 @@ pub fn step(state: &mut Heartbeat) -> Next {
                 v[0]
             };
             e.1 = e.1.wrapping_add(shown);
-            if let TaskState::Consumer(_) = t.state {
-                e.2 += v[2];
+            match t.state {
+                TaskState::Consumer(_) => e.2 += v[2],
+                TaskState::Counter(_) => e.2 = e.2.max(v[1]),
+                _ => {}
             }
         });
     }
-    for (kind, (n, sum, errors)) in kinds {
+    for (kind, (n, sum, third)) in kinds {
         let kind = TaskKind::from_raw(kind);
         match kind {
             TaskKind::LCG => {
@@ -73,9 +77,12 @@ pub fn step(state: &mut Heartbeat) -> Next {
             TaskKind::CONSUMER => {
                 let _ = write!(
                     line,
-                    " | consumer {n} received {sum} errors {errors} in-flight {}",
+                    " | consumer {n} received {sum} errors {third} in-flight {}",
                     pipeline::in_flight()
                 );
+            }
+            TaskKind::COUNTER => {
+                let _ = write!(line, " | counter {n} Σ{sum} +{third}/step");
             }
             TaskKind::SERVICE | TaskKind::HEARTBEAT | TaskKind::PRODUCER => {}
             _ => {

@@ -9,7 +9,10 @@
 //!   valid after the patch is removed); inside a carried function → the copy;
 //! - a function the running image lacks → carried as `New`;
 //! - read-only data equal to what the old code referred to at the same place, or a
-//!   named object with equal contents → the running image's; otherwise a copy;
+//!   named object with equal contents → the running image's; otherwise a copy. Data
+//!   that points *inside* a carried function (a jump table: its entries are the
+//!   function's case labels) is always a copy: the running image's table leads into
+//!   the old body, which would run the old code behind the new entry;
 //! - writable data → the running image's static of the same name; none → refused;
 //! - a GOT load → a slot in a `got` data block holding the resolved address.
 
@@ -352,9 +355,15 @@ impl Extractor<'_, '_, '_> {
                             ));
                         }
                     }
-                } else if let Some(x) = self.twin(loc, twin) {
+                } else if let Some(x) = self
+                    .twin(loc, twin)
+                    .filter(|_| !self.leads_into_carried(o.addr, o.end(), false, 0))
+                {
                     image(self.old, x)
                 } else if let Some(oi) = old_same.filter(|&oi| {
+                    if self.leads_into_carried(o.addr, o.end(), false, 0) {
+                        return false;
+                    }
                     let old_o = &self.old.items.objects[oi];
                     self.cmp
                         .data((old_o.addr, old_o.end(), false), (o.addr, o.end(), false))
@@ -371,7 +380,10 @@ impl Extractor<'_, '_, '_> {
                 start,
                 end,
                 jump_table,
-            } => match self.twin(loc, twin) {
+            } => match self
+                .twin(loc, twin)
+                .filter(|_| !self.leads_into_carried(start, end, jump_table, 0))
+            {
                 Some(x) => image(self.old, x),
                 None => {
                     let slot =
@@ -396,6 +408,34 @@ impl Extractor<'_, '_, '_> {
             }
         };
         Ok((target, symbol))
+    }
+
+    /// Whether read-only data `[start, end)` of the new build refers (directly, or
+    /// through the read-only data it refers to) to an address inside a carried function
+    /// other than its entry. The running image's copy of such data leads into the old
+    /// body, so it cannot be reused. Every replaced function is carried before any
+    /// reference is resolved; functions carried as `New` have no old counterpart whose
+    /// data could be reused.
+    fn leads_into_carried(&self, start: u64, end: u64, jump_table: bool, depth: u32) -> bool {
+        const MAX_DEPTH: u32 = 4;
+        let (refs, _) = self.new.data_refs(start, end, jump_table);
+        refs.iter().any(|r| match self.new.locate(r.target.addr()) {
+            Location::Func { index, delta } => delta != 0 && self.func_slot.contains_key(&index),
+            // Too deep to follow: assume the worst (carrying is always correct).
+            Location::Gap { .. } | Location::Object { .. } if depth >= MAX_DEPTH => true,
+            Location::Gap {
+                start,
+                end,
+                jump_table,
+                ..
+            } => self.leads_into_carried(start, end, jump_table, depth + 1),
+            Location::Object { index, .. } => {
+                let o = &self.new.items.objects[index];
+                let writable = self.new.image.sections[o.section].kind.is_writable();
+                !writable && self.leads_into_carried(o.addr, o.end(), false, depth + 1)
+            }
+            _ => false,
+        })
     }
 
     /// The old address equivalent to new location `loc`, from the aligned old reference.

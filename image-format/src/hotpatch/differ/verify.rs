@@ -7,8 +7,11 @@
 //! patch 1 GiB above it, and each field's value is followed: into the running image
 //! (the old build), where the location must be equivalent to the new build's target,
 //! or into the patch, where it must be the carried copy of that target. Sites must be
-//! the paired old functions, with their original bytes. A failure is a bug in the
-//! generator; [`super::make_patch`] reports it instead of handing out the patch.
+//! the paired old functions, with their original bytes. No field may lead into the
+//! body of a function the patch replaces (past its entry, directly or through the
+//! running image's read-only data, such as a jump table): that code is the old
+//! behaviour. A failure is a bug in the generator; [`super::make_patch`] reports it
+//! instead of handing out the patch.
 
 use std::string::String;
 use std::vec::Vec;
@@ -170,6 +173,43 @@ impl Checker<'_, '_, '_, '_> {
         Landed::Image(addr)
     }
 
+    /// Whether old-build address `a` lies inside a function the patch replaces (past
+    /// its entry, where the jump is), or is read-only data of the old build that leads
+    /// there.
+    fn leads_into_replaced(&self, a: u64, depth: u32) -> bool {
+        const MAX_DEPTH: u32 = 4;
+        let old = self.cmp.old;
+        let follow = |start: u64, end: u64, jump_table: bool| {
+            depth >= MAX_DEPTH
+                || old
+                    .data_refs(start, end, jump_table)
+                    .0
+                    .iter()
+                    .any(|r| self.leads_into_replaced(r.target.addr(), depth + 1))
+        };
+        match old.locate(a) {
+            Location::Func { index, delta } => {
+                delta != 0
+                    && self
+                        .ex
+                        .carried
+                        .iter()
+                        .any(|(_, why)| matches!(why, Carried::Replace { old } if *old == index))
+            }
+            Location::Gap {
+                start,
+                end,
+                jump_table,
+                ..
+            } => follow(start, end, jump_table),
+            Location::Object { index, .. } => {
+                let o = &old.items.objects[index];
+                !old.image.sections[o.section].kind.is_writable() && follow(o.addr, o.end(), false)
+            }
+            _ => false,
+        }
+    }
+
     /// Whether `landed` is the same thing as address `t` of the new build.
     fn same(&mut self, landed: Landed, t: u64) -> bool {
         let want = self.cmp.new.locate(t);
@@ -222,6 +262,16 @@ impl Checker<'_, '_, '_, '_> {
                 }
                 Target::Symbol { .. } => return Err(std::format!("{name}: bare symbol reference")),
             };
+            if let Landed::Image(a) = landed {
+                if self.leads_into_replaced(a, 0) {
+                    return Err(std::format!(
+                        "{name}+{:#x} leads into the old body of a replaced function \
+                         (through {}) once installed",
+                        r.offset,
+                        self.cmp.old.describe(self.cmp.old.locate(a))
+                    ));
+                }
+            }
             if !self.same(landed, t) {
                 let want = self.cmp.new.describe(self.cmp.new.locate(t));
                 return Err(std::format!(
@@ -251,6 +301,17 @@ impl Checker<'_, '_, '_, '_> {
                 _ => (self.base + place).wrapping_add(value),
             };
             let landed = self.landed(to);
+            if let Landed::Image(a) = landed {
+                if self.leads_into_replaced(a, 0) {
+                    return Err(std::format!(
+                        "{}+{:#x} leads into the old body of a replaced function ({}) once \
+                         installed",
+                        d.name,
+                        r.offset,
+                        self.cmp.old.describe(self.cmp.old.locate(a))
+                    ));
+                }
+            }
             if !self.same(landed, t) {
                 let want = self.cmp.new.describe(self.cmp.new.locate(t));
                 return Err(std::format!(
