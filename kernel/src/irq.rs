@@ -6,12 +6,27 @@ use core::sync::atomic::Ordering;
 
 use crate::{console, cpu, drivers, shell, update};
 
+/// Timer ticks between two flushes of a CPU's whole TLB (10 ms at 1 kHz).
+const TICKS_PER_TLB_FLUSH: u64 = 10;
+
 /// Local APIC timer tick on the calling CPU.
+///
+/// Every [`TICKS_PER_TLB_FLUSH`] ticks the CPU also flushes its TLB. On hardware that
+/// costs a few refills. Under QEMU/TCG it keeps the vCPU's software TLB small: QEMU
+/// re-sizes that TLB at each full flush from a use count that every access to the local
+/// APIC's page inflates (QEMU 7.2 refills that entry on each access and counts it
+/// again), and it walks every vCPU's TLB each time a page gets its first translated
+/// code — which a swap does for every page of new code. Without these flushes the TLBs
+/// doubled at each swap, and a swap's downtime grew from 4 ms to 100–400 ms within a
+/// dozen swaps (docs/BENCHMARKS.md).
 pub fn timer() {
     if let Some(ptr) = crate::arch::percpu::current_ptr() {
         // SAFETY: the GS base points at this CPU's leaked `Cpu` (cpu::install).
         let me = unsafe { &*(ptr as *const cpu::Cpu) };
-        me.ticks.fetch_add(1, Ordering::Relaxed);
+        let ticks = me.ticks.fetch_add(1, Ordering::Relaxed) + 1;
+        if ticks % TICKS_PER_TLB_FLUSH == 0 {
+            crate::arch::tlb::flush_all();
+        }
     }
 }
 

@@ -21,6 +21,7 @@ pub mod percpu;
 pub mod pic;
 pub mod smp;
 pub mod text;
+pub mod tlb;
 pub mod tsc;
 
 use qemu_exit::QEMUExit;
