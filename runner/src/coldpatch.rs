@@ -1,17 +1,41 @@
 //! Coldpatch: the VM's applied hotpatches, kept for its next boot.
 //!
-//! (Interface only; the implementation is being written.) After `hotkernel patch apply`
-//! or `patch remove` succeeds in a running VM, the runner writes a new boot image for
-//! that VM — its kernel plus the applied patches as a patch set in the bootloader's
-//! ramdisk — and replaces the VM's current boot image with the atomic double rename
-//! (current → backup, new → current). The next boot of the VM validates the image's
-//! checksum and boots it; the kernel re-applies the patch set before the APs start.
+//! After `hotkernel patch apply` or `patch remove` succeeds in a running VM, the runner
+//! makes a new boot image for that VM and installs it with the atomic double rename
+//! (current → backup, new → current). The next launch of the VM checks the image's
+//! checksum and boots it, and the kernel re-applies the patch set before the other CPUs
+//! start (`kernel/src/hotpatch/cold.rs`).
+//!
+//! The boot image holds the *original* kernel plus the patch set, not a kernel with the
+//! jumps written into it: the kernel's text stays byte-identical to the build (its
+//! build id and text hash still check, so a later hotpatch or swap validates against
+//! it exactly as after a cold boot), and the boot applies the patches through the same
+//! checks as a live apply, so a kept patch can never be applied to a kernel it does not
+//! fit.
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`image`] | the coldpatch image: disk, patch set, description, checksum |
+//! | [`store`] | `target/hotkernel/disks/<vm>/`: the install with the double rename, crash injection |
+//! | [`boot`] | which image a launch boots, and recovery from an interrupted install |
+//!
+//! Data comes in as the VM's name, the ELF it runs, the ids of the patches it reports
+//! applied (bottom first) and, after an apply, the new patch's bytes; it leaves as
+//! files in the store and, at launch, as a [`BootChoice`].
+
+pub mod boot;
+pub mod image;
+pub mod store;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
-use crate::vm::VmState;
+pub use boot::{choose, BootChoice, Source};
+pub use image::{Damage, Kept};
+pub use store::{Step, Store, CRASH_ENV};
+
+use crate::error::Result;
+use crate::hotpatch::id_text;
 
 /// What the next boot of a VM will have.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,24 +52,71 @@ impl fmt::Display for Persisted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "kept for the next boot: {} ({} patches, sha256 {})",
+            "kept for the next boot: {} ({} patch(es), sha256 {})",
             self.disk.display(),
             self.patches.len(),
-            &self.checksum[..self.checksum.len().min(16)]
+            image::short(&self.checksum)
         )
     }
 }
 
-/// After `patch` (a patch package) was applied in the running VM `vm`: its next boot
-/// re-applies it on top of the patches kept before.
-pub fn persist_apply(vm: &VmState, patch: &[u8]) -> Result<Persisted> {
-    let _ = (vm, patch);
-    Err(Error::Mailbox("coldpatch is not built yet".into()))
+/// Makes the next boot of VM `vm` apply exactly the patches `running` on `kernel`.
+/// Every patch must be in the VM's kept image or be `added`: a patch the store never
+/// saw (applied while keeping failed) cannot be re-applied, and the store is then left
+/// as it was rather than made to describe a stack the VM does not run.
+pub fn keep(vm: &str, kernel: &Path, running: &[u64], added: Option<&[u8]>) -> Result<Persisted> {
+    let store = Store::for_vm(vm);
+    let lock = store.lock()?;
+    let build = std::fs::read(kernel)
+        .ok()
+        .and_then(|b| crate::hotpatch::elf::build_id(&b))
+        .map(|id| image::hex(&id));
+    // The kept patches are reusable only for the same kernel build.
+    let kept = image::read(&store.current())
+        .ok()
+        .filter(|k| Some(&k.meta.kernel_build_id) == build.as_ref());
+    let added = added
+        .map(|bytes| {
+            image_format::hotpatch::parse(bytes)
+                .map(|v| (v.id().0, bytes))
+                .map_err(|e| store.error(format!("the applied patch is not readable: {e}")))
+        })
+        .transpose()?;
+    let mut patches: Vec<&[u8]> = Vec::with_capacity(running.len());
+    for id in running {
+        let from_store = kept.as_ref().and_then(|k| {
+            k.ids
+                .iter()
+                .position(|kid| kid == id)
+                .map(|i| k.patches[i].as_slice())
+        });
+        let bytes = match added {
+            Some((aid, bytes)) if aid == *id => Some(bytes),
+            _ => from_store,
+        };
+        let Some(bytes) = bytes else {
+            return Err(store.error(format!(
+                "the VM runs patch {} but it was never kept (it was applied while keeping \
+                 failed, or for another build); the next boot keeps its previous image. \
+                 Remove the patches above it and apply them again, or swap to a build with the fix",
+                id_text(*id)
+            )));
+        };
+        patches.push(bytes);
+    }
+    let scratch = store.dir.join("scratch");
+    let image = image::make(vm, kernel, &patches, &scratch);
+    let _ = std::fs::remove_dir(&scratch);
+    let image = image?;
+    let installed = store.install(&image, &lock)?;
+    Ok(Persisted {
+        disk: store.current(),
+        patches: installed.ids,
+        checksum: installed.checksum,
+    })
 }
 
-/// After the patches `removed` (ids) were removed from the running VM `vm`: its next
-/// boot no longer applies them.
-pub fn persist_remove(vm: &VmState, removed: &[u64]) -> Result<Persisted> {
-    let _ = (vm, removed);
-    Err(Error::Mailbox("coldpatch is not built yet".into()))
+/// Drops VM `vm`'s kept images: its next boot is a plain one. False when there were none.
+pub fn forget(vm: &str) -> Result<bool> {
+    Store::for_vm(vm).remove()
 }

@@ -67,6 +67,10 @@ pub enum Error {
         message: String,
     },
 
+    /// A VM's coldpatch store (its kept boot images) could not be written or read.
+    #[error("coldpatch store {store}: {message}")]
+    Coldpatch { store: PathBuf, message: String },
+
     /// A boot option is not a `key=value` word QEMU's fw_cfg can carry.
     #[error("boot option `{0}` must be `key=value` without spaces")]
     BootOption(String),

@@ -42,6 +42,9 @@ pub enum PatchWhat {
     List(ListArgs),
     /// Remove patches from a running VM, newest first, down to and including an id.
     Remove(RemoveArgs),
+    /// Drop the patches kept for a VM's next boot (its coldpatch images); the running
+    /// VM keeps its patches.
+    Forget(ForgetArgs),
 }
 
 /// Options of `hotkernel patch make`.
@@ -97,6 +100,13 @@ pub struct ListArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options of `hotkernel patch forget`.
+#[derive(Debug, Clone, Args)]
+pub struct ForgetArgs {
+    #[command(flatten)]
+    pub vm: VmArgs,
 }
 
 /// Options of `hotkernel patch remove`.
@@ -333,6 +343,32 @@ fn persisted(result: Result<coldpatch::Persisted>) -> (String, Value) {
     }
 }
 
+/// Keeps the patches the VM now runs for its next boot, after an apply (`added`: the
+/// new patch) or a remove.
+fn keep_for_next_boot(
+    state: &VmState,
+    mb: &mut Mailbox,
+    added: Option<&[u8]>,
+) -> Result<coldpatch::Persisted> {
+    let kernel = hotpatch::running_elf(state, mb)?;
+    let running: Vec<u64> = hotpatch::list(mb)?.patches.iter().map(|p| p.id).collect();
+    coldpatch::keep(&state.name, &kernel, &running, added)
+}
+
+pub fn forget(args: ForgetArgs) -> Result<u8> {
+    let store = coldpatch::Store::for_vm(&args.vm.name);
+    if coldpatch::forget(&args.vm.name)? {
+        println!(
+            "dropped the patches kept for VM `{}` ({}): its next boot is a plain one",
+            args.vm.name,
+            store.dir.display()
+        );
+    } else {
+        println!("no patches are kept for VM `{}`", args.vm.name);
+    }
+    Ok(0)
+}
+
 fn open(vm: &VmArgs) -> Result<(VmState, Mailbox)> {
     let state = VmState::load(&vm.name)?;
     let mb = Mailbox::open(&state.paths)?;
@@ -350,7 +386,7 @@ pub fn apply(args: ApplyArgs) -> Result<u8> {
     let (state, mut mb) = open(&args.vm)?;
     match hotpatch::apply(&mut mb, &patch)? {
         Ok(r) => {
-            let (line, kept) = persisted(coldpatch::persist_apply(&state, &patch));
+            let (line, kept) = persisted(keep_for_next_boot(&state, &mut mb, Some(&patch)));
             if args.json {
                 let mut v = hotpatch::report_json(&r);
                 v["coldpatch"] = kept;
@@ -435,7 +471,7 @@ pub fn remove(args: RemoveArgs) -> Result<u8> {
         Ok(r) => {
             let after = hotpatch::list(&mut mb)?;
             let removed = hotpatch::removed_ids(&before, &after);
-            let (line, kept) = persisted(coldpatch::persist_remove(&state, &removed));
+            let (line, kept) = persisted(keep_for_next_boot(&state, &mut mb, None));
             if args.json {
                 let mut v = hotpatch::report_json(&r);
                 v["removed"] = removed
@@ -486,6 +522,7 @@ pub fn patch(args: PatchArgs) -> Result<u8> {
         PatchWhat::Apply(a) => apply(a),
         PatchWhat::List(a) => list(a),
         PatchWhat::Remove(a) => remove(a),
+        PatchWhat::Forget(a) => forget(a),
     }
 }
 

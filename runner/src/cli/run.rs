@@ -69,6 +69,9 @@ pub fn run(args: RunArgs) -> Result<u8> {
             None => "Ctrl-C stops it".to_owned(),
         }
     );
+    if let Some(choice) = vm.coldpatch() {
+        eprintln!("hotkernel: {}", choice.line);
+    }
     interrupts.attach(vm.handle());
     forward_terminal_input(&vm)?;
 

@@ -25,6 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::build::Variant;
+use crate::coldpatch::{self, BootChoice};
 use crate::error::{Error, Result};
 use crate::qemu::{describe_status, BootOpt, GuestExit, QemuSpec};
 use crate::qmp::{self, Qmp, RunState};
@@ -124,6 +125,7 @@ impl VmHandle {
 pub struct Vm {
     name: String,
     kernel: BootedKernel,
+    coldpatch: Option<BootChoice>,
     launched_at: Instant,
     shared: Arc<Shared>,
     console: Mutex<UnixStream>,
@@ -150,12 +152,21 @@ impl Vm {
         let claim = state::Claim::take(&name)?;
         let paths = claim.paths.clone();
         keep_booted_elf(&kernel.elf, &paths.booted_elf())?;
+        // A named VM boots its kept coldpatch image, if it has one that checks.
+        let coldpatch = cfg
+            .name
+            .as_ref()
+            .and_then(|name| coldpatch::choose(name, &kernel.elf));
+        let boot_image = coldpatch
+            .as_ref()
+            .and_then(|c| c.image.clone())
+            .unwrap_or_else(|| kernel.boot_image.clone());
 
         let spec = QemuSpec {
             cpus: cfg.cpus,
             memory_mib: cfg.memory_mib,
             accel: cfg.accel,
-            boot_image: kernel.boot_image.clone(),
+            boot_image: boot_image.clone(),
             serial_socket: paths.serial_socket.clone(),
             doorbell_socket: paths.doorbell_socket.clone(),
             qmp_socket: paths.qmp_socket.clone(),
@@ -199,7 +210,7 @@ impl Vm {
             paths: paths.clone(),
             kernel_elf: kernel.elf.clone(),
             variant: kernel.variant.as_ref().map(Variant::to_string),
-            boot_image: kernel.boot_image.clone(),
+            boot_image,
             boot_opts: boot_opts.iter().map(BootOpt::to_string).collect(),
             started_unix_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -235,6 +246,7 @@ impl Vm {
         Ok(Vm {
             name,
             kernel,
+            coldpatch,
             launched_at,
             shared,
             console: Mutex::new(input),
@@ -243,6 +255,11 @@ impl Vm {
             claim,
             _slot: slot,
         })
+    }
+
+    /// What the VM's coldpatch store made it boot (`None`: it has no store).
+    pub fn coldpatch(&self) -> Option<&BootChoice> {
+        self.coldpatch.as_ref()
     }
 
     /// The VM's name (its directory under `target/hotkernel/vm/`).
