@@ -79,7 +79,7 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         "{} CPUs online, {} tasks, {} MiB free",
         cpu::count(),
         sched::task_count(),
-        memory::free_frames() * 4096 >> 20
+        (memory::free_frames() * 4096) >> 20
     );
     interrupts::enable();
     match args.mode {

@@ -73,7 +73,7 @@ pub fn status(args: VmArgs) -> Result<u8> {
                 "  {} CPUs online, {} tasks, {} MiB free",
                 g.cpus_online,
                 g.tasks,
-                g.free_frames * 4096 >> 20
+                (g.free_frames * 4096) >> 20
             );
         }
         Err(e) => println!("  guest: {e}"),
