@@ -194,9 +194,6 @@ pub fn make(vm: &str, kernel: &Path, patches: &[&[u8]], scratch: &Path) -> Resul
     let _ = fs::remove_file(&disk);
     let mut image = built?;
 
-    image.resize(image.len().next_multiple_of(SECTOR), 0);
-    let disk_len = image.len();
-    image.extend_from_slice(&set);
     let meta = Meta {
         vm: vm.to_owned(),
         kernel_build_id: hex(&build_id),
@@ -208,16 +205,24 @@ pub fn make(vm: &str, kernel: &Path, patches: &[&[u8]], scratch: &Path) -> Resul
             .map_or(0, |d| d.as_millis() as u64),
     };
     let json = serde_json::to_vec(&meta).map_err(|e| fail(format!("describe the image: {e}")))?;
-    image.extend_from_slice(&json);
-    image.resize((image.len() + FOOTER).next_multiple_of(SECTOR) - FOOTER, 0);
-    image.extend_from_slice(&MAGIC);
-    image.extend_from_slice(&VERSION.to_le_bytes());
-    image.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    image.extend_from_slice(&(disk_len as u64).to_le_bytes());
-    image.extend_from_slice(&(set.len() as u64).to_le_bytes());
-    let digest = Sha256::digest(&image);
-    image.extend_from_slice(&digest);
+    seal(&mut image, &set, &json);
     Ok(image)
+}
+
+/// Appends the patch set copy, the description and the footer to `disk`.
+fn seal(disk: &mut Vec<u8>, set: &[u8], json: &[u8]) {
+    disk.resize(disk.len().next_multiple_of(SECTOR), 0);
+    let disk_len = disk.len();
+    disk.extend_from_slice(set);
+    disk.extend_from_slice(json);
+    disk.resize((disk.len() + FOOTER).next_multiple_of(SECTOR) - FOOTER, 0);
+    disk.extend_from_slice(&MAGIC);
+    disk.extend_from_slice(&VERSION.to_le_bytes());
+    disk.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    disk.extend_from_slice(&(disk_len as u64).to_le_bytes());
+    disk.extend_from_slice(&(set.len() as u64).to_le_bytes());
+    let digest = Sha256::digest(&*disk);
+    disk.extend_from_slice(&digest);
 }
 
 /// Reads and checks the coldpatch image at `path`.
@@ -298,10 +303,6 @@ mod tests {
 
     /// A footer-valid image around an arbitrary "disk" (no bootloader needed).
     fn fake_image(meta_patches: Vec<KeptPatch>) -> Vec<u8> {
-        let set = set::build(&[]).unwrap();
-        let mut image = vec![0xeb; 1024];
-        let disk_len = image.len();
-        image.extend_from_slice(&set);
         let meta = Meta {
             vm: "t".into(),
             kernel_build_id: "ab".into(),
@@ -310,16 +311,12 @@ mod tests {
             patches: meta_patches,
             created_unix_ms: 0,
         };
-        let json = serde_json::to_vec(&meta).unwrap();
-        image.extend_from_slice(&json);
-        image.resize((image.len() + FOOTER).next_multiple_of(SECTOR) - FOOTER, 0);
-        image.extend_from_slice(&MAGIC);
-        image.extend_from_slice(&VERSION.to_le_bytes());
-        image.extend_from_slice(&(json.len() as u32).to_le_bytes());
-        image.extend_from_slice(&(disk_len as u64).to_le_bytes());
-        image.extend_from_slice(&(set.len() as u64).to_le_bytes());
-        let digest = Sha256::digest(&image);
-        image.extend_from_slice(&digest);
+        let mut image = vec![0xeb; 1000];
+        seal(
+            &mut image,
+            &set::build(&[]).unwrap(),
+            &serde_json::to_vec(&meta).unwrap(),
+        );
         image
     }
 
