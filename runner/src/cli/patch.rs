@@ -660,8 +660,14 @@ mod tests {
 
     #[test]
     fn coldpatch_failures_are_warnings() {
-        let (line, v) = persisted(Err(Error::Mailbox("coldpatch is not built yet".into())));
-        assert!(line.starts_with("warning: not kept for the next boot"));
+        let (line, v) = persisted(Err(Error::Coldpatch {
+            store: "/s".into(),
+            message: "the disk is full".into(),
+        }));
+        assert_eq!(
+            line,
+            "warning: not kept for the next boot: coldpatch store /s: the disk is full"
+        );
         assert_eq!(v["kept"], false);
     }
 }
