@@ -56,12 +56,13 @@ fn boot(name: &Named, variant: &str) -> Guest {
     )
 }
 
-/// patch-a (v1 → patch-a: counters add 2 per step) in a file, for the command.
+/// patch-a (v1 → patch-a: counters add 2 per step) in a file named by its id, for the
+/// command.
 fn patch_a_file() -> (Vec<u8>, PathBuf) {
     let bytes = patches::patch("v1", "patch-a");
     let dir = workspace::hotkernel_dir().join("test-tmp");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("coldpatch-a-{}.hkp", std::process::id()));
+    let path = dir.join(format!("patch-{:016x}.hkp", id(&bytes)));
     if !path.exists() {
         let tmp = workspace::temp_path_for(&path);
         std::fs::write(&tmp, &bytes).unwrap();
