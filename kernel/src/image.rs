@@ -19,9 +19,9 @@ pub struct Segment {
 
 /// The running image's headers: at most the first 4 KiB page.
 fn header_bytes() -> &'static [u8] {
-    // SAFETY: the first page of the image holds the ELF header and program headers
-    // (first PT_LOAD at offset 0, linked with separate loadable segments); it is mapped
-    // read-only for the life of the image.
+    // The image is linked with separate loadable segments, the first PT_LOAD at offset 0.
+    // SAFETY: so its first page holds the ELF and program headers, mapped read-only for
+    // the life of the image.
     unsafe { core::slice::from_raw_parts(KERNEL_IMAGE.start as *const u8, 4096) }
 }
 
@@ -121,9 +121,9 @@ pub fn header_hash() -> [u8; 32] {
 pub fn read(address: u64, len: usize) -> Option<alloc::vec::Vec<u8>> {
     let end = address.checked_add(len as u64)?;
     segments().find(|s| address >= s.start && end <= s.start + s.mem_size)?;
+    // Text is written only with every other CPU parked (hotpatch), not by this CPU now.
     // SAFETY: the range lies inside a loaded segment, which stays mapped and readable
-    // for as long as this image runs; text is written only with every other CPU parked
-    // (hotpatch), and this CPU is not writing it now.
+    // for as long as this image runs.
     let bytes = unsafe { core::slice::from_raw_parts(address as *const u8, len) };
     Some(bytes.to_vec())
 }

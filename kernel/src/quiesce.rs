@@ -89,9 +89,9 @@ pub fn checkpoint() {
     for (i, a) in slot.return_addresses.iter().enumerate() {
         a.store(if i < n { stack[i] } else { 0 }, Ordering::Relaxed);
     }
+    // If the release sends this CPU into a new kernel, this stack is abandoned.
     // SAFETY: interrupts are off; the entry, slot and control are the installed stub and
-    // this CPU's structures in the hand-off region. If the release sends this CPU into a
-    // new kernel, this stack is abandoned (nothing returns into it).
+    // this CPU's structures in the hand-off region.
     unsafe { park::park(handoff::park_entry(), slot, control, requested) };
     x86_64::instructions::interrupts::enable();
 }

@@ -58,10 +58,10 @@ impl Mailbox {
             .write(true)
             .open(file)
             .map_err(io(format!("open the mailbox {}", file.display())))?;
+        // QEMU and the guest change the file under us: every block is copied out and
+        // validated (sequence framing and checksum) before use.
         #[allow(unsafe_code)]
-        // SAFETY: the file is the VM's shared memory; QEMU and the guest change it under
-        // us, which is why every block is copied out and validated (sequence framing
-        // and checksum) before use, and the host writes only its own blocks.
+        // SAFETY: the file is the VM's shared memory; the host writes only its own blocks.
         let map = unsafe { MmapMut::map_mut(&f) }
             .map_err(io(format!("map the mailbox {}", file.display())))?;
         if map.len() < DATA_OFFSET {

@@ -48,9 +48,8 @@ fn round_trips_through_bytes() {
 #[allow(unsafe_code)]
 fn memory_layout_is_the_encoding() {
     let ptr = core::ptr::from_ref(&SAMPLE).cast::<u8>();
-    // SAFETY: 1. `SAMPLE` is a live static of `size_of::<EmbeddedIdentity>()` bytes;
-    // 2. its `repr(C)` layout has no padding (checked at compile time), so every byte
-    // is initialised.
+    // `EmbeddedIdentity`'s `repr(C)` layout has no padding (checked at compile time).
+    // SAFETY: `SAMPLE` is a live static of `SIZE` bytes, every one initialised.
     let memory = unsafe { core::slice::from_raw_parts(ptr, EmbeddedIdentity::SIZE) };
     assert_eq!(memory, &SAMPLE.to_bytes()[..]);
 }

@@ -66,10 +66,10 @@ impl SharedMemory {
             offset as u64 + len as u64 <= self.len,
             "mailbox area out of range"
         );
+        // The host writes only the request block and the data area, which the guest
+        // copies out of before using, and only while it has a request outstanding.
         // SAFETY: the BAR is mapped for the kernel's life (`discover`/`adopt`), and the
-        // offsets come from the protocol's constants. The host writes only the request
-        // block and the data area, which the guest copies out of before using, and
-        // only while it has a request outstanding.
+        // offsets come from the protocol's constants.
         unsafe { core::slice::from_raw_parts_mut((self.virt + offset as u64) as *mut u8, len) }
     }
 

@@ -23,9 +23,10 @@ pub fn init(tables: &mut PageTables) -> Result<(), MapError> {
 
 /// Starts an empty allocator over the (already mapped) heap region.
 pub fn rebuild() {
-    // SAFETY: the heap region is mapped writable (first boot: `init`; after a swap: by an
-    // earlier kernel, recorded in the machine record), and nothing allocated from an
-    // earlier allocator over it is used any more.
+    // The region was mapped by `init` at first boot, or by an earlier kernel (recorded
+    // in the machine record) after a swap.
+    // SAFETY: the heap region is mapped writable, and nothing allocated from an earlier
+    // allocator over it is used any more.
     unsafe {
         ALLOCATOR
             .lock()

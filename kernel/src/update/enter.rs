@@ -19,9 +19,9 @@ use crate::memory::layout::HANDOFF;
 pub unsafe fn call_bootstrap(entry: u64, descriptor: *mut Descriptor) -> u64 {
     let stack_top = HANDOFF.start + BOOTSTRAP_STACK_OFFSET + BOOTSTRAP_STACK_SIZE;
     let status: u64;
-    // SAFETY: caller contract. r12 is callee-saved in the SysV ABI, so the bootstrap
-    // preserves the old stack pointer kept there; the call leaves rsp 16-byte aligned
-    // minus the return address, as the ABI expects.
+    // r12 is callee-saved in the SysV ABI, so the bootstrap preserves the old stack
+    // pointer kept there; the call leaves rsp 16-byte aligned minus the return address.
+    // SAFETY: caller contract, and the stack switch follows the ABI (above).
     unsafe {
         core::arch::asm!(
             "mov r12, rsp",

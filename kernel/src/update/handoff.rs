@@ -31,9 +31,9 @@ pub struct DescriptorGuard {
 impl core::ops::Deref for DescriptorGuard {
     type Target = Descriptor;
     fn deref(&self) -> &Descriptor {
-        // SAFETY: the descriptor page is mapped for the kernel's life and initialised at
-        // first boot; Descriptor is plain data valid for any bit pattern of its integer
-        // fields and the lock excludes other mutable views.
+        // Descriptor is plain data, valid for any bit pattern of its integer fields.
+        // SAFETY: its page is mapped for the kernel's life and initialised at first boot;
+        // the lock excludes other mutable views.
         unsafe { &*((HANDOFF.start + DESCRIPTOR_OFFSET) as *const Descriptor) }
     }
 }

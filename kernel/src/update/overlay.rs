@@ -95,11 +95,10 @@ pub unsafe fn overlay_and_resume(d: &mut Descriptor) -> ! {
     let mut reclaimed = 0usize;
     let remap = d.overlay_method == OverlayMethod::Remap as u32;
 
-    // SAFETY (numbered):
-    // 1. the hand-off GDT has the same code/data selectors as every kernel's, so the
-    //    loaded segment registers stay valid; its IDT reports any exception and stops;
-    // 2. clearing CR0.WP lets the copy write the old image's read-only pages; it is set
-    //    again before the new kernel runs.
+    // Clearing CR0.WP lets the copy write the old image's read-only pages; it is set
+    // again before the new kernel runs. The hand-off IDT reports any exception and stops.
+    // SAFETY: the hand-off GDT has the same code/data selectors as every kernel's, so
+    // the loaded segment registers stay valid; WP is restored below.
     unsafe {
         core::arch::asm!("lgdt [{}]", "lidt [{}]", in(reg) &gdtr, in(reg) &idtr, options(readonly, nostack));
         Cr0::write(Cr0::read() - Cr0Flags::WRITE_PROTECT);

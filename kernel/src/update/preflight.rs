@@ -43,14 +43,15 @@ pub fn run<I: Iterator<Item = (u64, i64)> + Clone>(
     // SAFETY: no swap is in progress (the service, on this CPU, starts swaps), so the
     // export area is free and the descriptor is this function's.
     let d = unsafe { &mut *descriptor };
+    // SAFETY: as above, the export area is free while no swap is in progress.
     let area = unsafe { handoff::area(EXPORT_OFFSET, EXPORT_SIZE) };
     match export::export(area) {
         Ok(e) => d.exported = (EXPORT_OFFSET, e.bytes as u64),
         Err(e) => return Preflight::ExportFailed(alloc::format!("{e}")),
     }
+    // The stack switch is the same as a real swap's.
     // SAFETY: the bootstrap in dry-run mode only reads the descriptor and the exported
-    // records and writes the converted area and the descriptor's logs; it returns
-    // without touching anything else. The stack switch is the same as a real swap's.
+    // records and writes the converted area and the descriptor's logs, nothing else.
     let status = unsafe { enter::call_bootstrap(d.bootstrap_entry, descriptor) };
     let result = if status == PREFLIGHT_OK {
         Preflight::Reconciles {

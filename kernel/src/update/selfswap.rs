@@ -29,10 +29,11 @@ fn file() -> Option<&'static [u8]> {
         FILE_PHYS.load(Ordering::Relaxed),
         FILE_LEN.load(Ordering::Relaxed),
     );
-    // SAFETY: the bootloader's copy of the kernel file is in memory it reserved (not
-    // usable, so never allocated) and mapped through the physical mapping.
-    (len != 0)
-        .then(|| unsafe { core::slice::from_raw_parts(memory::phys_to_virt(phys), len as usize) })
+    (len != 0).then(|| {
+        // SAFETY: the bootloader's copy of the kernel file is in memory it reserved (not
+        // usable, so never allocated) and mapped through the physical mapping.
+        unsafe { core::slice::from_raw_parts(memory::phys_to_virt(phys), len as usize) }
+    })
 }
 
 /// The parts of the file a load needs.

@@ -158,9 +158,9 @@ pub fn apply(loaded: &Loaded, request_seq: u64, inject_bits: u64) -> SwapRefusal
         reset(&mut d, loaded, request_seq, inject_bits);
         &mut *d as *mut Descriptor
     };
-    // SAFETY: the descriptor lives in the hand-off region for the kernel's life; the
-    // coordinator is the only writer while a swap runs (the guard above serialised
-    // the reset, and no other code touches the descriptor until the swap is over).
+    // The guard above serialised the reset; nothing else touches the descriptor until
+    // the swap is over.
+    // SAFETY: so the coordinator is its only writer; it lives in the hand-off region.
     let d = unsafe { &mut *descriptor };
 
     let ignore = (inject_bits & inject::AP_NO_ACK != 0 && cpu::count() > 1)

@@ -44,9 +44,9 @@ pub fn init_this_cpu(cpu: CpuId, double_fault_stack_top: VirtAddr) {
         (gdt, Selectors { code, data, tss })
     });
     gdt.load();
-    // SAFETY: the selectors index descriptors of the GDT just loaded, which lives in a
-    // static for as long as this kernel runs; the TSS descriptor is not busy because
-    // each CPU loads its own TSS once per kernel lifetime.
+    // The GDT lives in a static for as long as this kernel runs.
+    // SAFETY: the selectors index descriptors of the GDT just loaded; the TSS descriptor
+    // is not busy, since each CPU loads its own TSS once per kernel lifetime.
     unsafe {
         CS::set_reg(selectors.code);
         SS::set_reg(selectors.data);

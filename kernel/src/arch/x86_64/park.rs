@@ -229,9 +229,8 @@ pub fn return_addresses(stack_low: u64, stack_high: u64, out: &mut [u64]) -> usi
     };
     let mut n = 0;
     while n < out.len() && rbp >= stack_low && rbp + 16 <= stack_high && rbp % 8 == 0 {
-        // SAFETY: rbp lies inside this CPU's mapped stack (checked above); the kernel is
-        // built with frame pointers, so [rbp] is the caller's rbp and [rbp+8] a return
-        // address.
+        // Frame pointers: [rbp] is the caller's rbp, [rbp+8] a return address.
+        // SAFETY: rbp lies inside this CPU's mapped stack (checked above).
         let (next, ret) = unsafe { (*(rbp as *const u64), *((rbp + 8) as *const u64)) };
         out[n] = ret;
         n += 1;

@@ -17,9 +17,9 @@ pub unsafe fn write(addr: u64, bytes: &[u8]) {
     for (i, b) in bytes.iter().enumerate() {
         let at = addr + i as u64;
         let (phys, _) = memory::with_tables(|t| t.translate(at)).expect("code page is mapped");
+        // x86 keeps instruction fetch coherent with stores to the same physical memory.
         // SAFETY: `phys` backs the code byte at `at`; the physical mapping is writable;
-        // no CPU executes it (caller contract); x86 keeps instruction fetch coherent
-        // with stores to the same physical memory.
+        // no CPU executes it (caller contract).
         unsafe { core::ptr::write_volatile(memory::phys_to_virt(phys), *b) };
     }
 }
