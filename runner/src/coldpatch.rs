@@ -67,10 +67,7 @@ impl fmt::Display for Persisted {
 pub fn keep(vm: &str, kernel: &Path, running: &[u64], added: Option<&[u8]>) -> Result<Persisted> {
     let store = Store::for_vm(vm);
     let lock = store.lock()?;
-    let build = std::fs::read(kernel)
-        .ok()
-        .and_then(|b| crate::hotpatch::elf::build_id(&b))
-        .map(|id| image::hex(&id));
+    let build = image::build_id_of(kernel);
     // The kept patches are reusable only for the same kernel build.
     let kept = image::read(&store.current())
         .ok()

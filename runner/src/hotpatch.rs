@@ -292,6 +292,11 @@ pub fn removed_ids(before: &PatchList, after: &PatchList) -> Vec<u64> {
         .collect()
 }
 
+/// Lower-case hex of `bytes` (digests, build ids, code bytes in reports).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A patch id as the commands print it (16 hex digits, as `PatchId` does).
 pub fn id_text(id: u64) -> String {
     format!("{id:016x}")

@@ -17,9 +17,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::image::{self, hex, short, Damage, Kept};
+use super::image::{self, short, Damage, Kept};
 use super::store::Store;
-use crate::hotpatch::{elf, id_text};
+use crate::hotpatch::id_text;
 
 /// Where the boot image came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +49,7 @@ pub struct BootChoice {
 }
 
 /// Chooses the boot image of VM `vm` booting `kernel_elf`; `None` when the VM has no
-/// coldpatch store.
+/// coldpatch store, or one without any image in it.
 pub fn choose(vm: &str, kernel_elf: &Path) -> Option<BootChoice> {
     let store = Store::for_vm(vm);
     if !store.exists() {
@@ -64,12 +64,13 @@ pub fn choose(vm: &str, kernel_elf: &Path) -> Option<BootChoice> {
         }
     };
     let Some((source, path, kept)) = picked else {
+        // A store whose first install failed holds no image: nothing to say.
+        if notes.is_empty() {
+            return None;
+        }
         return Some(plain(notes, "no kept image checks"));
     };
-    let booting = fs::read(kernel_elf)
-        .ok()
-        .and_then(|b| elf::build_id(&b))
-        .map(|id| hex(&id));
+    let booting = image::build_id_of(kernel_elf);
     if booting.as_deref() != Some(kept.meta.kernel_build_id.as_str()) {
         let why = format!(
             "the kept image ({} patch(es)) is for kernel build {}, this boot's kernel is build {} \

@@ -25,13 +25,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bootloader::DiskImageBuilder;
 use image_format::hotpatch::set::{self, PatchSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::diskimage::{self, ImageSpec};
 use crate::error::{Error, Result};
-use crate::hotpatch::{elf, id_text};
+use crate::hotpatch::{elf, hex, id_text};
 
 /// Magic of a coldpatch image's footer.
 pub const MAGIC: [u8; 8] = *b"HKCOLD01";
@@ -131,9 +131,10 @@ pub fn short(hex: &str) -> &str {
     &hex[..hex.len().min(16)]
 }
 
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The build id of the kernel ELF at `path` (hex), if it can be read and has one.
+pub fn build_id_of(path: &Path) -> Option<String> {
+    let bytes = fs::read(path).ok()?;
+    elf::build_id(&bytes).map(|id| hex(&id))
 }
 
 /// Makes the coldpatch image of `kernel` with `patches` (packages, bottom first) for
@@ -181,11 +182,11 @@ pub fn make(vm: &str, kernel: &Path, patches: &[&[u8]], scratch: &Path) -> Resul
     let built = fs::write(&ramdisk, &set)
         .map_err(|e| Error::io(format!("write {}", ramdisk.display()), e))
         .and_then(|()| {
-            let mut builder = DiskImageBuilder::new(kernel.to_path_buf());
-            builder.set_ramdisk(ramdisk.clone());
-            builder
-                .create_bios_image(&disk)
-                .map_err(|e| fail(format!("the bootloader could not make the disk: {e:#}")))
+            let spec = ImageSpec {
+                kernel: kernel.to_path_buf(),
+                ramdisk: Some(ramdisk.clone()),
+            };
+            diskimage::create(&spec, &disk)
         })
         .and_then(|()| {
             fs::read(&disk).map_err(|e| Error::io(format!("read {}", disk.display()), e))

@@ -18,7 +18,7 @@ use image_format::mailbox::report::{PatchOp, PatchReport, PatchedFunction, Snaps
 use image_format::TaskKind;
 use serde_json::{json, Value};
 
-use super::{TextCheck, TRANSIENT_ATTEMPTS};
+use super::{hex, TextCheck, TRANSIENT_ATTEMPTS};
 use crate::continuity::{self, Continuity, StepRules};
 use crate::demo::wait_progress;
 use crate::error::{Error, Result};
@@ -138,10 +138,6 @@ impl HotpatchDemo {
             "patches_left": self.left,
         })
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether every task of `kind` that stepped between `a` and `b` advanced its first
