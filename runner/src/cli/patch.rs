@@ -1,6 +1,6 @@
 //! `hotkernel patch make|apply|list|remove|forget`: the patch a VM runs, and what it
-//! keeps for its next boot (coldpatch). `make` is in [`make`], the hotpatch demo and
-//! the pause benchmark in [`runs`].
+//! keeps for its next boot (coldpatch). `make` is in `patch/make.rs`, the hotpatch demo and
+//! the pause benchmark in `patch/runs.rs`.
 //!
 //! Exit status: 0 when the patch was made, applied or removed; 1 when the generator or
 //! the guest refused (the reason is printed) or anything failed.
