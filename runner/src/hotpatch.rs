@@ -1,7 +1,7 @@
 //! Hotpatch operations, shared by `hotkernel patch`, the hotpatch demo, `bench patch`
-//! and the integration tests: make a patch from two builds (the generator,
-//! [`image_format::hotpatch::differ`]), find the ELF a VM runs, apply / remove / list
-//! patches through the mailbox, and compare the running text with an ELF.
+//! and the integration tests: make a patch from two builds (the generator, the
+//! [`patchgen`] crate), find the ELF a VM runs, apply / remove / list patches through
+//! the mailbox, and compare the running text with an ELF.
 //!
 //! A patch binds to one exact image (build id and hashes): it must be made against the
 //! ELF the VM runs. [`running_elf`] finds that file by the build id the guest reports;
@@ -20,12 +20,12 @@ pub mod elf;
 
 use std::path::{Path, PathBuf};
 
-use image_format::hotpatch::differ::{self, DiffError, FunctionVerdict, Note, Verdict};
 use image_format::mailbox::report::{PatchEntry, PatchList, PatchReport, Report, MAX_IMAGE_READ};
 use image_format::mailbox::{Command, RequestFlags};
+use patchgen::{DiffError, FunctionVerdict, Note, Verdict};
 use serde_json::{json, Value};
 
-pub use image_format::hotpatch::differ::PatchOptions;
+pub use patchgen::PatchOptions;
 
 use crate::build::{self, Variant};
 use crate::error::{Error, Result};
@@ -65,7 +65,7 @@ impl Generated {
 /// Runs the generator on two ELF files' bytes. A refusal is a [`Generated`] with
 /// `refused` set (every verdict kept); only unreadable inputs are errors.
 pub fn generate(old_elf: &[u8], new_elf: &[u8], opts: &PatchOptions) -> Result<Generated> {
-    match differ::make_patch(old_elf, new_elf, opts) {
+    match patchgen::make_patch(old_elf, new_elf, opts) {
         Ok(out) => Ok(Generated {
             patch: out.bytes,
             refused: false,

@@ -16,11 +16,11 @@ use hotkernel::build::{build_kernel_cached, Variant};
 use hotkernel::mailbox::Answer;
 use hotkernel::update::{self, Refused};
 use hotkernel::{workspace, KernelChoice, VmConfig};
-use image_format::hotpatch::differ::{make_patch, DiffError, PatchOptions, PatchOutput};
 use image_format::hotpatch::{layout, reseal};
 use image_format::mailbox::report::{PatchList, PatchReport, Report};
 use image_format::mailbox::{Command, RequestFlags};
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+use patchgen::{make_patch, DiffError, PatchOptions, PatchOutput};
 
 use crate::{Check, Guest, HANG_GUARD};
 

@@ -24,11 +24,11 @@ use hotkernel::continuity::StepRules;
 use hotkernel::update::Refused;
 use hotkernel_tests::patches::{self, function, function_at, package, patch, KERNEL_BASE};
 use hotkernel_tests::{assert_continuous, tasks_of, Guest};
-use image_format::hotpatch::differ::{DiffError, Reason, Remedy, Subject, Verdict, Warning};
 use image_format::mailbox::report::{Outcome, PatchOp, PatchReport, Report, Snapshot};
 use image_format::mailbox::{RequestFlags, Status};
 use image_format::package::parse_header;
 use image_format::TaskKind;
+use patchgen::{DiffError, Reason, Remedy, Subject, Verdict, Warning};
 
 const COUNTER_STEP: &str = "kernel::tasks::counter::step";
 const TICKER_STEP: &str = "kernel::tasks::ticker::step";

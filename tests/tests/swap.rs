@@ -493,7 +493,7 @@ fn the_status_block_says_running_again_after_a_quiesce_timeout() {
 /// A patch made from two variants' ELF files (built once per process).
 fn patch_between(old: &str, new: &str) -> Vec<u8> {
     use hotkernel::build::{build_kernel_cached, Variant};
-    use image_format::hotpatch::differ::{make_patch, PatchOptions};
+    use patchgen::{make_patch, PatchOptions};
     let elf = |v: &str| {
         let built = build_kernel_cached(&Variant::try_new(v).expect("variant name"))
             .unwrap_or_else(|e| panic!("building {v}: {e}"));

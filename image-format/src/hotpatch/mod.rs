@@ -3,8 +3,8 @@
 //!
 //! Bytes enter through [`parse`], which returns a validated [`PatchView`] or a
 //! [`PatchError`] naming the field; they leave through [`PatchSpec::build`] (feature
-//! `alloc`), which [`differ::make_patch`] (feature `std`) feeds from two kernel builds.
-//! [`apply`] has the arithmetic the guest needs to install one.
+//! `alloc`), which the host's generator (the `patchgen` crate) feeds from two kernel
+//! builds. [`apply`] has the arithmetic the guest needs to install one.
 //!
 //! | module | owns |
 //! | --- | --- |
@@ -14,7 +14,6 @@
 //! | `error` | [`PatchError`] and the per-table problems |
 //! | `build` | [`PatchSpec`] → bytes (`alloc`) |
 //! | [`apply`] | relocating a payload copy, encoding the site jump |
-//! | [`differ`] | the generator: two kernel ELFs → verdicts and a patch (`std`) |
 //!
 //! # Layout (patch format version 1)
 //!
@@ -70,8 +69,6 @@ mod view;
 
 #[cfg(feature = "alloc")]
 mod build;
-#[cfg(feature = "std")]
-pub mod differ;
 
 #[cfg(test)]
 mod proptests;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use image_format::hotpatch::differ::{FunctionVerdict, PatchOptions, Subject, Verdict};
+use patchgen::{FunctionVerdict, PatchOptions, Subject, Verdict};
 
 use crate::build::{self, CargoOutput, Variant};
 use crate::error::{Error, Result};

@@ -1,19 +1,31 @@
-//! The patch generator (feature `std`): two kernel builds → verdicts and, when every
-//! change can be hotpatched, a patch. `hotkernel patch make` is a thin wrapper.
+//! hotkernel's hotpatch generator (host only, `std`): two kernel builds → verdicts and,
+//! when every change can be hotpatched, a patch. `hotkernel patch make` is a thin
+//! wrapper.
+//!
+//! This crate owns the differ: reading both ELFs (`object`), decoding their functions
+//! (`iced-x86`), pairing them by demangled name (`rustc-demangle`), comparing, refusing
+//! and extracting. The patch format itself — its builder ([`PatchSpec`]), parser and
+//! apply arithmetic — stays in `image_format::hotpatch` (`no_std`), which the guest
+//! shares.
+//!
+//! Data enters as two kernel ELF files' bytes, the running image's (`old`) and the
+//! fixed build's (`new`), with [`PatchOptions`], all through [`make_patch`]. It leaves
+//! as a [`PatchOutput`]: a [`FunctionVerdict`] for every change and, unless nothing
+//! changed, the patch bytes (already parsed back and checked). When any change is
+//! refused it leaves as [`DiffError::NotHotpatchable`] with every verdict and no patch.
 //!
 //! Both builds must be linked with `--emit-relocs` (the kernel target's flags do it)
 //! and `--build-id=sha1`. The generator
 //!
-//! 1. reads each ELF ([`image`]) and decodes every function ([`locate`], [`decode`]);
-//! 2. pairs functions by demangled name without hash ([`symbols`]);
+//! 1. reads each ELF (`image`) and decodes every function (`locate`, `decode`);
+//! 2. pairs functions by demangled name without hash (`symbols`);
 //! 3. compares each pair with relocation fields masked and targets compared by what
-//!    they are ([`compare`]): a function that only moved, or whose callee moved, is
+//!    they are (`compare`): a function that only moved, or whose callee moved, is
 //!    unchanged;
-//! 4. applies the refusal rules ([`rules`]): machinery, state records, writable
+//! 4. applies the refusal rules (`rules`): machinery, state records, writable
 //!    statics, the embedded identity's schemas, code outside functions;
-//! 5. extracts the changed functions with everything they need ([`extract`]), builds
-//!    the patch ([`crate::hotpatch::PatchSpec`]) and checks it by installing it on
-//!    paper ([`verify`]).
+//! 5. extracts the changed functions with everything they need (`extract`), builds
+//!    the patch ([`PatchSpec`]) and checks it by installing it on paper (`verify`).
 //!
 //! It never produces a silently wrong patch: any refusal refuses the whole patch with
 //! [`DiffError::NotHotpatchable`], which lists every verdict.
@@ -29,6 +41,10 @@
 //! | `extract` | carried code and data, relocations |
 //! | `verify` | the self-check of a built patch |
 //! | `verdict` | [`FunctionVerdict`], [`DiffError`] and their texts |
+
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
 mod compare;
 mod decode;
@@ -56,8 +72,9 @@ pub use verdict::{
     Which,
 };
 
-use crate::hotpatch::PatchSpec;
-use crate::identity::Label;
+use image_format::hotpatch::PatchSpec;
+use image_format::identity::Label;
+
 use compare::Compare;
 use extract::{extract, Carried};
 use image::Image;

@@ -10,7 +10,7 @@ use std::vec::Vec;
 
 use object::elf;
 
-use crate::identity::EmbeddedIdentity;
+use image_format::identity::EmbeddedIdentity;
 
 /// What a relocation refers to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,10 +17,10 @@ use object::read::elf::{
 use object::{Endianness, Object as _, ObjectSection as _};
 use sha2::{Digest as _, Sha256};
 
-use crate::build_id::BuildId;
-use crate::error::Digest;
-use crate::hotpatch::TargetImage;
-use crate::identity::EmbeddedIdentity;
+use image_format::build_id::BuildId;
+use image_format::error::Digest;
+use image_format::hotpatch::TargetImage;
+use image_format::identity::EmbeddedIdentity;
 
 /// What a patch may do with the bytes of a section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,13 +2,13 @@
 //! every relocated field of the carried code and data refers to the same thing the new
 //! build's code refers to.
 //!
-//! The payload is parsed back with [`crate::hotpatch::parse`], relocated with
-//! [`crate::hotpatch::apply::relocate`] for the old image at its link address and the
-//! patch 1 GiB above it, and each field's value is followed: into the running image
-//! (the old build), where the location must be equivalent to the new build's target,
-//! or into the patch, where it must be the carried copy of that target. Sites must be
-//! the paired old functions, with their original bytes. No field may lead into the
-//! body of a function the patch replaces (past its entry, directly or through the
+//! The payload is parsed back with [`image_format::hotpatch::parse`], relocated with
+//! [`image_format::hotpatch::apply::relocate`] for the old image at its link address
+//! and the patch 1 GiB above it, and each field's value is followed: into the running
+//! image (the old build), where the location must be equivalent to the new build's
+//! target, or into the patch, where it must be the carried copy of that target. Sites
+//! must be the paired old functions, with their original bytes. No field may lead into
+//! the body of a function the patch replaces (past its entry, directly or through the
 //! running image's read-only data, such as a jump table): that code is the old
 //! behaviour. A failure is a bug in the generator; [`super::make_patch`] reports it
 //! instead of handing out the patch.
@@ -16,11 +16,12 @@
 use std::string::String;
 use std::vec::Vec;
 
+use image_format::hotpatch::apply::relocate;
+use image_format::hotpatch::{parse, FunctionKind, PatchView, ORIGINAL_LEN};
+
 use super::compare::Compare;
 use super::extract::{Carried, Extraction};
 use super::locate::{Location, Target};
-use crate::hotpatch::apply::relocate;
-use crate::hotpatch::{parse, FunctionKind, PatchView, ORIGINAL_LEN};
 
 /// Distance of the simulated patch area from the image.
 const PATCH_DISTANCE: u64 = 1 << 30;

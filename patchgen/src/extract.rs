@@ -20,14 +20,15 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::string::String;
 use std::vec::Vec;
 
+use image_format::hotpatch::{
+    Anchor, DataSpec, FunctionSpec, RelocKind, RelocationSpec, Site, SpecTarget, JUMP_LEN,
+    ORIGINAL_LEN,
+};
+
 use super::compare::Compare;
 use super::locate::{Analysis, CodeProblem, Location, Ref, Target};
 use super::rules;
 use super::verdict::Reason;
-use crate::hotpatch::{
-    Anchor, DataSpec, FunctionSpec, RelocKind, RelocationSpec, Site, SpecTarget, JUMP_LEN,
-    ORIGINAL_LEN,
-};
 
 /// Why a carried function is in the patch.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -89,15 +89,15 @@ mod synthetic {
     use std::string::ToString;
     use std::vec::Vec;
 
-    use super::super::testelf::{call, f, o, pc32, Elf, To};
-    use super::super::{
+    use crate::testelf::{call, f, o, pc32, Elf, To};
+    use crate::{
         make_patch, DiffError, PatchOptions, PatchOutput, Reason, StaticChange, Subject, Verdict,
     };
-    use crate::caps::Capabilities;
-    use crate::hotpatch::{parse, FunctionKind};
-    use crate::identity::{EmbeddedIdentity, SchemaEntry};
-    use crate::kinds::{RecordKind, TaskKind};
-    use crate::version::{ImageVersion, VersionRange};
+    use image_format::caps::Capabilities;
+    use image_format::hotpatch::{parse, FunctionKind};
+    use image_format::identity::{EmbeddedIdentity, SchemaEntry};
+    use image_format::kinds::{RecordKind, TaskKind};
+    use image_format::version::{ImageVersion, VersionRange};
 
     const HELPER: &[u8] = &[0xb8, 1, 0, 0, 0, 0xc3]; // mov eax, 1; ret
                                                      // push rbp; mov rbp, rsp; call helper; lea rax, [rip + str]; pop rbp; ret
@@ -227,7 +227,7 @@ mod synthetic {
             .unwrap();
         assert_eq!(
             r.target,
-            crate::hotpatch::RelocTarget::Image(base().addr_of("kernel::a::helper"))
+            image_format::hotpatch::RelocTarget::Image(base().addr_of("kernel::a::helper"))
         );
     }
 
@@ -361,7 +361,7 @@ mod synthetic {
             Capabilities::empty(),
             Capabilities::empty(),
             &[
-                SchemaEntry::new(crate::kinds::TASK_TABLE, 1, 1),
+                SchemaEntry::new(image_format::kinds::TASK_TABLE, 1, 1),
                 SchemaEntry::new(RecordKind::task_state(TaskKind::COUNTER), counter, 1),
             ],
         )
@@ -387,15 +387,15 @@ mod decoding {
 
     use std::string::ToString;
 
-    use super::super::compare::Compare;
-    use super::super::extract::extract;
-    use super::super::image::Image;
-    use super::super::locate::Analysis;
-    use super::super::symbols::Matching;
-    use super::super::testelf::{f, o, Elf, To, R};
-    use super::super::{make_patch, verify, PatchOptions};
-    use crate::hotpatch::{layout as at, reseal, PatchSpec, TargetImage};
-    use crate::identity::Label;
+    use crate::compare::Compare;
+    use crate::extract::extract;
+    use crate::image::Image;
+    use crate::locate::Analysis;
+    use crate::symbols::Matching;
+    use crate::testelf::{f, o, Elf, To, R};
+    use crate::{make_patch, verify, PatchOptions};
+    use image_format::hotpatch::{layout as at, reseal, PatchSpec, TargetImage};
+    use image_format::identity::Label;
     use object::elf;
 
     /// `cmpb $0, FLAG(%rip); ret`, FLAG reached through `.rodata + off − 5`.
@@ -484,7 +484,7 @@ mod decoding {
         let a = i64::from_le_bytes(bytes[addend..addend + 8].try_into().unwrap()) + 1;
         bytes[addend..addend + 8].copy_from_slice(&a.to_le_bytes());
         reseal(&mut bytes).unwrap();
-        crate::hotpatch::parse(&bytes).unwrap();
+        image_format::hotpatch::parse(&bytes).unwrap();
         let e = verify::verify(&mut cmp, &ex, &bytes).unwrap_err();
         assert!(e.contains("kernel::b::flag+0x2"), "{e}");
         let _ = e.to_string();
@@ -496,8 +496,8 @@ mod robustness {
 
     use proptest::prelude::*;
 
-    use super::super::testelf::{call, f, o, pc32, Elf, To};
-    use super::super::{make_patch, PatchOptions};
+    use crate::testelf::{call, f, o, pc32, Elf, To};
+    use crate::{make_patch, PatchOptions};
 
     fn image(imm: u8) -> std::vec::Vec<u8> {
         Elf {

@@ -4,7 +4,7 @@
 //! `<workspace>/target/differ-kernels` (v1's second, independent build into
 //! `target/differ-kernels/second`); cargo keeps one artifact per feature set there, so
 //! a later run with unchanged sources rebuilds nothing. Builds are serialized. The
-//! verdict lists are printed (`cargo test -p image-format -- --nocapture kernel_`).
+//! verdict lists are printed (`cargo test -p patchgen -- --nocapture kernel_`).
 //! `HOTKERNEL_SKIP_KERNEL_TESTS=1` skips them.
 
 use std::collections::HashMap;
@@ -18,7 +18,7 @@ use std::{eprintln, format, println};
 use super::{
     make_patch, DiffError, FunctionVerdict, PatchOptions, PatchOutput, Reason, Verdict, Warning,
 };
-use crate::hotpatch::{parse, FunctionKind};
+use image_format::hotpatch::{parse, FunctionKind};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -11,13 +11,14 @@
 use std::string::String;
 use std::vec::Vec;
 
+use image_format::identity::EmbeddedIdentity;
+use image_format::kinds::kind_name;
+
 use super::compare::Compare;
 use super::decode::is_padding;
 use super::image::{IdentityState, SectionKind};
 use super::locate::{Analysis, Ref, Target};
 use super::verdict::{Note, Reason, StaticChange, Which};
-use crate::identity::EmbeddedIdentity;
-use crate::kinds::kind_name;
 
 /// Path prefixes of the swap/patch machinery.
 pub(crate) const MACHINERY: &[&str] = &[

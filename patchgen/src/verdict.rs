@@ -8,9 +8,10 @@ use core::fmt;
 use std::string::String;
 use std::vec::Vec;
 
+use image_format::error::FormatError;
+use image_format::hotpatch::PatchError;
+
 use super::compare::Difference;
-use crate::error::FormatError;
-use crate::hotpatch::PatchError;
 
 /// Which of the two builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
