@@ -57,8 +57,6 @@ mod verdict;
 mod verify;
 
 #[cfg(test)]
-mod kernel_tests;
-#[cfg(test)]
 mod testelf;
 #[cfg(test)]
 mod tests;

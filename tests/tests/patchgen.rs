@@ -1,90 +1,83 @@
-//! The generator against the real kernel variants of this tree.
+//! The generator (`patchgen`) against the real kernel variants of this tree: the
+//! verdicts `docs/HOTPATCH.md` lists under "Verdicts on the kernel variants".
 //!
-//! Each variant is built once per test run with the kernel profile into
-//! `<workspace>/target/differ-kernels` (v1's second, independent build into
-//! `target/differ-kernels/second`); cargo keeps one artifact per feature set there, so
-//! a later run with unchanged sources rebuilds nothing. Builds are serialized. The
-//! verdict lists are printed (`cargo test -p patchgen -- --nocapture kernel_`).
-//! `HOTKERNEL_SKIP_KERNEL_TESTS=1` skips them.
+//! Each variant is built by the runner (`patches::kernel`: `build_kernel_cached`, once
+//! per test binary and variant) and diffed against v1; no VM is booted. The one test
+//! that needs v1 twice builds it a second time itself, with the runner's cargo command
+//! and environment but into its own target directory (`target/differ-kernels/second`),
+//! so that the two builds are independent. The verdict lists are printed (`cargo test
+//! -p hotkernel-tests --test patchgen -- --nocapture`).
+//!
+//! `HOTKERNEL_SKIP_KERNEL_TESTS=1` skips them: each test then builds nothing and says
+//! `<test>: skipped: …` on the terminal.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::string::{String, ToString};
-use std::sync::{Mutex, OnceLock};
-use std::vec::Vec;
-use std::{eprintln, format, println};
+use std::io::Write as _;
+use std::process::{Command, Stdio};
 
-use super::{
+use hotkernel::build::KERNEL_PROFILE;
+use hotkernel::toolchain::KERNEL_TARGET;
+use hotkernel::workspace;
+use hotkernel_tests::patches;
+use image_format::hotpatch::{parse, FunctionKind};
+use patchgen::{
     make_patch, DiffError, FunctionVerdict, PatchOptions, PatchOutput, Reason, Verdict, Warning,
 };
-use image_format::hotpatch::{parse, FunctionKind};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+/// Set (to anything) to skip these tests: they build every kernel variant.
+const SKIP_ENV: &str = "HOTKERNEL_SKIP_KERNEL_TESTS";
+
+/// Whether `test` is skipped ([`SKIP_ENV`] is set); if so, says so.
+fn skipped(test: &str) -> bool {
+    if std::env::var_os(SKIP_ENV).is_none() {
+        return false;
+    }
+    // Straight to the terminal: the harness captures `eprintln!`, and a skipped test
+    // must not pass for one that ran.
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: skipped: {SKIP_ENV} is set, no kernel is built"
+    );
+    true
 }
 
-fn skip() -> bool {
-    let skip = std::env::var_os("HOTKERNEL_SKIP_KERNEL_TESTS").is_some();
-    if skip {
-        eprintln!("HOTKERNEL_SKIP_KERNEL_TESTS is set: not building kernels");
-    }
-    skip
-}
-
-/// The kernel ELF of `feature` ("" for v1), built into `target_dir` (once per run).
-fn kernel_in(feature: &str, target_dir: &Path) -> Vec<u8> {
-    type Built = HashMap<(String, PathBuf), Vec<u8>>;
-    static CACHE: OnceLock<Mutex<Built>> = OnceLock::new();
-    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-    let key = (feature.to_string(), target_dir.to_path_buf());
-    if let Some(elf) = cache.get(&key) {
-        return elf.clone();
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace())
-        .args([
-            "build",
-            "-p",
-            "kernel",
-            "--target",
-            "x86_64-unknown-none",
-            "--profile",
-            "kernel",
-        ])
+/// v1 built a second time, independently of the runner's build: the runner's cargo
+/// command and environment (`hotkernel::build`), another target directory.
+fn v1_second_build() -> Vec<u8> {
+    let root = workspace::root();
+    let target_dir = root.join("target/differ-kernels/second");
+    let out = Command::new("cargo")
+        .current_dir(&root)
+        .args(["build", "-p", "kernel", "--target", KERNEL_TARGET])
+        .args(["--profile", KERNEL_PROFILE])
         .arg("--target-dir")
-        .arg(target_dir);
-    if !feature.is_empty() {
-        cmd.args(["--features", feature]);
-    }
-    let out = cmd.output().expect("cargo runs");
+        .arg(&target_dir)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running cargo: {e}"));
     assert!(
         out.status.success(),
-        "building the kernel with features {feature:?} failed:\n{}",
+        "building v1 a second time failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let path = target_dir.join("x86_64-unknown-none/kernel/kernel");
-    let elf = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    cache.insert(key, elf.clone());
-    elf
+    let elf = target_dir
+        .join(KERNEL_TARGET)
+        .join(KERNEL_PROFILE)
+        .join("kernel");
+    std::fs::read(&elf).unwrap_or_else(|e| panic!("{}: {e}", elf.display()))
 }
 
-fn kernel(feature: &str) -> Vec<u8> {
-    kernel_in(feature, &workspace().join("target/differ-kernels"))
-}
-
-/// Makes the patch v1 → `feature`, printing every verdict.
-fn diff(feature: &str) -> Result<PatchOutput, DiffError> {
-    let old = kernel("");
-    let new = kernel(feature);
-    let result = make_patch(&old, &new, &PatchOptions::default());
-    println!("== v1 → {feature}");
+/// Makes the patch v1 → `variant`, printing every verdict.
+fn diff(variant: &str) -> Result<PatchOutput, DiffError> {
+    let result = patches::make("v1", variant);
+    println!("== v1 → {variant}");
     let (verdicts, notes) = match &result {
         Ok(out) => (&out.verdicts, &out.notes),
         Err(DiffError::NotHotpatchable { verdicts, notes }) => (verdicts, notes),
-        Err(e) => panic!("v1 → {feature}: {e}"),
+        Err(e) => panic!("v1 → {variant}: {e}"),
     };
     for v in verdicts {
         println!("{v}");
@@ -114,12 +107,13 @@ fn sites(verdicts: &[FunctionVerdict]) -> Vec<&str> {
 
 #[test]
 fn kernel_v1_against_a_second_build_changes_nothing() {
-    if skip() {
+    if skipped("kernel_v1_against_a_second_build_changes_nothing") {
         return;
     }
-    let first = kernel("");
-    let second = kernel_in("", &workspace().join("target/differ-kernels/second"));
-    let out = make_patch(&first, &second, &PatchOptions::default()).unwrap();
+    let first = patches::kernel("v1");
+    let second = v1_second_build();
+    let out = make_patch(&first.bytes, &second, &PatchOptions::default())
+        .unwrap_or_else(|e| panic!("v1 → v1 (second build): {e}"));
     println!("== v1 → v1 (second build): {} verdicts", out.verdicts.len());
     assert!(out.bytes.is_none(), "{:?}", out.verdicts);
     assert!(out.verdicts.is_empty());
@@ -127,7 +121,7 @@ fn kernel_v1_against_a_second_build_changes_nothing() {
 
 #[test]
 fn kernel_patch_a_patches_the_counter_step() {
-    if skip() {
+    if skipped("kernel_patch_a_patches_the_counter_step") {
         return;
     }
     // The kernel profile keeps functions distinct and `tasks::observe` is not inlined,
@@ -164,7 +158,7 @@ fn kernel_patch_a_patches_the_counter_step() {
 
 #[test]
 fn kernel_patch_b_patches_every_caller_of_the_inlined_helper() {
-    if skip() {
+    if skipped("kernel_patch_b_patches_every_caller_of_the_inlined_helper") {
         return;
     }
     let out = diff("patch-b").expect("patch-b is hotpatchable");
@@ -187,7 +181,7 @@ fn kernel_patch_b_patches_every_caller_of_the_inlined_helper() {
 
 #[test]
 fn kernel_patch_c_is_refused_for_its_state_layout() {
-    if skip() {
+    if skipped("kernel_patch_c_is_refused_for_its_state_layout") {
         return;
     }
     let Err(DiffError::NotHotpatchable { verdicts, .. }) = diff("patch-c") else {
@@ -204,7 +198,7 @@ fn kernel_patch_c_is_refused_for_its_state_layout() {
 
 #[test]
 fn kernel_patch_d_changes_the_scheduler_loop() {
-    if skip() {
+    if skipped("kernel_patch_d_changes_the_scheduler_loop") {
         return;
     }
     // Accepted here (a diverging function may be entered again, e.g. a panic path);
@@ -218,7 +212,7 @@ fn kernel_patch_d_changes_the_scheduler_loop() {
 
 #[test]
 fn kernel_twin_is_reported_honestly() {
-    if skip() {
+    if skipped("kernel_twin_is_reported_honestly") {
         return;
     }
     // The twin changes only its identity constants; they are compiled into code,
