@@ -41,6 +41,9 @@
 //! | `extract` | carried code and data, relocations |
 //! | `verify` | the self-check of a built patch |
 //! | `verdict` | [`FunctionVerdict`], [`DiffError`] and their texts |
+//!
+//! The unit tests run the generator on small synthetic ELFs (`testelf`);
+//! `tests/tests/patchgen.rs` runs it on the real kernel variants.
 
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
