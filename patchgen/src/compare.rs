@@ -6,7 +6,6 @@
 //! or whose callee moved, is therefore unchanged.
 
 use std::collections::HashMap;
-use std::string::String;
 
 use super::image::SectionKind;
 use super::locate::{Analysis, Location, Ref, Target};
@@ -293,13 +292,13 @@ impl<'x, 'a> Compare<'x, 'a> {
 }
 
 fn vec_of(n: usize) -> std::vec::Vec<bool> {
-    std::vec![false; n]
+    vec![false; n]
 }
 
 fn describe(a: &Analysis<'_>, t: Target) -> String {
     match t {
         Target::Addr(x) => a.describe(a.locate(x)),
-        Target::Got(x) => std::format!("GOT slot of {}", a.describe(a.locate(x))),
+        Target::Got(x) => format!("GOT slot of {}", a.describe(a.locate(x))),
         Target::Symbol { index, .. } => a.image.symbols[index].name.clone(),
     }
 }

@@ -8,8 +8,6 @@
 //!   the function, or moving it to patch memory would break them;
 //! - whether the function ever returns.
 
-use std::vec::Vec;
-
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Mnemonic, OpKind};
 
 /// A PC-relative reference found by the decoder.

@@ -17,8 +17,6 @@
 //! - a GOT load → a slot in a `got` data block holding the resolved address.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::string::String;
-use std::vec::Vec;
 
 use image_format::hotpatch::{
     Anchor, DataSpec, FunctionSpec, RelocKind, RelocationSpec, Site, SpecTarget, JUMP_LEN,
@@ -105,7 +103,7 @@ pub(crate) fn extract(cmp: &mut Compare<'_, '_>, changed: &[(usize, usize)]) -> 
     }
     if let Some(got) = ex.got {
         let slots = ex.got_slots.len();
-        ex.out.data[got].bytes = std::vec![0; slots * 8];
+        ex.out.data[got].bytes = vec![0; slots * 8];
     }
     ex.out
 }
@@ -182,7 +180,7 @@ impl Extractor<'_, '_, '_> {
         let refs = code.refs.clone();
         let counterpart = match &self.out.carried[slot].1 {
             Carried::Replace { old } => self.align(&self.old.code[*old].refs.clone(), &refs),
-            Carried::New { .. } => std::vec![None; refs.len()],
+            Carried::New { .. } => vec![None; refs.len()],
         };
         for (r, twin) in refs.iter().zip(counterpart) {
             let anchor = Anchor::Function(slot);
@@ -197,16 +195,16 @@ impl Extractor<'_, '_, '_> {
     fn align(&mut self, old: &[Ref], new: &[Ref]) -> Vec<Option<Ref>> {
         let (m, k) = (old.len(), new.len());
         if m * k > 1 << 22 {
-            return std::vec![None; k];
+            return vec![None; k];
         }
-        let mut eq = std::vec![false; m * k];
+        let mut eq = vec![false; m * k];
         for i in 0..m {
             for j in 0..k {
                 eq[i * k + j] =
                     old[i].r_type == new[j].r_type && self.cmp.targets(&old[i], &new[j]);
             }
         }
-        let mut len = std::vec![0u32; (m + 1) * (k + 1)];
+        let mut len = vec![0u32; (m + 1) * (k + 1)];
         for i in (0..m).rev() {
             for j in (0..k).rev() {
                 len[i * (k + 1) + j] = if eq[i * k + j] {
@@ -216,7 +214,7 @@ impl Extractor<'_, '_, '_> {
                 };
             }
         }
-        let mut out = std::vec![None; k];
+        let mut out = vec![None; k];
         let (mut i, mut j) = (0, 0);
         while i < m && j < k {
             if eq[i * k + j] {
@@ -245,7 +243,7 @@ impl Extractor<'_, '_, '_> {
             Target::Symbol { .. } => {
                 return Err(Reason::Unresolvable {
                     offset: r.offset,
-                    target: std::format!("{:#x}", r.sa),
+                    target: format!("{:#x}", r.sa),
                     why: "a bare symbol reference (only code outside functions has them)",
                 })
             }
@@ -258,7 +256,7 @@ impl Extractor<'_, '_, '_> {
                     kind: RelocKind::Pc32,
                     target: SpecTarget::Patch(Anchor::Data(slot.0), slot.1),
                     addend: r.addend,
-                    symbol: std::format!("GOT slot of {symbol}"),
+                    symbol: format!("GOT slot of {symbol}"),
                 });
             }
             Target::Addr(t) => {

@@ -7,8 +7,6 @@
 //! `PT_LOAD`'s address) turns them into the image-relative offsets a patch carries.
 
 use std::collections::BTreeMap;
-use std::string::{String, ToString};
-use std::vec::Vec;
 
 use object::elf;
 use object::read::elf::{
@@ -154,7 +152,7 @@ impl<'a> Image<'a> {
             .filter(|p| p.p_flags(endian) & elf::PF_X != 0)
             .collect();
         let [text] = exec.as_slice() else {
-            return Err(std::format!(
+            return Err(format!(
                 "{} executable PT_LOAD segments; the kernel must have exactly one",
                 exec.len()
             ));

@@ -64,9 +64,6 @@ mod testelf;
 #[cfg(test)]
 mod tests;
 
-use std::string::String;
-use std::vec::Vec;
-
 pub use compare::Difference;
 pub use verdict::{
     DiffError, FunctionVerdict, Note, Reason, Remedy, StaticChange, Subject, Verdict, Warning,

@@ -10,8 +10,6 @@
 //! relocations at the referenced address) ends where that run ends.
 
 use std::collections::BTreeSet;
-use std::string::String;
-use std::vec::Vec;
 
 use object::elf;
 
@@ -253,7 +251,7 @@ impl<'a> Analysis<'a> {
             if delta == 0 {
                 String::from(name)
             } else {
-                std::format!("{name}+{delta:#x}")
+                format!("{name}+{delta:#x}")
             }
         };
         match loc {
@@ -262,7 +260,7 @@ impl<'a> Analysis<'a> {
                 let o = &self.items.objects[index];
                 if o.anon {
                     with(
-                        &std::format!("anon {}@{:#x}", self.image.sections[o.section].name, o.addr),
+                        &format!("anon {}@{:#x}", self.image.sections[o.section].name, o.addr),
                         delta,
                     )
                 } else {
@@ -274,14 +272,14 @@ impl<'a> Analysis<'a> {
                 start,
                 jump_table,
                 ..
-            } => std::format!(
+            } => format!(
                 "{} {}@{start:#x}",
                 if jump_table { "jump table" } else { "anon" },
                 self.image.sections[section].name
             ),
             Location::Label { index, delta } => with(&self.items.labels[index].name, delta),
-            Location::Writable { addr } => std::format!("writable data at {addr:#x}"),
-            Location::Unknown { addr } => std::format!("{addr:#x}"),
+            Location::Writable { addr } => format!("writable data at {addr:#x}"),
+            Location::Unknown { addr } => format!("{addr:#x}"),
         }
     }
 }

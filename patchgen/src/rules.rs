@@ -8,9 +8,6 @@
 //! - state record schemas in the embedded identity ([`identity`]);
 //! - code outside every function symbol ([`outside_functions`]).
 
-use std::string::String;
-use std::vec::Vec;
-
 use image_format::identity::EmbeddedIdentity;
 use image_format::kinds::kind_name;
 
@@ -53,7 +50,7 @@ pub(crate) fn machinery_reason(name: &str, is_new: bool) -> Option<Reason> {
     if let Some(ty) = state_record(name) {
         let what = if is_new { "is new" } else { "changed" };
         return Some(Reason::StateLayout {
-            detail: std::format!(
+            detail: format!(
                 "the hand-off record code of `{ty}` {what} (`{name}`); records cross a swap in versioned layouts"
             ),
         });
@@ -143,23 +140,23 @@ fn compare_identities(a: &EmbeddedIdentity, b: &EmbeddedIdentity) -> Vec<(String
                 .map(|s| s.current().get())
         };
         let name = match kind_name(kind) {
-            "unknown" => std::format!("record kind {kind:#x}"),
+            "unknown" => format!("record kind {kind:#x}"),
             known => String::from(known),
         };
         let detail = match (find(a), find(b)) {
-            (Some(x), Some(y)) if x != y => std::format!("{name} schema v{x} → v{y}"),
-            (Some(x), None) => std::format!("{name} (schema v{x}) is no longer exported"),
-            (None, Some(y)) => std::format!("{name} (schema v{y}) is new"),
+            (Some(x), Some(y)) if x != y => format!("{name} schema v{x} → v{y}"),
+            (Some(x), None) => format!("{name} (schema v{x}) is no longer exported"),
+            (None, Some(y)) => format!("{name} (schema v{y}) is new"),
             _ => continue,
         };
         out.push((name, Reason::StateLayout { detail }));
     }
     let mut changes = Vec::new();
     if a.version() != b.version() {
-        changes.push(std::format!("version {} → {}", a.version(), b.version()));
+        changes.push(format!("version {} → {}", a.version(), b.version()));
     }
     if a.label() != b.label() {
-        changes.push(std::format!("label {} → {}", a.label(), b.label()));
+        changes.push(format!("label {} → {}", a.label(), b.label()));
     }
     if a.replaces() != b.replaces() {
         changes.push(String::from("replaceable versions"));
@@ -278,10 +275,7 @@ pub(crate) fn outside_functions(cmp: &mut Compare<'_, '_>) -> Vec<(String, Reaso
         a.image
             .section_at(at)
             .and_then(|s| a.items.label_before(at, s))
-            .map_or_else(
-                || std::format!("{at:#x}"),
-                |l| a.items.labels[l].name.clone(),
-            )
+            .map_or_else(|| format!("{at:#x}"), |l| a.items.labels[l].name.clone())
     };
     let mut out = Vec::new();
     for i in 0..ob.len().max(nb.len()) {
@@ -306,7 +300,7 @@ pub(crate) fn outside_functions(cmp: &mut Compare<'_, '_>) -> Vec<(String, Reaso
                 (None, None) => continue,
             };
             out.push((
-                std::format!("code at {name}"),
+                format!("code at {name}"),
                 Reason::CodeOutsideFunctions {
                     at: old.image.offset_of(at),
                     near: name,

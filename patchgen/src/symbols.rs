@@ -12,8 +12,6 @@
 //! content, never by key.
 
 use std::collections::HashMap;
-use std::string::String;
-use std::vec::Vec;
 
 use super::image::{Image, SectionKind, SymKind};
 
@@ -75,7 +73,7 @@ pub(crate) fn demangle(raw: &str) -> String {
         Some(i) => &raw[..i],
         None => raw,
     };
-    std::format!("{:#}", rustc_demangle::demangle(base))
+    format!("{:#}", rustc_demangle::demangle(base))
 }
 
 /// Names of data the compiler made up: compared by content only.

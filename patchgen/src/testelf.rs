@@ -5,9 +5,6 @@
 //! static symbol table and the `.rela.text`/`.rela.rodata` that `--emit-relocs` keeps.
 //! Relocation fields in the bytes hold the linked values, as a linker writes them.
 
-use std::string::String;
-use std::vec::Vec;
-
 use object::elf;
 
 use image_format::identity::EmbeddedIdentity;
@@ -167,7 +164,7 @@ impl Elf {
         let l = self.layout();
         // Symbols: null, section symbols (.rodata, .text), asm label, functions,
         // rodata, data, bss objects. All local.
-        let mut strtab = std::vec![0u8];
+        let mut strtab = vec![0u8];
         let mut name = |s: &str| {
             let at = strtab.len() as u32;
             strtab.extend_from_slice(s.as_bytes());
@@ -190,12 +187,12 @@ impl Elf {
             value: u64,
             size: u64,
         }
-        let mut syms = std::vec![Sym {
+        let mut syms = vec![Sym {
             name: 0,
             info: 0,
             shndx: 0,
             value: 0,
-            size: 0
+            size: 0,
         }];
         let mut index = std::collections::HashMap::new();
         let local = |t: u8| t; // STB_LOCAL << 4 | type
@@ -280,7 +277,7 @@ impl Elf {
         };
 
         // Section bytes.
-        let mut text = std::vec![0xccu8; (l.text_end - TEXT) as usize];
+        let mut text = vec![0xccu8; (l.text_end - TEXT) as usize];
         text[..self.asm.len()].copy_from_slice(&self.asm);
         let mut rela_text = Vec::new();
         for (f, &at) in self.funcs.iter().zip(&l.funcs) {
@@ -296,7 +293,7 @@ impl Elf {
                 rela_text.push((p, sym, r.r_type, addend));
             }
         }
-        let mut rodata = std::vec![0u8; (IDENTITY - RODATA) as usize];
+        let mut rodata = vec![0u8; (IDENTITY - RODATA) as usize];
         for (o, &at) in self.rodata.iter().zip(&l.rodata) {
             let s = (at - RODATA) as usize;
             rodata[s..s + o.bytes.len()].copy_from_slice(&o.bytes);
@@ -314,7 +311,7 @@ impl Elf {
         note.extend_from_slice(&[self.build_id; 20]);
 
         // File: [0, data end) mirrors the address space; then the non-loaded parts.
-        let mut file = std::vec![0u8; (l.bss_at) as usize];
+        let mut file = vec![0u8; (l.bss_at) as usize];
         let put = |file: &mut Vec<u8>, at: u64, bytes: &[u8]| {
             file[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
         };
@@ -354,7 +351,7 @@ impl Elf {
         }
         let symtab_at = table(&mut file, &symtab);
         let strtab_at = table(&mut file, &strtab);
-        let mut shstrtab = std::vec![0u8];
+        let mut shstrtab = vec![0u8];
         let mut shname = |s: &str| {
             let at = shstrtab.len() as u32;
             shstrtab.extend_from_slice(s.as_bytes());
@@ -362,7 +359,7 @@ impl Elf {
             at
         };
         let a = u64::from(elf::SHF_ALLOC);
-        let mut sections: Vec<Shdr> = std::vec![(0, 0, 0, 0, (0, 0), 0, 0, 0)];
+        let mut sections: Vec<Shdr> = vec![(0, 0, 0, 0, (0, 0), 0, 0, 0)];
         sections.push((
             shname(".note.gnu.build-id"),
             elf::SHT_NOTE,

@@ -86,9 +86,6 @@ fn decoding_finds_instruction_ends_and_returns() {
 mod synthetic {
     //! The generator on small linked images (`testelf`): one rule per test.
 
-    use std::string::ToString;
-    use std::vec::Vec;
-
     use crate::testelf::{call, f, o, pc32, Elf, To};
     use crate::{
         make_patch, DiffError, PatchOptions, PatchOutput, Reason, StaticChange, Subject, Verdict,
@@ -110,28 +107,28 @@ mod synthetic {
     fn base() -> Elf {
         Elf {
             build_id: 0x11,
-            asm: std::vec![0xfa, 0xf4, 0xeb, 0xfd], // cli; hlt; jmp back
+            asm: vec![0xfa, 0xf4, 0xeb, 0xfd], // cli; hlt; jmp back
             pad: 0,
-            funcs: std::vec![
+            funcs: vec![
                 f("kernel::a::helper", HELPER, &[]),
                 f(
                     "kernel::a::caller",
                     CALLER,
                     &[
                         call(4, "kernel::a::helper"),
-                        pc32(12, To::Sym(".Lanon.str".into()))
+                        pc32(12, To::Sym(".Lanon.str".into())),
                     ],
                 ),
                 f(
                     "kernel::a::reader",
                     READER,
-                    &[pc32(3, To::Sym("kernel::a::COUNT".into()))]
+                    &[pc32(3, To::Sym("kernel::a::COUNT".into()))],
                 ),
                 f("kernel::a::tiny", TINY, &[]),
             ],
-            rodata: std::vec![o(".Lanon.str", b"hello\0")],
-            data: std::vec![o("kernel::a::COUNT", &[1, 0, 0, 0, 0, 0, 0, 0])],
-            bss: std::vec![("kernel::a::STATE".to_string(), 16)],
+            rodata: vec![o(".Lanon.str", b"hello\0")],
+            data: vec![o("kernel::a::COUNT", &[1, 0, 0, 0, 0, 0, 0, 0])],
+            bss: vec![("kernel::a::STATE".to_string(), 16)],
             identity: None,
         }
     }
@@ -152,8 +149,6 @@ mod synthetic {
             other => panic!("expected a refusal, got {other:?}"),
         }
     }
-
-    use std::string::String;
 
     fn changed(out: &PatchOutput) -> Vec<&str> {
         out.verdicts
@@ -287,7 +282,7 @@ mod synthetic {
     #[test]
     fn a_function_too_short_for_the_jump_is_refused() {
         let mut new = base();
-        new.funcs[3].code = std::vec![0x31, 0xc0, 0xff, 0xc0, 0xc3]; // xor; inc; ret
+        new.funcs[3].code = vec![0x31, 0xc0, 0xff, 0xc0, 0xc3]; // xor; inc; ret
         let r = refusals(diff(&base(), &new));
         assert_eq!(r[0].0, "kernel::a::tiny");
         assert_eq!(r[0].2, Reason::TooShort { size: 3 });
@@ -385,8 +380,6 @@ mod decoding {
     //! References through a section symbol whose instruction has an immediate after the
     //! field, and the generator's self-check.
 
-    use std::string::ToString;
-
     use crate::compare::Compare;
     use crate::extract::extract;
     use crate::image::Image;
@@ -403,7 +396,7 @@ mod decoding {
         let flag_at = before.div_ceil(8) * 8;
         Elf {
             build_id: 1,
-            funcs: std::vec![
+            funcs: vec![
                 f(
                     "kernel::b::flag",
                     &[0x80, 0x3d, 0, 0, 0, 0, 0x00, 0xc3],
@@ -411,15 +404,15 @@ mod decoding {
                         at: 2,
                         r_type: elf::R_X86_64_PC32,
                         to: To::Rodata(flag_at as u64),
-                        addend: -5
+                        addend: -5,
                     }],
                 ),
                 // Keeps the site's 16 original bytes inside the text.
                 f("kernel::b::after", &[0xc3; 16], &[]),
             ],
-            rodata: std::vec![
-                o("kernel::b::BEFORE", &std::vec![7; before]),
-                o("kernel::b::FLAG", &[flag])
+            rodata: vec![
+                o("kernel::b::BEFORE", &vec![7; before]),
+                o("kernel::b::FLAG", &[flag]),
             ],
             ..Elf::default()
         }
@@ -502,21 +495,21 @@ mod robustness {
     fn image(imm: u8) -> std::vec::Vec<u8> {
         Elf {
             build_id: imm,
-            asm: std::vec![0xfa, 0xf4],
-            funcs: std::vec![
+            asm: vec![0xfa, 0xf4],
+            funcs: vec![
                 f("kernel::c::helper", &[0xb8, imm, 0, 0, 0, 0xc3], &[]),
                 f(
                     "kernel::c::caller",
                     &[0xe8, 0, 0, 0, 0, 0x48, 0x8d, 0x05, 0, 0, 0, 0, 0xc3],
                     &[
                         call(0, "kernel::c::helper"),
-                        pc32(8, To::Sym(".Lanon.s".into()))
+                        pc32(8, To::Sym(".Lanon.s".into())),
                     ],
                 ),
                 f("kernel::c::tail", &[0xc3; 16], &[]),
             ],
-            rodata: std::vec![o(".Lanon.s", b"text\0")],
-            data: std::vec![o("kernel::c::X", &[1; 8])],
+            rodata: vec![o(".Lanon.s", b"text\0")],
+            data: vec![o("kernel::c::X", &[1; 8])],
             ..Elf::default()
         }
         .build()

@@ -4,9 +4,7 @@
 //! Every refusal names its reason and its remedy; the remedy for everything a hotpatch
 //! cannot carry is the full swap, which replaces the whole image and converts state.
 
-use core::fmt;
-use std::string::String;
-use std::vec::Vec;
+use std::fmt;
 
 use image_format::error::FormatError;
 use image_format::hotpatch::PatchError;
@@ -305,7 +303,7 @@ impl fmt::Display for FunctionVerdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match self.subject {
             Subject::Function => String::new(),
-            other => std::format!(" ({other})"),
+            other => format!(" ({other})"),
         };
         match &self.verdict {
             Verdict::Unchanged => write!(f, "unchanged {}{what}", self.name)?,
@@ -409,7 +407,7 @@ impl fmt::Display for DiffError {
                     if let Verdict::Refused { reason, .. } = &v.verdict {
                         let what = match v.subject {
                             Subject::Function => String::new(),
-                            other => std::format!(" ({other})"),
+                            other => format!(" ({other})"),
                         };
                         writeln!(f, "  - {}{what}: {reason}", v.name)?;
                     }

@@ -13,9 +13,6 @@
 //! behaviour. A failure is a bug in the generator; [`super::make_patch`] reports it
 //! instead of handing out the patch.
 
-use std::string::String;
-use std::vec::Vec;
-
 use image_format::hotpatch::apply::relocate;
 use image_format::hotpatch::{parse, FunctionKind, PatchView, ORIGINAL_LEN};
 
@@ -52,11 +49,11 @@ pub(crate) fn verify(
     ex: &Extraction,
     bytes: &[u8],
 ) -> Result<(), String> {
-    let view = parse(bytes).map_err(|e| std::format!("the patch does not parse: {e}"))?;
+    let view = parse(bytes).map_err(|e| format!("the patch does not parse: {e}"))?;
     let old_base = cmp.old.image.link_base;
     let base = old_base + PATCH_DISTANCE;
     let mut payload = view.payload().to_vec();
-    relocate(&view, &mut payload, old_base, base).map_err(|e| std::format!("relocation: {e}"))?;
+    relocate(&view, &mut payload, old_base, base).map_err(|e| format!("relocation: {e}"))?;
     // The builder puts replace entries first (by site), then new ones, each group in
     // the extraction's order.
     let mut replace: Vec<usize> = (0..ex.functions.len())
@@ -66,7 +63,7 @@ pub(crate) fn verify(
     let new: Vec<usize> = (0..ex.functions.len())
         .filter(|&i| ex.functions[i].site.is_none())
         .collect();
-    let mut fn_view = std::vec![0; ex.functions.len()];
+    let mut fn_view = vec![0; ex.functions.len()];
     for (v, &i) in replace.iter().chain(&new).enumerate() {
         fn_view[i] = v;
     }
@@ -97,10 +94,9 @@ impl Checker<'_, '_, '_, '_> {
                 .ok_or("function entry missing")?;
             let name = &self.cmp.new.items.funcs[*n].name;
             if f.name != name {
-                return Err(std::format!(
+                return Err(format!(
                     "function entry {} is {}, expected {name}",
-                    self.fn_view[spec],
-                    f.name
+                    self.fn_view[spec], f.name
                 ));
             }
             match (why, f.site) {
@@ -112,17 +108,15 @@ impl Checker<'_, '_, '_, '_> {
                         || original != Some(&site.original[..])
                         || f.kind != FunctionKind::Replace
                     {
-                        return Err(std::format!(
-                            "site of {name} does not match the old function"
-                        ));
+                        return Err(format!("site of {name} does not match the old function"));
                     }
                 }
                 (Carried::New { .. }, None) => {}
-                _ => return Err(std::format!("{name}: kind does not match")),
+                _ => return Err(format!("{name}: kind does not match")),
             }
             let nf = &self.cmp.new.items.funcs[*n];
             if Some(self.view.code(&f)) != self.cmp.new.image.bytes(nf.addr, nf.size) {
-                return Err(std::format!("{name}: code differs from the new build's"));
+                return Err(format!("{name}: code differs from the new build's"));
             }
         }
         Ok(())
@@ -251,7 +245,7 @@ impl Checker<'_, '_, '_, '_> {
                 Target::Got(s) => {
                     let slot = next(k).wrapping_add(value);
                     let Landed::Data { spec: d, delta } = self.landed(slot) else {
-                        return Err(std::format!(
+                        return Err(format!(
                             "{name}+{:#x}: GOT load does not read the patch's GOT",
                             r.offset
                         ));
@@ -261,11 +255,11 @@ impl Checker<'_, '_, '_, '_> {
                     let loaded = self.field(at, 8).ok_or("GOT slot outside the payload")?;
                     (self.landed(loaded), s)
                 }
-                Target::Symbol { .. } => return Err(std::format!("{name}: bare symbol reference")),
+                Target::Symbol { .. } => return Err(format!("{name}: bare symbol reference")),
             };
             if let Landed::Image(a) = landed {
                 if self.leads_into_replaced(a, 0) {
-                    return Err(std::format!(
+                    return Err(format!(
                         "{name}+{:#x} leads into the old body of a replaced function \
                          (through {}) once installed",
                         r.offset,
@@ -275,7 +269,7 @@ impl Checker<'_, '_, '_, '_> {
             }
             if !self.same(landed, t) {
                 let want = self.cmp.new.describe(self.cmp.new.locate(t));
-                return Err(std::format!(
+                return Err(format!(
                     "{name}+{:#x} does not refer to {want} once installed",
                     r.offset
                 ));
@@ -304,7 +298,7 @@ impl Checker<'_, '_, '_, '_> {
             let landed = self.landed(to);
             if let Landed::Image(a) = landed {
                 if self.leads_into_replaced(a, 0) {
-                    return Err(std::format!(
+                    return Err(format!(
                         "{}+{:#x} leads into the old body of a replaced function ({}) once \
                          installed",
                         d.name,
@@ -315,10 +309,9 @@ impl Checker<'_, '_, '_, '_> {
             }
             if !self.same(landed, t) {
                 let want = self.cmp.new.describe(self.cmp.new.locate(t));
-                return Err(std::format!(
+                return Err(format!(
                     "{}+{:#x} does not refer to {want} once installed",
-                    d.name,
-                    r.offset
+                    d.name, r.offset
                 ));
             }
         }
