@@ -5,7 +5,7 @@
 //! `cargo run -p image-format --example fuzz_seeds -- image-format/fuzz/corpus`
 
 use image_format::mailbox::report::{
-    Outcome, PhaseId, PhaseTime, Snapshot, StageReport, SwapReport, TaskSnapshot,
+    KindInfo, Outcome, PhaseId, PhaseTime, Snapshot, StageReport, SwapReport, TaskSnapshot,
 };
 use image_format::mailbox::{
     Command, GuestState, GuestStatus, Request, RequestFlags, Response, ResponseState, Status,
@@ -160,6 +160,11 @@ fn mailbox(dir: &str) {
             flags: 0,
             steps: 3,
             values: [1, 2, 3, 4],
+        }],
+        kinds: vec![KindInfo {
+            id: 1,
+            name: "counter".into(),
+            continuity: vec![[5, 0, 1, 0]],
         }],
     };
     write(dir, "snapshot", &snapshot.to_vec().expect("encode"));

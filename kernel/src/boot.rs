@@ -1,7 +1,9 @@
 //! First boot: the bootloader's configuration and the kernel's init sequence.
 //!
-//! `kernel_main` reads as the list of steps; the resume path of a swap
-//! (`update::resume`) is its mirror and follows the same order.
+//! `kernel_main` reads as the list of steps; the resume path of a swap (`resume.rs`)
+//! is its mirror and follows the same order. Both register the hooks through which the
+//! lower layers call up ([`register_hooks`]): interrupt handlers, the coordinator's
+//! checkpoint work, and the update service's step.
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::BootInfo;
@@ -10,8 +12,8 @@ use x86_64::instructions::interrupts;
 use crate::bootargs::{self, Mode};
 use crate::memory::layout::{BOOTLOADER_DYNAMIC, BSP_STACK_SIZE, KERNEL_IMAGE, PHYS_MAP, STACKS};
 use crate::{
-    arch, console, cpu, drivers, interrupts as routing, machine, memory, sched, selftest, smp,
-    tasks, time,
+    arch, console, cpu, drivers, handoff_region, interrupts as routing, irq, machine, memory,
+    sched, selftest, smp, tasks, time, update,
 };
 
 /// Fixed mappings, so that every address a swap relies on is known in advance; the
@@ -35,6 +37,13 @@ fn must<T, E: core::fmt::Display>(result: Result<T, E>, step: &str) -> T {
     }
 }
 
+/// The upward calls of the lower layers, registered before interrupts are enabled.
+pub fn register_hooks() {
+    irq::register();
+    sched::set_coordinator(update::jobs::run_pending, update::jobs::pending);
+    tasks::update_service::serve_with(update::requests::poll);
+}
+
 /// The kernel's entry at first boot (interrupts are disabled).
 pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     let boot_tsc = arch::tsc::read();
@@ -49,7 +58,7 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     );
 
     must(memory::init_first_boot(boot_info), "memory");
-    crate::update::selfswap::remember_file(boot_info.kernel_addr, boot_info.kernel_len);
+    update::selfswap::remember_file(boot_info.kernel_addr, boot_info.kernel_len);
     arch::pic::disable();
     let rsdp = boot_info.rsdp_addr.into_option();
     let platform = must(
@@ -60,21 +69,25 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         machine::init_first_boot(boot_info, &platform),
         "device mappings",
     );
+    register_hooks();
     must(smp::register_cpus(true), "CPU stacks");
     smp::calibrate_timer();
     smp::init_this_cpu(cpu::get(cpu::CpuId::BSP).expect("BSP registered"));
     drivers::doorbell::init();
     routing::route_isa_lines();
     must(drivers::mailbox::discover(), "mailbox");
-    crate::update::init_first_boot();
+    handoff_region::init_first_boot();
     crate::history::init_first_boot();
     crate::hotpatch::cold::apply_from_ramdisk(boot_info);
     log::info!("cpu 0 online (apic {})", arch::apic::id());
     smp::start_application_processors();
-    tasks::spawn_demo(tasks::Workload {
+    let workload = tasks::workload::Workload {
         tasks: args.tasks,
         pace_us: args.pace_us,
-    });
+    };
+    for t in tasks::workload::demo(workload, cpu::count()) {
+        sched::place(sched::new_task(t.state, t.affinity, t.period_us, t.flags));
+    }
     log::info!(
         "{} CPUs online, {} tasks, {} MiB free",
         cpu::count(),

@@ -2,7 +2,8 @@
 //! table of all of them.
 //!
 //! Each CPU's [`Cpu`] is allocated on the heap when the CPU is registered (first boot
-//! or resume) and reached through its GS base ([`current`]). The table is rebuilt by each
+//! or resume) and reached through its GS base ([`current`]). Its run queue is the
+//! scheduler's (`sched::queue`). The table is rebuilt by each
 //! kernel from the machine record; nothing of it crosses a swap except the APIC ids and
 //! stack slots, which the machine record carries.
 
@@ -10,10 +11,9 @@ use alloc::boxed::Box;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use crate::arch;
-use crate::sched::RunQueue;
 
 /// Most CPUs the kernel supports.
-pub const MAX_CPUS: usize = 16;
+pub use crate::arch::MAX_CPUS;
 
 /// A CPU's index: 0 is the bootstrap processor, then application processors in
 /// firmware order. Always below [`MAX_CPUS`].
@@ -50,8 +50,6 @@ pub struct Cpu {
     index: usize,
     pub id: CpuId,
     pub apic_id: u32,
-    /// Tasks this CPU runs.
-    pub queue: RunQueue,
     /// Task steps this CPU has run since this kernel started.
     pub steps: AtomicU64,
     /// Timer ticks this CPU has taken since this kernel started.
@@ -63,7 +61,7 @@ pub struct Cpu {
 }
 
 // SAFETY: `self_ptr` is only an address used by the GS-base accessor; every other field
-// is synchronised (atomics or the run queue's lock).
+// is an atomic or immutable after registration.
 unsafe impl Sync for Cpu {}
 // SAFETY: as above.
 unsafe impl Send for Cpu {}
@@ -80,7 +78,6 @@ pub fn register(id: CpuId, apic_id: u32) -> &'static Cpu {
         index: id.index(),
         id,
         apic_id,
-        queue: RunQueue::new(),
         steps: AtomicU64::new(0),
         ticks: AtomicU64::new(0),
         online: AtomicBool::new(false),

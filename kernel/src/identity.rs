@@ -1,50 +1,33 @@
 //! This image's identity: version, what it may replace, the capabilities it needs and
-//! offers, and the schema version of every record kind it reads (derived from
-//! `schema.rs`, so the declaration cannot drift from the code).
+//! offers, and every record kind it reads — the update machinery's own records and each
+//! task kind's state (from the list in `tasks/mod.rs`), with the oldest version its
+//! converters take each from. Nothing here is written per kind.
 //!
 //! It is embedded as [`IDENTITY`] in section `.hk_identity`, where the host's packer
 //! reads it into the package header. An older kernel checks it (from that header)
 //! before accepting this image; this image's bootstrap checks the running kernel's
-//! against it again before anything is overwritten.
+//! against it again, with [`IMAGE`], before anything is overwritten.
 
-use image_format::{
-    Capabilities, EmbeddedIdentity, ImageVersion, RecordKind, SchemaEntry, TaskKind, VersionRange,
-};
-use updater::convert::{Reads, Step};
-use updater::records::{pipeline, StateRecord};
+use image_format::{Capabilities, EmbeddedIdentity, ImageVersion, SchemaEntry, VersionRange};
+use updater::convert::Step;
+use updater::reconcile::{Image, RecordDecl};
+use updater::records::{history, machine, patch_set, TaskKind};
 
-use crate::schema;
+use crate::sched::TaskEntry;
+use crate::tasks::{self, pipeline};
 
-const fn entry<R: StateRecord>(min_from: u16) -> SchemaEntry {
-    SchemaEntry::new(R::KIND, R::SCHEMA.get(), min_from)
-}
-
-#[cfg(not(any(
-    feature = "v2",
-    feature = "v3",
-    feature = "broken",
-    feature = "incompatible",
-    feature = "twin"
-)))]
-const VERSION_LABEL: (ImageVersion, &str) = (ImageVersion::new(1, 0, 0), "v1");
-#[cfg(feature = "twin")]
-const VERSION_LABEL: (ImageVersion, &str) = (ImageVersion::new(1, 0, 1), "v1-twin");
-#[cfg(feature = "v2")]
-const VERSION_LABEL: (ImageVersion, &str) = (ImageVersion::new(2, 0, 0), "v2");
-#[cfg(feature = "v3")]
-const VERSION_LABEL: (ImageVersion, &str) = (ImageVersion::new(3, 0, 0), "v3");
-#[cfg(feature = "broken")]
-const VERSION_LABEL: (ImageVersion, &str) = (ImageVersion::new(2, 9, 0), "broken");
-#[cfg(feature = "incompatible")]
-const VERSION_LABEL: (ImageVersion, &str) = (ImageVersion::new(5, 0, 0), "incompatible");
+/// This image's version and label.
+const VERSION: ImageVersion = ImageVersion::new(1, 0, 0);
+const LABEL: &str = "v1";
 
 /// The running versions this image may replace: any from 1.0.0 up to its own major.
 const REPLACES: VersionRange = VersionRange::new(
     ImageVersion::new(1, 0, 0),
-    ImageVersion::new(VERSION_LABEL.0.major, 99, 99),
+    ImageVersion::new(VERSION.major, 99, 99),
 );
 
-const BASE_CAPS: Capabilities = Capabilities::HANDOFF_V1
+/// What this image offers its successor.
+const CAPS_PROVIDED: Capabilities = Capabilities::HANDOFF_V1
     .union(Capabilities::PARK_STUB_V1)
     .union(Capabilities::FRAME_BITMAP_V1)
     .union(Capabilities::MAILBOX_V1)
@@ -52,101 +35,130 @@ const BASE_CAPS: Capabilities = Capabilities::HANDOFF_V1
     .union(Capabilities::SMP)
     .union(Capabilities::HOTPATCH_V1);
 
-#[cfg(not(feature = "v3"))]
-const CAPS_PROVIDED: Capabilities = BASE_CAPS;
-#[cfg(feature = "v3")]
-const CAPS_PROVIDED: Capabilities = BASE_CAPS.union(Capabilities::BIG_TABLE);
-
 /// What this image needs from the kernel it replaces: the hand-off ABI, the park stub
 /// and the frame bitmap it adopts.
 const CAPS_REQUIRED: Capabilities = Capabilities::HANDOFF_V1
     .union(Capabilities::PARK_STUB_V1)
     .union(Capabilities::FRAME_BITMAP_V1);
 
-/// The task table this image reads. The `incompatible` variant stands for an image
-/// whose task table is v5 and converts only from v4: no running kernel of this tree can
-/// be converted to it, so delivery refuses it.
-#[cfg(not(feature = "incompatible"))]
-const TASK_TABLE: SchemaEntry = entry::<schema::TaskEntry>(1);
-#[cfg(feature = "incompatible")]
-const TASK_TABLE: SchemaEntry = SchemaEntry::new(image_format::kinds::TASK_TABLE, 5, 4);
+/// The update machinery's records, in the versions this image reads and writes.
+const SYSTEM_RECORDS: &[RecordDecl] = &[
+    RecordDecl::of::<machine::V1>(false),
+    RecordDecl::of::<TaskEntry>(false),
+    RecordDecl::of::<pipeline::ChannelV1>(false),
+    RecordDecl::of::<history::V1>(false),
+    RecordDecl::of::<patch_set::V1>(false),
+];
 
-#[cfg(not(feature = "v3"))]
-const SCHEMAS: &[SchemaEntry] = &[
-    entry::<updater::records::machine::V1>(1),
-    TASK_TABLE,
-    entry::<schema::Counter>(1),
-    entry::<schema::Lcg>(1),
-    entry::<schema::Producer>(1),
-    entry::<schema::Consumer>(1),
-    entry::<pipeline::ChannelV1>(1),
-    entry::<schema::Heartbeat>(1),
-    entry::<schema::Service>(1),
-    entry::<updater::records::history::V1>(1),
-    entry::<updater::records::patch_set::V1>(1),
-    entry::<schema::Ticker>(1).optional(),
-];
-#[cfg(feature = "v3")]
-const SCHEMAS: &[SchemaEntry] = &[
-    entry::<updater::records::machine::V1>(1),
-    TASK_TABLE,
-    entry::<schema::Counter>(1),
-    entry::<schema::Lcg>(1),
-    entry::<schema::Producer>(1),
-    entry::<schema::Consumer>(1),
-    entry::<pipeline::ChannelV1>(1),
-    entry::<schema::Heartbeat>(1),
-    entry::<schema::Service>(1),
-    entry::<updater::records::history::V1>(1),
-    entry::<updater::records::patch_set::V1>(1),
-    entry::<schema::Table>(1),
-];
+/// Converters of the machinery's records this image carries.
+const SYSTEM_STEPS: &[Step] = &[];
+
+/// Every record kind this image reads: the machinery's, then each task kind's state.
+pub const RECORDS: [RecordDecl; SYSTEM_RECORDS.len() + tasks::STATE_RECORDS.len()] = {
+    let mut all = [SYSTEM_RECORDS[0]; SYSTEM_RECORDS.len() + tasks::STATE_RECORDS.len()];
+    let mut i = 0;
+    while i < SYSTEM_RECORDS.len() {
+        all[i] = SYSTEM_RECORDS[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < tasks::STATE_RECORDS.len() {
+        all[i + j] = tasks::STATE_RECORDS[j];
+        j += 1;
+    }
+    all
+};
+
+/// Every converter this image carries, by kind.
+pub const STEPS: [&[Step]; 1 + tasks::STEPS.len()] = {
+    let mut all = [SYSTEM_STEPS; 1 + tasks::STEPS.len()];
+    let mut i = 0;
+    while i < tasks::STEPS.len() {
+        all[1 + i] = tasks::STEPS[i];
+        i += 1;
+    }
+    all
+};
+
+/// Every task kind, for the initialisation requirements (bit `i`: kind `i`).
+pub const KIND_IDS: [TaskKind; tasks::KINDS.len()] = {
+    let mut ids = [TaskKind::from_raw(0); tasks::KINDS.len()];
+    let mut i = 0;
+    while i < ids.len() {
+        ids[i] = tasks::KINDS[i].id;
+        i += 1;
+    }
+    ids
+};
+
+/// The oldest version of `kind` this image's converters reach `current` from.
+const fn min_from(kind: image_format::RecordKind, current: u16) -> u16 {
+    let mut v = current;
+    'down: while v > 1 {
+        let mut l = 0;
+        while l < STEPS.len() {
+            let mut s = 0;
+            while s < STEPS[l].len() {
+                let step = &STEPS[l][s];
+                if step.kind.get() == kind.get() && step.to.get() == v {
+                    v -= 1;
+                    continue 'down;
+                }
+                s += 1;
+            }
+            l += 1;
+        }
+        break;
+    }
+    v
+}
+
+/// The schema table of the identity, derived from [`RECORDS`] and [`STEPS`].
+const SCHEMAS: [SchemaEntry; RECORDS.len()] = {
+    let mut table = [SchemaEntry::new(image_format::kinds::MACHINE, 1, 1); RECORDS.len()];
+    let mut i = 0;
+    while i < RECORDS.len() {
+        let r = &RECORDS[i];
+        let current = r.version.get();
+        let entry = SchemaEntry::new(r.kind, current, min_from(r.kind, current));
+        table[i] = if r.optional { entry.optional() } else { entry };
+        i += 1;
+    }
+    table
+};
 
 /// This image's identity, where the packer finds it.
 #[used]
 #[unsafe(link_section = ".hk_identity")]
 pub static IDENTITY: EmbeddedIdentity = EmbeddedIdentity::new(
-    VERSION_LABEL.0,
-    VERSION_LABEL.1,
+    VERSION,
+    LABEL,
     REPLACES,
     CAPS_REQUIRED,
     CAPS_PROVIDED,
-    SCHEMAS,
+    &SCHEMAS,
 );
 
+/// This image as its bootstrap's reconcile sees it (the build id is read at run time).
+pub fn image(build_id: &[u8]) -> Image<'_> {
+    Image {
+        identity: &IDENTITY,
+        build_id,
+        records: &RECORDS,
+        steps: &STEPS,
+        init_kinds: &KIND_IDS,
+    }
+}
+
 /// This image's schema entry of `kind`, if it reads that kind.
-pub fn schema_of(kind: RecordKind) -> Option<&'static SchemaEntry> {
-    SCHEMAS.iter().find(|s| s.kind() == kind)
+pub fn schema_of(kind: image_format::RecordKind) -> Option<&'static SchemaEntry> {
+    IDENTITY.schema(kind)
 }
 
 /// Whether this image knows task kind `kind` (reads its state record).
 pub fn knows_task_kind(kind: TaskKind) -> bool {
     schema_of(kind.state_record()).is_some()
 }
-
-/// What the converter chain should produce for this image.
-pub fn reads() -> impl Iterator<Item = Reads> {
-    SCHEMAS.iter().map(|s| Reads {
-        kind: s.kind(),
-        version: s.current(),
-    })
-}
-
-/// Number of record kinds this image reads.
-pub fn read_count() -> usize {
-    SCHEMAS.len()
-}
-
-/// The converters this image carries. The `broken` variant claims (in its schema
-/// table) to convert task-table v1 but lacks the step: its bootstrap refuses, and the
-/// old kernel rolls back.
-#[cfg(not(feature = "broken"))]
-pub const STEPS: &[Step] = updater::convert::ALL_STEPS;
-#[cfg(feature = "broken")]
-pub const STEPS: &[Step] = &[
-    Step::of::<updater::convert::steps::TaskTable2To3>(),
-    Step::of::<updater::convert::steps::Counter1To2>(),
-];
 
 /// One line: version, label, build id prefix (no allocation: usable before the heap).
 pub fn describe() -> impl core::fmt::Display {

@@ -1,10 +1,21 @@
 //! What each device interrupt means to the kernel. The entry stubs and vector numbers
-//! are in `arch::x86_64::idt`; these functions run with interrupts disabled and must
-//! not allocate or take a lock that task code holds with interrupts enabled.
+//! are in `arch::x86_64::idt`, which calls these through the handlers [`register`]
+//! installs (boot and resume); they run with interrupts disabled and must not allocate
+//! or take a lock that task code holds with interrupts enabled.
 
 use core::sync::atomic::Ordering;
 
-use crate::{console, cpu, drivers, shell, update};
+use crate::arch::idt;
+use crate::{console, cpu, drivers, shell};
+
+/// Installs this module's handlers for the device vectors.
+pub fn register() {
+    idt::set_handlers(idt::Handlers {
+        timer,
+        com1: console_input,
+        com2: doorbell,
+    });
+}
 
 /// Timer ticks between two flushes of a CPU's whole TLB (10 ms at 1 kHz).
 const TICKS_PER_TLB_FLUSH: u64 = 10;
@@ -39,6 +50,5 @@ pub fn console_input() {
 
 /// The host rang the mailbox doorbell (COM2).
 pub fn doorbell() {
-    drivers::doorbell::drain();
-    update::service::kick();
+    drivers::doorbell::ring();
 }

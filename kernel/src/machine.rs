@@ -11,7 +11,7 @@ use bootloader_api::info::MemoryRegionKind;
 use bootloader_api::BootInfo;
 use spin::Mutex;
 use updater::records::machine::{
-    IsaLine, MemoryRegion, MAX_CPUS, MAX_MEMORY_REGIONS, V1 as MachineRecord,
+    IsaLine, MemoryRegion, SharedBar, Span, MAX_CPUS, MAX_MEMORY_REGIONS, V1 as MachineRecord,
 };
 
 use crate::arch::acpi::Platform;
@@ -22,6 +22,10 @@ use crate::memory::{self, paging::MapError, MMIO};
 use crate::{image, time};
 
 static MACHINE: Mutex<Option<MachineRecord>> = Mutex::new(None);
+
+fn span(start: u64, len: u64) -> Span {
+    Span { start, len }
+}
 
 fn mode_bits(mode: LineMode) -> u32 {
     mode.active_low as u32 | (mode.level_triggered as u32) << 1
@@ -44,7 +48,7 @@ pub fn map_device(phys: u64, len: u64) -> Result<u64, MapError> {
 /// Maps `len` bytes of memory shared with the host (a RAM-backed BAR: cacheable).
 pub fn map_shared(phys: u64, len: u64) -> Result<u64, MapError> {
     let virt = map_into_window(phys, len, memory::DATA)?;
-    update(|m| m.mailbox = (phys, virt, len));
+    update(|m| m.mailbox = SharedBar { phys, virt, len });
     Ok(virt)
 }
 
@@ -106,10 +110,10 @@ pub fn init_first_boot(boot_info: &BootInfo, platform: &Platform) -> Result<(), 
         rsdp_phys: boot_info.rsdp_addr.into_option().unwrap_or(0),
         frame_bitmap_phys: bitmap.phys,
         frame_bitmap_frames: bitmap.frames,
-        heap: (HEAP.start, HEAP.len),
-        staging_buffer: (STAGING_BUFFER.start, STAGING_BUFFER.len),
-        handoff: (HANDOFF.start, HANDOFF.len),
-        image: (KERNEL_IMAGE.start, image::span()),
+        heap: span(HEAP.start, HEAP.len),
+        staging_buffer: span(STAGING_BUFFER.start, STAGING_BUFFER.len),
+        handoff: span(HANDOFF.start, HANDOFF.len),
+        image: span(KERNEL_IMAGE.start, image::span()),
         tsc_hz: time::tsc_hz(),
         boot_tsc: time::boot_tsc(),
         apic_timer_per_ms: 0,
@@ -126,7 +130,7 @@ pub fn init_first_boot(boot_info: &BootInfo, platform: &Platform) -> Result<(), 
             gsi: com2.gsi,
             mode: mode_bits(com2.mode),
         },
-        mailbox: (0, 0, 0),
+        mailbox: SharedBar::default(),
         device_window_next: DEVICES.start,
         cpu_apic_ids,
         cpu_count: cpus.len() as u32,

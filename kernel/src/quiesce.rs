@@ -17,9 +17,9 @@ use core::sync::atomic::Ordering;
 
 use crate::arch::{apic, idt::vector, park};
 use crate::cpu::{self, CpuId};
+use crate::handoff_region;
 use crate::memory::layout::stack_slot;
 use crate::time::{self, Duration, Instant};
-use crate::update::handoff;
 
 /// Every CPU but the coordinator is parked. Dropping it without [`release`] would leave
 /// them parked, so it must be used.
@@ -70,7 +70,7 @@ impl core::fmt::Display for QuiesceTimeout {
 
 /// Called by every CPU between task steps: parks it if a park was requested.
 pub fn checkpoint() {
-    let control = handoff::park_control();
+    let control = handoff_region::park_control();
     let me = cpu::current();
     let slot = &control.slots[me.id.index()];
     let requested = control.request.load(Ordering::Acquire);
@@ -92,13 +92,13 @@ pub fn checkpoint() {
     // If the release sends this CPU into a new kernel, this stack is abandoned.
     // SAFETY: interrupts are off; the entry, slot and control are the installed stub and
     // this CPU's structures in the hand-off region.
-    unsafe { park::park(handoff::park_entry(), slot, control, requested) };
+    unsafe { park::park(handoff_region::park_entry(), slot, control, requested) };
     x86_64::instructions::interrupts::enable();
 }
 
 /// Whether this CPU has a park request it has not answered (an idle CPU must not halt).
 pub fn park_requested() -> bool {
-    let control = handoff::park_control();
+    let control = handoff_region::park_control();
     let me = arch_index();
     control.request.load(Ordering::Acquire) > control.slots[me].parked_gen.load(Ordering::Relaxed)
 }
@@ -110,7 +110,7 @@ fn arch_index() -> usize {
 /// Parks every CPU but the caller. Call with interrupts disabled, from the coordinator.
 /// `ignore` makes one CPU ignore the request (fault injection for tests).
 pub fn park_others(bound: Duration, ignore: Option<CpuId>) -> Result<Parked, QuiesceTimeout> {
-    let control = handoff::park_control();
+    let control = handoff_region::park_control();
     let me = cpu::current();
     let others: usize = cpu::all()
         .filter(|c| c.id != me.id && c.online.load(Ordering::Acquire))
@@ -175,7 +175,7 @@ pub struct Released {
 
 /// Releases parked CPUs back into this kernel.
 pub fn release(parked: Parked) -> Released {
-    let control = handoff::park_control();
+    let control = handoff_region::park_control();
     control.resume_entry.store(0, Ordering::Relaxed);
     control.ignore_cpu.store(u32::MAX, Ordering::Relaxed);
     control.release.store(parked.generation, Ordering::Release);

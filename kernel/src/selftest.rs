@@ -1,6 +1,7 @@
 //! Self-test mode (`mode=selftest`): in-kernel tests run on the BSP once every CPU is
-//! up, each printing `selftest: <name> ... ok` or `... FAILED: <reason>`, then QEMU exits
-//! with the success or failure code. The integration tests boot this mode.
+//! up, each printing `selftest: <name> ... ok`, `... skipped (<why>)` when the machine
+//! cannot run it (one CPU has no AP to keep silent), or `... FAILED: <reason>`; then
+//! QEMU exits with the success or failure code. The integration tests boot this mode.
 
 use alloc::format;
 use alloc::string::String;
@@ -11,13 +12,72 @@ use crate::arch::{self, ExitCode};
 use crate::cpu::{self, CpuId};
 use crate::memory::{self, layout, DATA};
 use crate::time::{self, Duration};
-use crate::update::load::{self, Loaded};
-use crate::update::{handoff, swap};
-use crate::{continuity, println, quiesce, sched};
-use updater::handoff::{inject, text, Descriptor};
+use crate::update::prepare::{self, Prepared};
+use crate::update::swap;
+use crate::{continuity, handoff_region, println, quiesce, sched};
+use updater::handoff::{inject, text};
 use updater::recordset::RecordSet;
 
-type TestResult = Result<(), String>;
+/// A test ran and passed, or could not run here (and says why).
+enum Ran {
+    Passed,
+    Skipped(&'static str),
+}
+
+type TestResult = Result<Ran, String>;
+
+const PASSED: TestResult = Ok(Ran::Passed);
+
+/// Tallies of a self-test run.
+#[derive(Default)]
+struct Tally {
+    failed: usize,
+    skipped: usize,
+    total: usize,
+}
+
+impl Tally {
+    fn report(&mut self, name: &str, r: TestResult) {
+        self.total += 1;
+        match r {
+            Ok(Ran::Passed) => println!("selftest: {name} ... ok"),
+            Ok(Ran::Skipped(why)) => {
+                self.skipped += 1;
+                println!("selftest: {name} ... skipped ({why})");
+            }
+            Err(reason) => {
+                self.failed += 1;
+                println!("selftest: {name} ... FAILED: {reason}");
+            }
+        }
+    }
+
+    fn verdict(&self) -> ! {
+        if self.failed != 0 {
+            println!("selftest: {} of {} FAILED", self.failed, self.total);
+            arch::exit_qemu(ExitCode::Failure)
+        }
+        if self.skipped == 0 {
+            println!("selftest: all {} passed", self.total);
+        } else {
+            println!(
+                "selftest: all {} that could run passed, {} of {} skipped",
+                self.total - self.skipped,
+                self.skipped,
+                self.total
+            );
+        }
+        arch::exit_qemu(ExitCode::Success)
+    }
+}
+
+fn passed_if(ok: bool, why: impl FnOnce() -> String) -> TestResult {
+    if ok {
+        PASSED
+    } else {
+        Err(why())
+    }
+}
 
 const TESTS: &[(&str, fn() -> TestResult)] = &[
     (
@@ -43,8 +103,8 @@ const TESTS: &[(&str, fn() -> TestResult)] = &[
 /// kernel sees it in the descriptor and finishes the self-test.
 pub const SELF_SWAP_SEQ: u64 = u64::MAX;
 
-/// Tests that need a loaded image of this kernel (rollbacks), run before the swap.
-const SWAP_TESTS: &[(&str, fn(&Loaded) -> TestResult)] = &[
+/// Tests that need a prepared image of this kernel (rollbacks), run before the swap.
+const SWAP_TESTS: &[(&str, fn(&Prepared) -> TestResult)] = &[
     (
         "an injected reconciliation failure rolls back with every task intact",
         rollback_on_injected_failure,
@@ -55,94 +115,92 @@ const SWAP_TESTS: &[(&str, fn(&Loaded) -> TestResult)] = &[
     ),
 ];
 
+/// Tests that cannot run on one CPU (they need an AP to keep silent).
+const NEED_TWO_CPUS: usize = 2;
+
+/// Why a test that needs an AP cannot run, if there is only one CPU.
+fn needs_an_ap() -> Option<Ran> {
+    (cpu::count() < 2).then_some(Ran::Skipped("one CPU: no AP to keep silent"))
+}
+
 /// Runs every test and exits QEMU with the verdict (after a swap into itself, the
 /// resumed kernel finishes in [`after_self_swap`]).
 pub fn run() -> ! {
-    let mut failed = 0;
+    let mut tally = Tally::default();
     for (name, test) in TESTS {
-        match test() {
-            Ok(()) => println!("selftest: {name} ... ok"),
-            Err(reason) => {
-                failed += 1;
-                println!("selftest: {name} ... FAILED: {reason}");
-            }
-        }
+        tally.report(name, test());
     }
     let own = crate::update::selfswap::own_image();
-    let loaded = match own.as_ref().map(|o| load::load(&o.source())) {
-        Some(Ok(l)) => Some(l),
+    let prepared = match own.as_ref().map(|o| prepare::prepare(&o.source())) {
+        Some(Ok(p)) => Some(p),
         Some(Err(e)) => {
-            println!("selftest: loading this kernel's own image ... FAILED: {e}");
-            failed += 1;
+            tally.report("preparing this kernel's own image", Err(format!("{e}")));
             None
         }
         None => {
-            println!(
-                "selftest: loading this kernel's own image ... FAILED: ELF file not available"
+            tally.report(
+                "preparing this kernel's own image",
+                Err("ELF file not available".into()),
             );
-            failed += 1;
             None
         }
     };
-    if let Some(loaded) = loaded.as_ref() {
+    if let Some(prepared) = prepared.as_ref() {
         for (name, test) in SWAP_TESTS {
-            match test(loaded) {
-                Ok(()) => println!("selftest: {name} ... ok"),
-                Err(reason) => {
-                    failed += 1;
-                    println!("selftest: {name} ... FAILED: {reason}");
-                }
-            }
+            tally.report(name, test(prepared));
         }
     }
-    let total = TESTS.len() + SWAP_TESTS.len() + 1;
-    if failed != 0 {
-        println!("selftest: {failed} of {total} FAILED");
-        arch::exit_qemu(ExitCode::Failure)
+    if tally.failed != 0 {
+        tally.total += 1; // the swap into this image, not run
+        tally.verdict();
     }
     // Last: swap into this same image. The resumed kernel finishes the self-test.
-    let loaded = loaded.expect("loaded when nothing failed");
-    let refusal = swap::apply(&loaded, SELF_SWAP_SEQ, 0);
-    println!("selftest: swap into this image ... FAILED: {refusal}");
-    arch::exit_qemu(ExitCode::Failure)
+    let prepared = prepared.expect("prepared when nothing failed");
+    let refusal = swap::apply(&prepared, SELF_SWAP_SEQ, 0);
+    tally.report("swap into this image", Err(format!("{refusal}")));
+    tally.verdict()
 }
 
-fn exported_set() -> Result<RecordSet<'static>, String> {
-    let (offset, len) = handoff::descriptor().exported;
-    // SAFETY: the export area is not written again until the next swap, which only this
-    // (single-threaded) self-test starts.
-    let bytes = unsafe { handoff::area(offset, len) };
-    RecordSet::parse(bytes).map_err(|e| format!("exported set unreadable: {e}"))
+fn exported_set(guard: &mut handoff_region::DescriptorGuard) -> Result<RecordSet<'_>, String> {
+    let (d, areas) = guard.areas();
+    let len = (d.exported.1 as usize).min(areas.export.len());
+    RecordSet::parse(&areas.export[..len]).map_err(|e| format!("exported set unreadable: {e}"))
 }
 
-fn rollback_on_injected_failure(loaded: &Loaded) -> TestResult {
-    match swap::apply(loaded, 1, inject::RECONCILE_FAIL) {
-        swap::SwapRefusal::Bootstrap => {}
+/// Continuity of every task against the last exported set.
+fn continued() -> Result<continuity::Continuity, String> {
+    let mut guard = handoff_region::descriptor();
+    let set = exported_set(&mut guard)?;
+    continuity::check(&set)
+}
+
+fn rollback_on_injected_failure(prepared: &Prepared) -> TestResult {
+    match swap::apply(prepared, 1, inject::RECONCILE_FAIL) {
+        swap::SwapRefusal::Bootstrap(_) => {}
         other => return Err(format!("expected the bootstrap to refuse, got: {other}")),
     }
-    let reason = String::from(text(&handoff::descriptor().failure));
+    let reason = String::from(text(&handoff_region::descriptor().failure));
     if !reason.contains("injected") {
         return Err(format!(
             "refusal reason does not name the injected fault: {reason:?}"
         ));
     }
-    let c = continuity::check(&exported_set()?)?;
+    let c = continued()?;
     println!(
         "selftest: rolled back ({reason}); {} tasks continued, {} steps since",
         c.tasks, c.steps_since
     );
-    Ok(())
+    PASSED
 }
 
-fn rollback_on_silent_ap(loaded: &Loaded) -> TestResult {
-    if cpu::count() < 2 {
-        println!("selftest: (one CPU: no AP to keep silent)");
-        return Ok(());
+fn rollback_on_silent_ap(prepared: &Prepared) -> TestResult {
+    if let Some(skip) = needs_an_ap() {
+        return Ok(skip);
     }
-    match swap::apply(loaded, 2, inject::AP_NO_ACK) {
+    match swap::apply(prepared, 2, inject::AP_NO_ACK) {
         swap::SwapRefusal::Quiesce(e) if e.missing == Some(CpuId::new(cpu::count() - 1)) => {
             println!("selftest: refused: {e}");
-            Ok(())
+            PASSED
         }
         other => Err(format!(
             "expected a quiesce refusal naming the last CPU, got: {other}"
@@ -150,48 +208,47 @@ fn rollback_on_silent_ap(loaded: &Loaded) -> TestResult {
     }
 }
 
-/// The resumed kernel's end of the self-test: continuity, addresses, phase times.
-pub fn after_self_swap(d: &Descriptor) -> ! {
-    let mut failed = 0;
-    let mut report = |name: &str, r: TestResult| match r {
-        Ok(()) => println!("selftest: {name} ... ok"),
-        Err(reason) => {
-            failed += 1;
-            println!("selftest: {name} ... FAILED: {reason}");
-        }
+/// The resumed kernel's end of the self-test: continuity, addresses, phase times. The
+/// tests before the swap passed or were skipped (a failure ends the run before it).
+pub fn after_self_swap() -> ! {
+    let mut tally = Tally {
+        total: TESTS.len() + SWAP_TESTS.len(),
+        skipped: if needs_an_ap().is_some() {
+            NEED_TWO_CPUS
+        } else {
+            0
+        },
+        failed: 0,
     };
-    report(
+    tally.report(
         "swap into this image: every task continues from its exported state",
         (|| {
-            let c = continuity::check(&exported_set()?)?;
+            let c = continued()?;
             println!(
                 "selftest: {} tasks continued, {} steps since the export",
                 c.tasks, c.steps_since
             );
-            Ok(())
+            PASSED
         })(),
     );
-    report(
+    let here = after_self_swap as fn() -> ! as usize as u64;
+    tally.report(
         "the running code is at the kernel base, not in the staging window",
-        {
-            let here = after_self_swap as fn(&Descriptor) -> ! as usize as u64;
-            if layout::KERNEL_IMAGE.contains(here) {
-                Ok(())
-            } else {
-                Err(format!("code runs at {here:#x}"))
-            }
-        },
+        passed_if(layout::KERNEL_IMAGE.contains(here), || {
+            format!("code runs at {here:#x}")
+        }),
     );
     let t = |v: &core::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
     let resumed = cpu::all()
         .map(|c| {
-            handoff::park_control().slots[c.id.index()]
+            handoff_region::park_control().slots[c.id.index()]
                 .resumed_tsc
                 .load(Ordering::Relaxed)
         })
         .max()
         .unwrap_or(0);
     let us = |a: u64, b: u64| time::ticks_to_nanos(b.saturating_sub(a)) / 1000;
+    let d = handoff_region::descriptor();
     let c = &d.clock;
     println!(
         "selftest: downtime {} µs: quiesce {} export {} reconcile {} overlay {} reinit {} release {} (µs, {} CPUs parked)",
@@ -204,14 +261,8 @@ pub fn after_self_swap(d: &Descriptor) -> ! {
         us(t(&c.reinitialised), resumed),
         d.cpus_parked
     );
-    let total = TESTS.len() + SWAP_TESTS.len() + 2;
-    if failed == 0 {
-        println!("selftest: all {total} passed");
-        arch::exit_qemu(ExitCode::Success)
-    } else {
-        println!("selftest: {failed} of {total} FAILED");
-        arch::exit_qemu(ExitCode::Failure)
-    }
+    drop(d);
+    tally.verdict()
 }
 
 fn frames() -> TestResult {
@@ -242,9 +293,9 @@ fn frames() -> TestResult {
         f.deallocate(frame);
     }
     let after = f.free_frames();
-    (after == before).then_some(()).ok_or(format!(
-        "free frames {after} after giving back, {before} before"
-    ))
+    passed_if(after == before, || {
+        format!("free frames {after} after giving back, {before} before")
+    })
 }
 
 fn heap() -> TestResult {
@@ -257,9 +308,9 @@ fn heap() -> TestResult {
         }
     }
     let (used_after, _) = memory::heap::usage();
-    (used_after == used_before).then_some(()).ok_or(format!(
-        "{used_before} bytes used before, {used_after} after"
-    ))
+    passed_if(used_after == used_before, || {
+        format!("{used_before} bytes used before, {used_after} after")
+    })
 }
 
 fn paging() -> TestResult {
@@ -277,9 +328,9 @@ fn paging() -> TestResult {
     if memory::with_tables(|t| t.translate(virt)).is_some() {
         return Err("page still translates after unmap".into());
     }
-    (through_phys == 0x1234_5678).then_some(()).ok_or(format!(
-        "read {through_phys:#x} through the physical mapping"
-    ))
+    passed_if(through_phys == 0x1234_5678, || {
+        format!("read {through_phys:#x} through the physical mapping")
+    })
 }
 
 fn tsc() -> TestResult {
@@ -289,7 +340,7 @@ fn tsc() -> TestResult {
     let a = time::now();
     time::spin_for(Duration::from_micros(100));
     let b = time::now();
-    (b > a).then_some(()).ok_or("TSC did not advance".into())
+    passed_if(b > a, || "TSC did not advance".into())
 }
 
 fn timer_ticks() -> TestResult {
@@ -304,7 +355,7 @@ fn timer_ticks() -> TestResult {
             .map(|(c, _)| c.id.index())
             .collect();
         if stalled.is_empty() {
-            return Ok(());
+            return PASSED;
         }
         if time::now() > deadline {
             return Err(format!("no tick in 5 s on CPUs {stalled:?}"));
@@ -334,7 +385,7 @@ fn all_cpus_run_tasks() -> TestResult {
                     .map(|c| c.steps.load(Ordering::Relaxed))
                     .sum::<u64>()
             );
-            return Ok(());
+            return PASSED;
         }
         if time::now() > deadline {
             return Err(format!(
@@ -382,7 +433,7 @@ fn quiesce_round_trips() -> TestResult {
     loop {
         let steps: u64 = cpu::all().map(|c| c.steps.load(Ordering::Relaxed)).sum();
         if steps > steps_before + 10 * cpu::count() as u64 {
-            return Ok(());
+            return PASSED;
         }
         if time::now() > deadline {
             return Err(format!(
@@ -394,9 +445,8 @@ fn quiesce_round_trips() -> TestResult {
 }
 
 fn quiesce_timeout() -> TestResult {
-    if cpu::count() < 2 {
-        println!("selftest: (one CPU: nothing to time out)");
-        return Ok(());
+    if let Some(skip) = needs_an_ap() {
+        return Ok(skip);
     }
     let victim = CpuId::new(cpu::count() - 1);
     let result = x86_64::instructions::interrupts::without_interrupts(|| {
@@ -414,7 +464,7 @@ fn quiesce_timeout() -> TestResult {
             })
             .map_err(|e| format!("quiesce after the timeout failed: {e}"))?;
             quiesce::release(again);
-            Ok(())
+            PASSED
         }
         Err(e) => Err(format!("timed out but blamed the wrong CPU: {e}")),
     }

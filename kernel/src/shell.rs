@@ -59,12 +59,12 @@ pub fn run_pending() {
         "help" => crate::println!("commands: help, tasks, mem"),
         "tasks" => {
             for c in cpu::all() {
-                c.queue.for_each(|t| {
+                sched::queue(c.id).for_each(|t| {
                     let v = tasks::observe(&t.state);
                     crate::println!(
                         "{:>6} {:<14} {} steps={:<10} {:?}",
                         t.id(),
-                        t.kind().name(),
+                        tasks::name(t.kind()),
                         c.id,
                         task_steps(t),
                         v
@@ -85,6 +85,6 @@ pub fn run_pending() {
 }
 
 fn task_steps(t: &sched::Task) -> u64 {
-    use updater::records::entry::TaskEntry as _;
+    use updater::records::task_table::TaskEntry as _;
     t.entry.steps()
 }

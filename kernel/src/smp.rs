@@ -39,7 +39,7 @@ pub fn register_cpus(first_boot: bool) -> Result<(), MapError> {
 /// Sets up the calling CPU: per-CPU pointer, GDT/TSS, IDT, local APIC and its timer.
 pub fn init_this_cpu(me: &'static Cpu) {
     cpu::install(me);
-    gdt::init_this_cpu(me.id, x86_64::VirtAddr::new(ist_top(me.id.index())));
+    gdt::init_this_cpu(me.id.index(), x86_64::VirtAddr::new(ist_top(me.id.index())));
     idt::load();
     apic::enable_this_cpu(vector::SPURIOUS, vector::APIC_ERROR);
     let per_ms = machine::record().apic_timer_per_ms;

@@ -2,7 +2,8 @@
 //!
 //! - the swap/patch machinery: functions under `kernel::update::`, `kernel::quiesce::`,
 //!   `kernel::arch::x86_64::park`, `updater::`, and every `hk_*` symbol;
-//! - the hand-off record code (`StateRecord` impls, converter steps): a new or changed
+//! - the hand-off record code (`Record`/`Field` impls from `#[derive(Record)]`, converter
+//!   steps): a new or changed
 //!   one means a state record's layout changed;
 //! - writable statics whose size or initial bytes changed ([`statics`]);
 //! - state record schemas in the embedded identity ([`identity`]);
@@ -32,16 +33,17 @@ fn path(name: &str) -> &str {
         .trim_start_matches("const ")
 }
 
-/// The record type of a `StateRecord` impl or converter step, if `name` is one.
+/// The record type of a record's encoding (`Record` or `Field` impl) or of a converter
+/// step, if `name` is one.
 fn state_record(name: &str) -> Option<&str> {
     let p = path(name);
-    if let Some(i) = p.find(" as updater::records::StateRecord>") {
-        return Some(&p[..i]);
-    }
-    if let Some(i) = p.find(" as updater::convert::Upgrade>") {
-        return Some(&p[..i]);
-    }
-    p.starts_with("updater::convert::steps::").then_some(p)
+    [
+        " as updater::record::Record>",
+        " as updater::record::Field>",
+        " as updater::convert::Upgrade>",
+    ]
+    .iter()
+    .find_map(|t| p.find(t).map(|i| &p[..i]))
 }
 
 /// Why a function must not be patched, if it belongs to the machinery. `is_new`: the

@@ -45,13 +45,13 @@ fn the_machinery_is_refused_by_path() {
     assert!(!machinery("kernel::tasks::counter::step"));
     assert!(!machinery("<kernel::tasks::Next as core::fmt::Debug>::fmt"));
     let state = machinery_reason(
-        "<updater::records::ticker::V2 as updater::records::StateRecord>::encode",
+        "<kernel::tasks::ticker::TickerV2 as updater::record::Field>::put",
         true,
     );
     match state {
         Some(Reason::StateLayout { detail }) => {
             assert!(
-                detail.contains("`updater::records::ticker::V2` is new"),
+                detail.contains("`kernel::tasks::ticker::TickerV2` is new"),
                 "{detail}"
             )
         }

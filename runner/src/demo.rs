@@ -10,7 +10,7 @@ use image_format::mailbox::RequestFlags;
 use image_format::TaskKind;
 use serde_json::{json, Value};
 
-use crate::continuity::{self, Continuity, StepRules};
+use crate::continuity::{self, Continuity};
 use crate::error::{Error, Result};
 use crate::mailbox::Mailbox;
 use crate::update;
@@ -147,9 +147,8 @@ fn swap_and_verify(
     };
     let right_after = update::snapshot(mb)?;
     let later = wait_progress(mb, &right_after, 20)?;
-    let rules = StepRules::default();
-    let across = continuity::check(&before, &right_after, rules, dropped);
-    let after = continuity::check(&right_after, &later, rules, &[]);
+    let across = continuity::check(&before, &right_after, dropped);
+    let after = continuity::check(&right_after, &later, &[]);
     let mut behaviour = Vec::new();
     match target {
         "v2" => {

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use hotkernel::continuity::{self, Continuity, StepRules};
+use hotkernel::continuity::{self, Continuity};
 use hotkernel::mailbox::{Answer, Mailbox};
 use hotkernel::update::{self, Refused};
 use image_format::mailbox::report::{Snapshot, StageReport, SwapReport};
@@ -238,12 +238,53 @@ impl Guest {
     }
 }
 
-/// A task kind's name.
+/// A task kind's name (the well-known ones; snapshots carry the running image's).
 pub fn kind_name(raw: u16) -> &'static str {
     TaskKind::from_raw(raw).name()
 }
 
-/// Checks continuity from `before` to `after` and panics with every problem found.
+/// What a test expects of the counters between two snapshots, on top of each kind's
+/// own continuity rule: their count grew by between `counter.0` and `counter.1` per
+/// step (the increments of the images before and after an update).
+#[derive(Debug, Clone, Copy)]
+pub struct StepRules {
+    pub counter: (u64, u64),
+}
+
+impl Default for StepRules {
+    fn default() -> Self {
+        Self { counter: (1, 1) }
+    }
+}
+
+impl StepRules {
+    /// Problems with the counters of `before` → `after`.
+    fn problems(&self, before: &Snapshot, after: &Snapshot) -> Vec<String> {
+        let (lo, hi) = (
+            self.counter.0.min(self.counter.1),
+            self.counter.0.max(self.counter.1),
+        );
+        tasks_of(before, TaskKind::COUNTER)
+            .into_iter()
+            .filter_map(|b| {
+                let a = after.tasks.iter().find(|a| a.id == b.id)?;
+                let d = a.steps.checked_sub(b.steps)?;
+                let grew = a.values[0].checked_sub(b.values[0])?;
+                (grew < d * lo || grew > d * hi).then(|| {
+                    format!(
+                        "counter {}: grew by {grew} in {d} steps, the test expects {}..={}",
+                        b.id,
+                        d * lo,
+                        d * hi
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// Checks continuity from `before` to `after` (each kind's rule, and `rules`) and
+/// panics with every problem found.
 #[track_caller]
 pub fn assert_continuous(
     what: &str,
@@ -252,7 +293,8 @@ pub fn assert_continuous(
     rules: StepRules,
     dropped: &[TaskKind],
 ) -> Continuity {
-    let c = continuity::check(before, after, rules, dropped);
+    let mut c = continuity::check(before, after, dropped);
+    c.problems.extend(rules.problems(before, after));
     assert!(
         c.ok(),
         "{what}: continuity broken:\n  {}\nbefore:\n{before}\nafter:\n{after}",

@@ -26,7 +26,7 @@ mod guest;
 pub mod packages;
 pub mod patches;
 
-pub use guest::{assert_continuous, guest_seconds, kind_name, tasks_of, Guest};
+pub use guest::{assert_continuous, guest_seconds, kind_name, tasks_of, Guest, StepRules};
 pub use hotkernel::{Error, GuestExit, KernelChoice, SerialLine, Vm, VmConfig, VmPaths, VmState};
 
 /// How long any single wait may take before the test is declared hung. Generous: a

@@ -7,10 +7,11 @@
 //!
 //! Every test boots its own v1 guest on 2 CPUs.
 
-use hotkernel::continuity::StepRules;
 use hotkernel::update::Refused;
 use hotkernel_tests::packages::{self, package, resealed};
-use hotkernel_tests::{assert_continuous, guest_seconds, tasks_of, Guest, VmConfig, HANG_GUARD};
+use hotkernel_tests::{
+    assert_continuous, guest_seconds, tasks_of, Guest, StepRules, VmConfig, HANG_GUARD,
+};
 use image_format::mailbox::report::Snapshot;
 use image_format::mailbox::{BlockRead, Command, Request, RequestFlags, ResponseState, Status};
 use image_format::package::{layout, parse_header};

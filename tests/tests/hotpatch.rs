@@ -20,10 +20,9 @@
 
 use std::collections::BTreeSet;
 
-use hotkernel::continuity::StepRules;
 use hotkernel::update::Refused;
 use hotkernel_tests::patches::{self, function, function_at, package, patch, KERNEL_BASE};
-use hotkernel_tests::{assert_continuous, tasks_of, Guest};
+use hotkernel_tests::{assert_continuous, tasks_of, Guest, StepRules};
 use image_format::mailbox::report::{Outcome, PatchOp, PatchReport, Report, Snapshot};
 use image_format::mailbox::{RequestFlags, Status};
 use image_format::package::parse_header;

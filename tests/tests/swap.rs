@@ -8,10 +8,10 @@
 //! parks) must leave the old kernel running with its state intact, and a later swap
 //! must still work.
 
-use hotkernel::continuity::{Continuity, StepRules};
+use hotkernel::continuity::Continuity;
 use hotkernel::update::Refused;
 use hotkernel_tests::packages::package;
-use hotkernel_tests::{assert_continuous, tasks_of, Guest, VmConfig};
+use hotkernel_tests::{assert_continuous, tasks_of, Guest, StepRules, VmConfig};
 use image_format::kinds::TASK_TABLE;
 use image_format::mailbox::report::{Outcome, Report, Snapshot, SwapReport};
 use image_format::mailbox::{RequestFlags, Status};

@@ -67,27 +67,38 @@ pub struct Dropped {
     pub exported: SchemaVersion,
 }
 
+/// The running version must be one the candidate replaces (staging and bootstrap).
+pub fn check_version(running: ImageVersion, replaces: VersionRange) -> Result<(), Incompatibility> {
+    if replaces.contains(running) {
+        Ok(())
+    } else {
+        Err(Incompatibility::Version { running, replaces })
+    }
+}
+
+/// Everything the candidate requires, the running kernel must provide (staging and
+/// bootstrap).
+pub fn check_capabilities(
+    required: Capabilities,
+    provided: Capabilities,
+    running: ImageVersion,
+) -> Result<(), Incompatibility> {
+    let missing = required.missing_from(provided);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Incompatibility::Capability { missing, running })
+    }
+}
+
 /// Checks `candidate` against `running`. `Ok` lists the optional records it would drop.
 pub fn check(
     running: &EmbeddedIdentity,
     candidate: &EmbeddedIdentity,
 ) -> Result<DropList, Incompatibility> {
     let version = running.version();
-    if !candidate.replaces().contains(version) {
-        return Err(Incompatibility::Version {
-            running: version,
-            replaces: candidate.replaces(),
-        });
-    }
-    let missing = candidate
-        .caps_required()
-        .missing_from(running.caps_provided());
-    if !missing.is_empty() {
-        return Err(Incompatibility::Capability {
-            missing,
-            running: version,
-        });
-    }
+    check_version(version, candidate.replaces())?;
+    check_capabilities(candidate.caps_required(), running.caps_provided(), version)?;
     let mut dropped = DropList::default();
     for exported in running.schemas() {
         let (kind, v) = (exported.kind(), exported.current());
@@ -113,17 +124,19 @@ pub fn check(
     Ok(dropped)
 }
 
-/// Records a candidate would drop (at most the 16 schema entries an identity holds).
+/// Records a candidate would drop. It holds one per schema entry of the running
+/// identity, which has at most [`EmbeddedIdentity::MAX_SCHEMAS`]: it cannot overflow.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DropList {
-    items: [Option<Dropped>; 16],
+    items: [Option<Dropped>; EmbeddedIdentity::MAX_SCHEMAS],
     len: usize,
 }
 
 impl DropList {
     fn push(&mut self, d: Dropped) {
-        if self.len < self.items.len() {
-            self.items[self.len] = Some(d);
+        // One per schema entry of an identity (see the type's doc).
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = Some(d);
             self.len += 1;
         }
     }

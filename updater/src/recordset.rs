@@ -15,8 +15,9 @@
 //! Writing needs no allocation (the bootstrap has no heap); reading validates every
 //! offset and length and never panics.
 
-use crate::records::{Keyed, RecordKind, SchemaVersion, StateRecord};
-use crate::wire::{Reader, Writer};
+use crate::record::Record;
+use crate::records::{Keyed, RecordKind, SchemaVersion};
+use crate::wire::{Reader, WireError, Writer};
 
 pub const MAGIC: [u8; 8] = *b"HKRECSET";
 pub const LAYOUT_VERSION: u32 = 1;
@@ -24,6 +25,8 @@ pub const MAX_RECORDS: usize = 32;
 const HEADER: usize = 32;
 const DIR_ENTRY: usize = 32;
 const PAYLOAD_START: usize = HEADER + DIR_ENTRY * MAX_RECORDS;
+/// Bytes of the task id that starts every entry of a task-state record.
+pub const KEY: usize = 4;
 
 /// Record flags.
 pub mod flags {
@@ -113,6 +116,11 @@ impl core::fmt::Display for KindText {
     }
 }
 
+/// The task id at the start of a task-state entry.
+pub fn key_of(entry: &[u8]) -> Result<u32, WireError> {
+    <u32 as crate::record::Field>::get(entry)
+}
+
 /// FNV-1a, 64 bits: cheap damage detection (not a security digest).
 pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -162,7 +170,8 @@ impl<'a> RecordSetWriter<'a> {
         })
     }
 
-    /// Adds a record of `entries` entries of `entry_size` bytes, each written by `write`.
+    /// Adds a record of `entries` entries of `entry_size` bytes, entry `i` written into
+    /// its `entry_size` bytes by `write(i, bytes)`.
     pub fn add_raw(
         &mut self,
         kind: RecordKind,
@@ -170,23 +179,65 @@ impl<'a> RecordSetWriter<'a> {
         flags: u16,
         entry_size: usize,
         entries: usize,
-        mut write: impl FnMut(usize, &mut Writer<'_>),
+        mut write: impl FnMut(usize, &mut [u8]),
     ) -> Result<(), RecordSetError> {
+        let (start, len) = self.reserve(kind, schema, flags, entry_size, entries)?;
+        for i in 0..entries {
+            let at = start + i * entry_size;
+            write(i, &mut self.buf[at..at + entry_size]);
+        }
+        debug_assert_eq!(len, entry_size * entries);
+        Ok(())
+    }
+
+    /// Adds a record whose entries are `bytes` as they stand (`entries` entries of
+    /// `entry_size` bytes): one copy, no per-entry work.
+    pub fn add_bytes(
+        &mut self,
+        kind: RecordKind,
+        schema: SchemaVersion,
+        flags: u16,
+        entry_size: usize,
+        entries: usize,
+        bytes: &[u8],
+    ) -> Result<(), RecordSetError> {
+        let (start, len) = self.reserve(kind, schema, flags, entry_size, entries)?;
+        if bytes.len() != len {
+            return Err(RecordSetError::EntrySize {
+                kind: kind.get(),
+                entry_size: entry_size as u32,
+                expected: bytes.len() / entries.max(1),
+            });
+        }
+        self.buf[start..start + len].copy_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Makes room for a record and writes its directory entry; returns where its
+    /// entries go and their total length.
+    fn reserve(
+        &mut self,
+        kind: RecordKind,
+        schema: SchemaVersion,
+        flags: u16,
+        entry_size: usize,
+        entries: usize,
+    ) -> Result<(usize, usize), RecordSetError> {
         if self.count == MAX_RECORDS {
             return Err(RecordSetError::TooManyRecords);
         }
-        let len = entry_size * entries;
+        let len = entry_size
+            .checked_mul(entries)
+            .ok_or(RecordSetError::OutOfSpace {
+                needed: usize::MAX,
+                available: self.buf.len(),
+            })?;
         let start = self.end.next_multiple_of(8);
         if start + len > self.buf.len() {
             return Err(RecordSetError::OutOfSpace {
                 needed: start + len,
                 available: self.buf.len(),
             });
-        }
-        for i in 0..entries {
-            let at = start + i * entry_size;
-            let mut w = Writer::new(&mut self.buf[at..at + entry_size]);
-            write(i, &mut w);
         }
         let d = HEADER + self.count * DIR_ENTRY;
         let mut w = Writer::new(&mut self.buf[d..d + DIR_ENTRY]);
@@ -200,27 +251,32 @@ impl<'a> RecordSetWriter<'a> {
         w.u64(len as u64);
         self.count += 1;
         self.end = start + len;
-        Ok(())
+        Ok((start, len))
     }
 
     /// Adds a record of plain entries.
-    pub fn add<R: StateRecord>(&mut self, flags: u16, entries: &[R]) -> Result<(), RecordSetError> {
-        self.add_raw(R::KIND, R::SCHEMA, flags, R::SIZE, entries.len(), |i, w| {
-            entries[i].encode(w)
-        })
+    pub fn add<R: Record>(&mut self, flags: u16, entries: &[R]) -> Result<(), RecordSetError> {
+        self.add_raw(
+            R::KIND,
+            R::SCHEMA,
+            flags,
+            R::SIZE,
+            entries.len(),
+            |i, out| entries[i].encode(out),
+        )
     }
 
     /// Adds a task-state record from `(task id, state)` pairs produced by `each`.
-    pub fn add_keyed<R: StateRecord>(
+    pub fn add_keyed<R: Record>(
         &mut self,
         flags: u16,
         count: usize,
         mut each: impl FnMut(usize) -> (u32, R),
     ) -> Result<(), RecordSetError> {
-        self.add_raw(R::KIND, R::SCHEMA, flags, 4 + R::SIZE, count, |i, w| {
+        self.add_raw(R::KIND, R::SCHEMA, flags, KEY + R::SIZE, count, |i, out| {
             let (task, state) = each(i);
-            w.u32(task);
-            state.encode(w);
+            out[..KEY].copy_from_slice(&task.to_le_bytes());
+            state.encode(&mut out[KEY..]);
         })
     }
 
@@ -244,14 +300,14 @@ pub struct RecordSet<'a> {
     count: usize,
 }
 
-/// One record of a set.
+/// One record of a set: its directory entry and its entries' bytes.
 #[derive(Debug, Clone, Copy)]
-pub struct Record<'a> {
+pub struct RecordRef<'a> {
     pub header: RecordHeader,
     pub bytes: &'a [u8],
 }
 
-impl<'a> Record<'a> {
+impl<'a> RecordRef<'a> {
     /// The bytes of entry `i`.
     pub fn entry(&self, i: usize) -> &'a [u8] {
         let size = self.header.entry_size as usize;
@@ -259,30 +315,28 @@ impl<'a> Record<'a> {
     }
 
     /// Decodes every entry as `R` (which must be this record's kind and schema).
-    pub fn decode<R: StateRecord>(
-        &self,
-    ) -> impl Iterator<Item = Result<R, crate::wire::WireError>> + 'a {
+    pub fn decode<R: Record>(&self) -> impl Iterator<Item = Result<R, WireError>> + 'a {
         let this = *self;
-        (0..this.header.entries as usize).map(move |i| R::decode(&mut Reader::new(this.entry(i))))
+        (0..this.header.entries as usize).map(move |i| R::decode(this.entry(i)))
     }
 
     /// Decodes every entry of a task-state record as `(task id, R)`.
-    pub fn decode_keyed<R: StateRecord>(
+    pub fn decode_keyed<R: Record>(
         &self,
-    ) -> impl Iterator<Item = Result<Keyed<R>, crate::wire::WireError>> + 'a {
+    ) -> impl Iterator<Item = Result<Keyed<R>, WireError>> + 'a {
         let this = *self;
         (0..this.header.entries as usize).map(move |i| {
-            let mut r = Reader::new(this.entry(i));
+            let entry = this.entry(i);
             Ok(Keyed {
-                task: r.u32()?,
-                state: R::decode(&mut r)?,
+                task: key_of(entry)?,
+                state: R::decode(entry.get(KEY..).unwrap_or(&[]))?,
             })
         })
     }
 
     /// Whether the entries have the size `R` (plain) needs.
-    pub fn check_size<R: StateRecord>(&self, keyed: bool) -> Result<(), RecordSetError> {
-        let expected = R::SIZE + if keyed { 4 } else { 0 };
+    pub fn check_size<R: Record>(&self, keyed: bool) -> Result<(), RecordSetError> {
+        let expected = R::SIZE + if keyed { KEY } else { 0 };
         if self.header.entry_size as usize != expected {
             return Err(RecordSetError::EntrySize {
                 kind: self.header.kind.get(),
@@ -343,7 +397,7 @@ impl<'a> RecordSet<'a> {
         Ok(set)
     }
 
-    fn get(&self, i: usize) -> Result<Record<'a>, RecordSetError> {
+    fn get(&self, i: usize) -> Result<RecordRef<'a>, RecordSetError> {
         let d = HEADER + i * DIR_ENTRY;
         let mut r = Reader::new(&self.bytes[d..d + DIR_ENTRY]);
         let short = |_| RecordSetError::BadMagic;
@@ -367,7 +421,7 @@ impl<'a> RecordSet<'a> {
         {
             return Err(RecordSetError::Truncated { kind });
         }
-        Ok(Record {
+        Ok(RecordRef {
             header: RecordHeader {
                 kind: RecordKind::try_new(kind).map_err(|_| RecordSetError::Truncated { kind })?,
                 schema,
@@ -380,12 +434,12 @@ impl<'a> RecordSet<'a> {
     }
 
     /// Every record, in the order written.
-    pub fn records(&self) -> impl Iterator<Item = Record<'a>> + '_ {
+    pub fn records(&self) -> impl Iterator<Item = RecordRef<'a>> + '_ {
         (0..self.count).filter_map(|i| self.get(i).ok())
     }
 
     /// The record of `kind`, if present.
-    pub fn find(&self, kind: RecordKind) -> Option<Record<'a>> {
+    pub fn find(&self, kind: RecordKind) -> Option<RecordRef<'a>> {
         self.records().find(|r| r.header.kind == kind)
     }
 
@@ -402,9 +456,17 @@ impl<'a> RecordSet<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{counter, kinds, task_table, TaskKind};
+    use crate::records::{kinds, task_table, TaskKind};
     use proptest::prelude::*;
     use std::vec::Vec;
+
+    /// A task-state record for the tests.
+    #[derive(Debug, Clone, PartialEq, crate::Record)]
+    #[record(kind = TaskKind::COUNTER.state_record(), version = 1)]
+    #[repr(C)]
+    struct Count {
+        count: u64,
+    }
 
     fn sample(buf: &mut [u8]) -> usize {
         let mut w = RecordSetWriter::new(buf).unwrap();
@@ -430,7 +492,7 @@ mod tests {
         w.add_keyed(0, 2, |i| {
             (
                 i as u32 + 1,
-                counter::V1 {
+                Count {
                     count: 100 + i as u64,
                 },
             )
@@ -448,12 +510,35 @@ mod tests {
         let entries: Vec<task_table::V1> = table.decode().map(Result::unwrap).collect();
         assert_eq!(entries[1].steps, 9);
         let counters = set.find(TaskKind::COUNTER.state_record()).unwrap();
-        counters.check_size::<counter::V1>(true).unwrap();
+        counters.check_size::<Count>(true).unwrap();
         let states: Vec<_> = counters
-            .decode_keyed::<counter::V1>()
+            .decode_keyed::<Count>()
             .map(Result::unwrap)
             .collect();
         assert_eq!((states[1].task, states[1].state.count), (2, 101));
+    }
+
+    #[test]
+    fn a_copied_record_equals_the_original() {
+        let mut buf = [0u8; 4096];
+        let len = sample(&mut buf);
+        let set = RecordSet::parse(&buf[..len]).unwrap();
+        let mut out = [0u8; 4096];
+        let mut w = RecordSetWriter::new(&mut out).unwrap();
+        for r in set.records() {
+            let h = r.header;
+            w.add_bytes(
+                h.kind,
+                h.schema,
+                h.flags,
+                h.entry_size as usize,
+                h.entries as usize,
+                r.bytes,
+            )
+            .unwrap();
+        }
+        let n = w.finish();
+        assert_eq!(&out[..n], &buf[..len]);
     }
 
     #[test]
@@ -471,11 +556,7 @@ mod tests {
     fn a_full_area_is_refused_not_overrun() {
         let mut buf = [0u8; PAYLOAD_START + 16];
         let mut w = RecordSetWriter::new(&mut buf).unwrap();
-        let many = [
-            counter::V1 { count: 1 },
-            counter::V1 { count: 2 },
-            counter::V1 { count: 3 },
-        ];
+        let many = [Count { count: 1 }, Count { count: 2 }, Count { count: 3 }];
         assert!(matches!(
             w.add(0, &many),
             Err(RecordSetError::OutOfSpace { .. })
@@ -496,7 +577,7 @@ mod tests {
             let end = len - cut % len;
             if let Ok(set) = RecordSet::parse(&buf[..end]) {
                 for r in set.records() {
-                    let _ = r.decode_keyed::<counter::V1>().count();
+                    let _ = r.decode_keyed::<Count>().count();
                 }
             }
         }

@@ -6,7 +6,15 @@
 /// A read ran past the end of the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireError {
-    Short { needed: usize, available: usize },
+    Short {
+        needed: usize,
+        available: usize,
+    },
+    /// A field held a value its type does not allow (a `bool` that is not 0 or 1).
+    Invalid {
+        what: &'static str,
+        value: u64,
+    },
 }
 
 impl core::fmt::Display for WireError {
@@ -17,6 +25,9 @@ impl core::fmt::Display for WireError {
                     f,
                     "record ends early: {needed} more bytes needed, {available} left"
                 )
+            }
+            WireError::Invalid { what, value } => {
+                write!(f, "a {what} field holds {value:#x}, which is not a {what}")
             }
         }
     }

@@ -1,6 +1,14 @@
 //! The mailbox device: QEMU `ivshmem-plain` (vendor 0x1af4, device 0x1110), whose BAR 2
-//! is memory shared with the host. This module finds and maps it; the protocol on top is
-//! in `update::service`.
+//! is memory shared with the host. This module finds and maps it and is the only code
+//! that touches it; the protocol on top is in `update::requests`.
+//!
+//! The host may write the request block and the data area at any moment, so no
+//! reference into the BAR ever leaves this module: every access is a volatile copy
+//! between the BAR and the guest's own memory ([`SharedMemory`]).
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{fence, Ordering};
 
 use image_format::mailbox::report::Report;
 use image_format::mailbox::{
@@ -17,10 +25,32 @@ const VENDOR: u16 = 0x1af4;
 const DEVICE: u16 = 0x1110;
 
 /// The mapped shared memory.
+///
+/// Invariant: `virt..virt + len` is the ivshmem BAR, mapped (cacheable: it is RAM on
+/// the host side) for the kernel's life, and `len` is a multiple of 8 at least the
+/// protocol's fixed blocks.
 #[derive(Debug, Clone, Copy)]
 pub struct SharedMemory {
-    pub virt: u64,
+    virt: u64,
+    len: u64,
+}
+
+/// A range outside the data area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutOfRange {
+    pub offset: u64,
     pub len: u64,
+    pub capacity: u64,
+}
+
+impl core::fmt::Display for OutOfRange {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{} bytes at {} exceed the mailbox data area ({} bytes)",
+            self.len, self.offset, self.capacity
+        )
+    }
 }
 
 static SHARED: spin::Once<SharedMemory> = spin::Once::new();
@@ -53,62 +83,124 @@ pub fn discover() -> Result<Option<SharedMemory>, MapError> {
 
 /// After a swap: the mapping the previous kernel made, from the machine record.
 pub fn adopt() -> Option<SharedMemory> {
-    let (_, virt, len) = machine::record().mailbox;
-    (len != 0).then(|| *SHARED.call_once(|| SharedMemory { virt, len }))
+    let bar = machine::record().mailbox;
+    (bar.len != 0).then(|| {
+        *SHARED.call_once(|| SharedMemory {
+            virt: bar.virt,
+            len: bar.len,
+        })
+    })
 }
 
 /// The protocol's blocks, as this guest reads and writes them (layout and framing in
 /// `image_format::mailbox`). The host writes the request block and the data area; the
 /// guest writes the status, response and report blocks.
 impl SharedMemory {
-    fn area(&self, offset: usize, len: usize) -> &'static mut [u8] {
+    /// Copies `dst.len()` bytes from `offset` of the BAR.
+    ///
+    /// # Panics
+    /// If the range is outside the BAR (the offsets are the protocol's constants and
+    /// checked lengths).
+    fn copy_out(&self, offset: usize, dst: &mut [u8]) {
         assert!(
-            offset as u64 + len as u64 <= self.len,
-            "mailbox area out of range"
+            offset as u64 + dst.len() as u64 <= self.len,
+            "mailbox read out of range"
         );
-        // The host writes only the request block and the data area, which the guest
-        // copies out of before using, and only while it has a request outstanding.
-        // SAFETY: the BAR is mapped for the kernel's life (`discover`/`adopt`), and the
-        // offsets come from the protocol's constants.
-        unsafe { core::slice::from_raw_parts_mut((self.virt + offset as u64) as *mut u8, len) }
+        let src = (self.virt + offset as u64) as *const u8;
+        let words = dst.len() / 8;
+        let aligned = offset % 8 == 0;
+        for (i, chunk) in dst.chunks_mut(8).enumerate() {
+            if aligned && i < words {
+                // SAFETY: inside the mapped BAR (checked above, invariant), 8-byte
+                // aligned; a volatile load, since the host writes this memory.
+                let w = unsafe { core::ptr::read_volatile(src.add(i * 8) as *const u64) };
+                chunk.copy_from_slice(&w.to_le_bytes());
+            } else {
+                for (j, b) in chunk.iter_mut().enumerate() {
+                    // SAFETY: as above, one byte.
+                    *b = unsafe { core::ptr::read_volatile(src.add(i * 8 + j)) };
+                }
+            }
+        }
     }
 
-    /// The current request block, read once with volatile loads.
+    /// Copies `src` to `offset` of the BAR.
+    ///
+    /// # Panics
+    /// If the range is outside the BAR.
+    fn copy_in(&self, offset: usize, src: &[u8]) {
+        assert!(
+            offset as u64 + src.len() as u64 <= self.len,
+            "mailbox write out of range"
+        );
+        let dst = (self.virt + offset as u64) as *mut u8;
+        for (i, b) in src.iter().enumerate() {
+            // SAFETY: inside the mapped BAR (checked above, invariant); the guest owns
+            // the blocks it writes (status, response, report).
+            unsafe { core::ptr::write_volatile(dst.add(i), *b) };
+        }
+    }
+
+    /// The current request block, read once.
     pub fn read_request(&self) -> RequestRead {
         let mut buf = [0u8; Request::SIZE];
-        let src = self.area(REQUEST_OFFSET, Request::SIZE);
-        for (b, s) in buf.iter_mut().zip(src.iter()) {
-            // SAFETY: `s` is a byte of the mapped request block; a volatile read keeps
-            // the copy from being merged with later reads.
-            *b = unsafe { core::ptr::read_volatile(s) };
-        }
+        self.copy_out(REQUEST_OFFSET, &mut buf);
         Request::decode(&buf)
     }
 
     /// Writes a response: body, fence, then the commit field.
     pub fn respond(&self, response: &Response) {
-        let _ = response
-            .seal()
-            .write_to(self.area(RESPONSE_OFFSET, BLOCK_SIZE));
+        let sealed = response.seal();
+        self.copy_in(RESPONSE_OFFSET, sealed.body());
+        fence(Ordering::Release);
+        self.copy_in(RESPONSE_OFFSET + sealed.commit_offset(), sealed.commit());
     }
 
     /// Writes a report into the report area; returns its length.
     pub fn write_report(&self, report: &Report) -> Result<u32, FormatError> {
-        let area = self.area(REPORT_OFFSET, REPORT_CAPACITY);
-        report.encode(area).map(|n| n as u32)
+        let mut buf = vec![0u8; REPORT_CAPACITY];
+        let len = report.encode(&mut buf)?;
+        self.copy_in(REPORT_OFFSET, &buf[..len]);
+        Ok(len as u32)
     }
 
     /// Writes the status block.
     pub fn write_status(&self, status: &GuestStatus) {
-        if let Err(e) = status.encode(self.area(STATUS_OFFSET, BLOCK_SIZE)) {
-            log::error!("mailbox status not written: {e}");
+        let mut buf = [0u8; BLOCK_SIZE];
+        match status.encode(&mut buf) {
+            Ok(len) => self.copy_in(STATUS_OFFSET, &buf[..len]),
+            Err(e) => log::error!("mailbox status not written: {e}"),
         }
     }
 
-    /// The data area (package or patch bytes), `len` bytes of it.
-    pub fn data(&self, len: u64) -> Option<&'static [u8]> {
-        let capacity = data_capacity(self.len);
-        (len <= capacity).then(|| &*self.area(DATA_OFFSET, len as usize))
+    /// Copies `dst.len()` bytes from `offset` of the data area (package or patch bytes).
+    pub fn read_data(&self, offset: u64, dst: &mut [u8]) -> Result<(), OutOfRange> {
+        let capacity = self.data_capacity();
+        let len = dst.len() as u64;
+        if offset.checked_add(len).is_none_or(|end| end > capacity) {
+            return Err(OutOfRange {
+                offset,
+                len,
+                capacity,
+            });
+        }
+        self.copy_out(DATA_OFFSET + offset as usize, dst);
+        Ok(())
+    }
+
+    /// The first `len` bytes of the data area, copied.
+    pub fn data_to_vec(&self, len: u64) -> Result<Vec<u8>, OutOfRange> {
+        let capacity = self.data_capacity();
+        if len > capacity {
+            return Err(OutOfRange {
+                offset: 0,
+                len,
+                capacity,
+            });
+        }
+        let mut out = vec![0u8; len as usize];
+        self.read_data(0, &mut out)?;
+        Ok(out)
     }
 
     /// Bytes the data area holds.

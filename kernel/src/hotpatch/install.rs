@@ -19,14 +19,14 @@ use image_format::hotpatch::{self, FunctionKind, PatchError, ORIGINAL_LEN};
 use super::{image_base, memory, Applied, SiteWrite, JUMP_LEN, STACK};
 use crate::arch::{park, text};
 use crate::cpu;
+use crate::handoff_region;
 use crate::memory::layout::stack_slot;
 use crate::quiesce::{self, Parked};
 use crate::time::{self, Duration};
-use crate::update::handoff;
 
 /// Why a patch was not applied or removed. The running image is unchanged.
 #[derive(Debug, Clone)]
-pub enum Refusal {
+pub enum PatchRefusal {
     Format(PatchError),
     WrongImage(String),
     SiteModified {
@@ -51,27 +51,27 @@ pub enum Refusal {
     NothingApplied,
 }
 
-impl core::fmt::Display for Refusal {
+impl core::fmt::Display for PatchRefusal {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Refusal::Format(e) => write!(f, "not a valid patch: {e}"),
-            Refusal::WrongImage(why) => write!(f, "the patch is for another image: {why}"),
-            Refusal::SiteModified { function, addr } => write!(
+            PatchRefusal::Format(e) => write!(f, "not a valid patch: {e}"),
+            PatchRefusal::WrongImage(why) => write!(f, "the patch is for another image: {why}"),
+            PatchRefusal::SiteModified { function, addr } => write!(
                 f,
                 "the bytes at {function} ({addr:#x}) are not what the patch expects: the site was modified"
             ),
-            Refusal::AlreadyApplied(id) => write!(f, "patch {id:016x} is already applied"),
-            Refusal::Memory(e) => write!(f, "no patch memory: {e}"),
-            Refusal::Relocation(e) => write!(f, "{e}"),
-            Refusal::CpuInSite { cpu, function, at } => {
+            PatchRefusal::AlreadyApplied(id) => write!(f, "patch {id:016x} is already applied"),
+            PatchRefusal::Memory(e) => write!(f, "no patch memory: {e}"),
+            PatchRefusal::Relocation(e) => write!(f, "{e}"),
+            PatchRefusal::CpuInSite { cpu, function, at } => {
                 write!(f, "cpu{cpu} stands in {function} (return address {at:#x}): it cannot be replaced now")
             }
-            Refusal::CpuInPatch { cpu, id, at } => {
+            PatchRefusal::CpuInPatch { cpu, id, at } => {
                 write!(f, "cpu{cpu} is running code of patch {id:016x} (at {at:#x}): it cannot be removed now")
             }
-            Refusal::Quiesce(e) => write!(f, "{e}"),
-            Refusal::NotApplied(id) => write!(f, "no applied patch has id {id:016x}"),
-            Refusal::NothingApplied => write!(f, "no patch is applied: there is nothing to remove"),
+            PatchRefusal::Quiesce(e) => write!(f, "{e}"),
+            PatchRefusal::NotApplied(id) => write!(f, "no applied patch has id {id:016x}"),
+            PatchRefusal::NothingApplied => write!(f, "no patch is applied: there is nothing to remove"),
         }
     }
 }
@@ -106,7 +106,7 @@ pub struct PatchName {
 /// not a valid patch).
 #[derive(Debug, Clone)]
 pub struct Rejected {
-    pub refusal: Refusal,
+    pub refusal: PatchRefusal,
     pub patch: Option<PatchName>,
 }
 
@@ -119,7 +119,7 @@ impl core::fmt::Display for Rejected {
 /// Checks and loads `bytes`.
 pub fn prepare(bytes: &[u8]) -> Result<Prepared, Rejected> {
     let view = hotpatch::parse(bytes).map_err(|e| Rejected {
-        refusal: Refusal::Format(e),
+        refusal: PatchRefusal::Format(e),
         patch: None,
     })?;
     prepare_view(&view).map_err(|refusal| Rejected {
@@ -132,36 +132,38 @@ pub fn prepare(bytes: &[u8]) -> Result<Prepared, Rejected> {
     })
 }
 
-fn prepare_view(view: &hotpatch::PatchView<'_>) -> Result<Prepared, Refusal> {
+fn prepare_view(view: &hotpatch::PatchView<'_>) -> Result<Prepared, PatchRefusal> {
     let target = view.target();
     let own = crate::image::build_id();
     if target.build_id != own {
-        return Err(Refusal::WrongImage(format!(
+        return Err(PatchRefusal::WrongImage(format!(
             "built for build {}, this is build {own}",
             target.build_id
         )));
     }
     if target.header_hash != crate::image::header_hash() {
-        return Err(Refusal::WrongImage("the ELF header hash differs".into()));
+        return Err(PatchRefusal::WrongImage(
+            "the ELF header hash differs".into(),
+        ));
     }
     match super::pristine_text_hash() {
         Some(h) if h == target.text_hash => {}
         Some(h) => {
-            return Err(Refusal::WrongImage(format!(
+            return Err(PatchRefusal::WrongImage(format!(
                 "text hash {} is not this image's {}",
                 hex(&target.text_hash[..8]),
                 hex(&h[..8])
             )))
         }
         None => {
-            return Err(Refusal::WrongImage(
+            return Err(PatchRefusal::WrongImage(
                 "this image's pristine text hash is unknown".into(),
             ))
         }
     }
     let id = view.id().0;
     if STACK.lock().iter().any(|p| p.id == id) {
-        return Err(Refusal::AlreadyApplied(id));
+        return Err(PatchRefusal::AlreadyApplied(id));
     }
     let base = image_base();
     // Every site must hold exactly what the patch expects.
@@ -176,7 +178,7 @@ fn prepare_view(view: &hotpatch::PatchView<'_>) -> Result<Prepared, Refusal> {
             h
         });
         if now[..JUMP_LEN] != head || now[JUMP_LEN..] != site.original[JUMP_LEN..] {
-            return Err(Refusal::SiteModified {
+            return Err(PatchRefusal::SiteModified {
                 function: f.name.to_string(),
                 addr,
             });
@@ -186,19 +188,19 @@ fn prepare_view(view: &hotpatch::PatchView<'_>) -> Result<Prepared, Refusal> {
     let payload = view.payload();
     let none_applied = super::count() == 0;
     let start = memory::allocate(payload.len() as u64, none_applied)
-        .map_err(|e| Refusal::Memory(e.to_string()))?;
+        .map_err(|e| PatchRefusal::Memory(e.to_string()))?;
     let len = (payload.len() as u64).max(1).next_multiple_of(4096);
     // SAFETY: `start` was just mapped writable for `len` bytes, for this patch only.
     let mem = unsafe { core::slice::from_raw_parts_mut(start as *mut u8, payload.len()) };
     mem.copy_from_slice(payload);
     if let Err(e) = hotpatch::apply::relocate(view, mem, base, start) {
         memory::free(start, len);
-        return Err(Refusal::Relocation(e.to_string()));
+        return Err(PatchRefusal::Relocation(e.to_string()));
     }
     let code = u64::from(view.code_size());
     if let Err(e) = memory::seal(start, len, code) {
         memory::free(start, len);
-        return Err(Refusal::Memory(e.to_string()));
+        return Err(PatchRefusal::Memory(e.to_string()));
     }
     let mut sites = Vec::new();
     for f in view.functions().filter(|f| f.kind == FunctionKind::Replace) {
@@ -214,7 +216,7 @@ fn prepare_view(view: &hotpatch::PatchView<'_>) -> Result<Prepared, Refusal> {
             }),
             Err(e) => {
                 memory::free(start, len);
-                return Err(Refusal::Relocation(e.to_string()));
+                return Err(PatchRefusal::Relocation(e.to_string()));
             }
         }
     }
@@ -249,7 +251,7 @@ pub struct Pause {
 /// Every return address on every CPU's stack: the parked ones (recorded when they
 /// parked) and the caller's own, walked now.
 fn call_stacks(parked: &Parked) -> Vec<(usize, u64)> {
-    let control = handoff::park_control();
+    let control = handoff_region::park_control();
     let me = cpu::current().id;
     let mut out = Vec::new();
     for c in cpu::all() {
@@ -275,9 +277,9 @@ fn call_stacks(parked: &Parked) -> Vec<(usize, u64)> {
     out
 }
 
-fn stop() -> Result<Parked, Refusal> {
+fn stop() -> Result<Parked, PatchRefusal> {
     quiesce::park_others(Duration::from_millis(200), None)
-        .map_err(|e| Refusal::Quiesce(e.to_string()))
+        .map_err(|e| PatchRefusal::Quiesce(e.to_string()))
 }
 
 /// Releases the parked CPUs. The pause runs from the first park IPI to the release
@@ -297,7 +299,7 @@ fn resume(parked: Parked) -> Pause {
 ///
 /// On a refusal the patch memory is freed and the patch's description (what it would
 /// have written) comes back with the reason.
-pub fn install(mut prepared: Prepared) -> Result<(Applied, Pause), (Refusal, Pause, Applied)> {
+pub fn install(mut prepared: Prepared) -> Result<(Applied, Pause), (PatchRefusal, Pause, Applied)> {
     let result = x86_64::instructions::interrupts::without_interrupts(|| {
         let parked = stop().map_err(|r| (r, Pause::default()))?;
         // A return address `ra` lies inside `[site, site + size)` when `ra - 1` does.
@@ -308,7 +310,7 @@ pub fn install(mut prepared: Prepared) -> Result<(Applied, Pause), (Refusal, Pau
                 .iter()
                 .find(|s| ra > s.addr && ra <= s.addr + u64::from(s.old_size))
             {
-                let refusal = Refusal::CpuInSite {
+                let refusal = PatchRefusal::CpuInSite {
                     cpu,
                     function: s.function.clone(),
                     at: ra,
@@ -346,16 +348,16 @@ pub fn install(mut prepared: Prepared) -> Result<(Applied, Pause), (Refusal, Pau
 
 /// Removes, newest first, every patch down to and including `id` (`None`: only the
 /// newest). Returns the removed patches, newest first.
-pub fn remove_through(id: Option<u64>) -> Result<(Vec<Applied>, Pause), (Refusal, Pause)> {
+pub fn remove_through(id: Option<u64>) -> Result<(Vec<Applied>, Pause), (PatchRefusal, Pause)> {
     let victims: Vec<Applied> = {
         let stack = STACK.lock();
         let Some(top) = stack.last() else {
-            let refusal = id.map_or(Refusal::NothingApplied, Refusal::NotApplied);
+            let refusal = id.map_or(PatchRefusal::NothingApplied, PatchRefusal::NotApplied);
             return Err((refusal, Pause::default()));
         };
         let id = id.unwrap_or(top.id);
         let Some(at) = stack.iter().position(|p| p.id == id) else {
-            return Err((Refusal::NotApplied(id), Pause::default()));
+            return Err((PatchRefusal::NotApplied(id), Pause::default()));
         };
         stack[at..].iter().rev().cloned().collect()
     };
@@ -363,7 +365,7 @@ pub fn remove_through(id: Option<u64>) -> Result<(Vec<Applied>, Pause), (Refusal
         let parked = stop().map_err(|r| (r, Pause::default()))?;
         for (cpu, ra) in call_stacks(&parked) {
             if let Some(p) = victims.iter().find(|p| p.contains_code(ra.wrapping_sub(1))) {
-                let refusal = Refusal::CpuInPatch {
+                let refusal = PatchRefusal::CpuInPatch {
                     cpu,
                     id: p.id,
                     at: ra,

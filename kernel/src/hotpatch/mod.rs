@@ -11,12 +11,12 @@
 //!
 //! - [`install`]: validate, load, relocate, park, check stacks, write jumps;
 //! - [`memory`]: patch memory within `jmp rel32` reach of the image;
-//! - [`service`]: the mailbox commands; [`cold`]: re-applying a coldpatch at boot.
+//! - [`commands`]: the mailbox commands; [`cold`]: re-applying a coldpatch at boot.
 
 pub mod cold;
+pub mod commands;
 pub mod install;
 pub mod memory;
-pub mod service;
 
 use alloc::string::String;
 use alloc::vec::Vec;

@@ -3,27 +3,59 @@
 //!
 //! Between two steps the CPU passes the quiesce checkpoint, the safe point where it
 //! parks when a swap or a patch asks it to: no task is ever stopped in the middle of a
-//! step, so every task's state is whole when it is exported.
+//! step, so every task's state is whole when it is exported. On the bootstrap
+//! processor the same point runs the coordinator's pending work (a swap, a patch, a
+//! snapshot): the update layer registers it with [`set_coordinator`] at boot, so the
+//! scheduler does not depend on it.
 
 pub mod queue;
 pub mod task;
 
 use alloc::boxed::Box;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
-pub use queue::RunQueue;
-pub use task::{Task, TaskId};
-use updater::records::entry::TaskEntry as _;
+pub use queue::{AllTasks, RunQueue};
+use spin::Once;
+pub use task::{Task, TaskEntry, TaskId};
+use updater::records::task_table::TaskEntry as _;
 use x86_64::instructions::interrupts;
 
-use crate::cpu::{self, CpuId};
+use crate::cpu::{self, CpuId, MAX_CPUS};
+use crate::tasks::{self, Census, Ctx, TaskState};
 use crate::time::{self, Duration};
-use crate::{quiesce, tasks};
+use crate::{drivers, handoff_region, quiesce};
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 /// Tasks this kernel placed (tasks never end; a swap hands them to the next kernel).
 static TASKS: AtomicUsize = AtomicUsize::new(0);
 static FIRST_STEP_LOGGED: AtomicBool = AtomicBool::new(false);
+/// One run queue per CPU.
+static QUEUES: [RunQueue; MAX_CPUS] = [const { RunQueue::new() }; MAX_CPUS];
+
+/// What the bootstrap processor runs at its checkpoint, and whether it has work.
+struct Coordinator {
+    run: fn(),
+    pending: fn() -> bool,
+}
+
+static COORDINATOR: Once<Coordinator> = Once::new();
+
+/// Registers the coordinator's work (boot and resume, before scheduling starts).
+pub fn set_coordinator(run: fn(), pending: fn() -> bool) {
+    COORDINATOR.call_once(|| Coordinator { run, pending });
+}
+
+/// The run queue of CPU `cpu`.
+pub fn queue(cpu: CpuId) -> &'static RunQueue {
+    &QUEUES[cpu.index()]
+}
+
+/// Every task of every registered CPU, with each queue locked (only while the other
+/// CPUs are parked, or for a moment: the owners cannot schedule meanwhile).
+pub fn lock_all() -> AllTasks {
+    AllTasks::lock(cpu::all().map(|c| queue(c.id)))
+}
 
 /// A fresh task id (ids are never reused; after a swap, numbering continues above the
 /// highest imported id).
@@ -36,47 +68,62 @@ pub fn reserve_ids_through(id: u32) {
     NEXT_ID.fetch_max(id + 1, Ordering::Relaxed);
 }
 
+/// A new task of `state`'s kind (its task-table entry created by this kernel).
+pub fn new_task(
+    state: TaskState,
+    affinity: Option<CpuId>,
+    period_us: u32,
+    flags: u32,
+) -> Box<Task> {
+    let id = next_task_id();
+    let entry = TaskEntry::create(
+        id.0,
+        state.kind(),
+        affinity.map(|c| c.index() as u16),
+        period_us,
+        flags,
+        crate::machine::boot_seq(),
+    );
+    Box::new(Task {
+        entry,
+        state,
+        wake_at: 0,
+    })
+}
+
+/// The CPU a task goes to: its pinned CPU, or the one whose queue is shortest by `len`.
+fn target(task: &Task, len: impl Fn(usize) -> usize) -> usize {
+    match task.entry.affinity() {
+        Some(cpu) if (cpu as usize) < cpu::count() => cpu as usize,
+        _ => (0..cpu::count()).min_by_key(|&i| len(i)).unwrap_or(0),
+    }
+}
+
 /// Places `task` on its pinned CPU, or else on the registered CPU with the fewest tasks.
 pub fn place(task: Box<Task>) {
     TASKS.fetch_add(1, Ordering::Relaxed);
-    let target = match task.entry.affinity() {
-        Some(cpu) if (cpu as usize) < cpu::count() => CpuId::new(cpu as usize),
-        _ => cpu::all()
-            .min_by_key(|c| c.queue.len())
-            .map(|c| c.id)
-            .unwrap_or(CpuId::BSP),
-    };
-    cpu::get(target)
-        .expect("target CPU is registered")
-        .queue
-        .push(task);
+    let to = target(&task, |i| QUEUES[i].len());
+    QUEUES[to].push(task);
 }
 
 /// Places `tasks` in order as [`place`] would, but takes each run queue's lock once:
 /// after a swap the released CPUs already run their schedulers while the BSP imports,
 /// and a lock per task would make the import contend with them.
-pub fn place_all(tasks: alloc::vec::Vec<Box<Task>>) {
+pub fn place_all(tasks: Vec<Box<Task>>) {
     TASKS.fetch_add(tasks.len(), Ordering::Relaxed);
-    let mut lens = [usize::MAX; cpu::MAX_CPUS];
-    for c in cpu::all() {
-        lens[c.id.index()] = c.queue.len();
+    let mut lens = [0usize; MAX_CPUS];
+    for (i, len) in lens.iter_mut().enumerate().take(cpu::count()) {
+        *len = QUEUES[i].len();
     }
-    let mut batches: [alloc::vec::Vec<Box<Task>>; cpu::MAX_CPUS] =
-        core::array::from_fn(|_| alloc::vec::Vec::new());
+    let mut batches: [Vec<Box<Task>>; MAX_CPUS] = core::array::from_fn(|_| Vec::new());
     for task in tasks {
-        let target = match task.entry.affinity() {
-            Some(cpu) if (cpu as usize) < cpu::count() => cpu as usize,
-            _ => (0..cpu::MAX_CPUS)
-                .min_by_key(|&i| lens[i])
-                .unwrap_or(CpuId::BSP.index()),
-        };
-        lens[target] = lens[target].saturating_add(1);
-        batches[target].push(task);
+        let to = target(&task, |i| lens[i]);
+        lens[to] = lens[to].saturating_add(1);
+        batches[to].push(task);
     }
-    for c in cpu::all() {
-        let batch = core::mem::take(&mut batches[c.id.index()]);
+    for (i, batch) in batches.into_iter().enumerate() {
         if !batch.is_empty() {
-            c.queue.push_all(batch);
+            QUEUES[i].push_all(batch);
         }
     }
 }
@@ -90,24 +137,30 @@ pub fn task_count() -> usize {
 pub fn run() -> ! {
     let me = cpu::current();
     // When this CPU schedules again: the end of a swap's downtime for it.
-    crate::update::handoff::park_control().slots[me.id.index()]
+    handoff_region::park_control().slots[me.id.index()]
         .resumed_tsc
         .store(time::now().ticks(), Ordering::Relaxed);
     me.online.store(true, Ordering::Release);
+    let coordinator = COORDINATOR.get().filter(|_| me.id == CpuId::BSP);
     loop {
         quiesce::checkpoint();
-        if me.id == CpuId::BSP {
+        if let Some(c) = coordinator {
             // Work that stops the other CPUs runs here, with no task in flight.
-            crate::update::jobs::run_pending();
+            (c.run)();
         }
         if !run_one(me) {
-            // The `patch-d` variant (a hotpatch that must be refused: every CPU stands
-            // in this loop) polls a few more times before halting.
-            #[cfg(feature = "patch-d")]
-            if (0..8).any(|_| run_one(me)) {
-                continue;
-            }
-            idle(me);
+            idle(me, coordinator);
+        }
+    }
+}
+
+/// Every task on a run queue, for a step that reports on the others.
+struct Queues;
+
+impl Census for Queues {
+    fn each(&self, f: &mut dyn FnMut(&TaskState)) {
+        for c in cpu::all() {
+            queue(c.id).for_each(|t| f(&t.state));
         }
     }
 }
@@ -117,11 +170,17 @@ pub fn run() -> ! {
 /// the step dispatch, so changes to task code stay patchable.
 #[inline(never)]
 pub fn run_one(me: &'static cpu::Cpu) -> bool {
-    let doorbell = me.id == CpuId::BSP && crate::update::service::kicked();
-    let Some(mut task) = me.queue.pop_ready(time::now().ticks(), doorbell) else {
+    let doorbell = me.id == CpuId::BSP && drivers::doorbell::rung();
+    let q = queue(me.id);
+    let Some(mut task) = q.pop_ready(time::now().ticks(), doorbell) else {
         return false;
     };
-    let next = tasks::step(&mut task, me.id);
+    let ctx = Ctx {
+        cpu: me.id,
+        task: task.id().0,
+        census: &Queues,
+    };
+    let next = tasks::step(&mut task.state, &ctx);
     task.entry.note_step(me.id.index() as u16);
     me.steps.fetch_add(1, Ordering::Relaxed);
     if me.first_step_tsc.load(Ordering::Relaxed) == 0 {
@@ -136,17 +195,17 @@ pub fn run_one(me: &'static cpu::Cpu) -> bool {
         tasks::Next::After(d) => d,
     };
     task.wake_at = time::now().ticks() + time::duration_to_ticks(delay);
-    me.queue.push(task);
+    q.push(task);
     true
 }
 
 /// Halts until the next interrupt unless something is ready or a park was requested.
-fn idle(me: &cpu::Cpu) {
+fn idle(me: &cpu::Cpu, coordinator: Option<&Coordinator>) {
     interrupts::disable();
     let urgent = quiesce::park_requested()
-        || (me.id == CpuId::BSP
-            && (crate::update::jobs::pending() || crate::update::service::kicked()));
-    if urgent || me.queue.has_ready(time::now().ticks()) {
+        || coordinator.is_some_and(|c| (c.pending)())
+        || (me.id == CpuId::BSP && drivers::doorbell::rung());
+    if urgent || queue(me.id).has_ready(time::now().ticks()) {
         interrupts::enable();
     } else {
         // `sti; hlt` is atomic with respect to interrupts: a wake IPI sent after the

@@ -3,13 +3,18 @@
 //! Only the owning CPU pops and pushes while the kernel runs; other CPUs touch a queue
 //! only while its owner is parked (export, snapshot) or before it starts (spawn), so the
 //! lock is uncontended in the steady state.
+//!
+//! [`AllTasks`] holds every queue's lock at once, for a consistent view of every task
+//! while the other CPUs are parked (export, snapshots, continuity).
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 
-use spin::Mutex;
+use spin::{Mutex, MutexGuard};
 
 use image_format::TaskKind;
+
+use crate::cpu::MAX_CPUS;
 
 use super::task::Task;
 
@@ -62,5 +67,46 @@ impl RunQueue {
         for task in self.tasks.lock().iter() {
             f(task);
         }
+    }
+}
+
+type Guard = MutexGuard<'static, VecDeque<Box<Task>>>;
+
+/// Every task of a set of queues, with each queue's lock held (in CPU order). Holds no
+/// heap memory: it is used in the stopped section of a swap.
+pub struct AllTasks {
+    guards: [Option<Guard>; MAX_CPUS],
+}
+
+impl AllTasks {
+    /// Locks `queues` in order (at most [`MAX_CPUS`]).
+    pub fn lock(queues: impl Iterator<Item = &'static RunQueue>) -> Self {
+        let mut guards = [const { None }; MAX_CPUS];
+        for (slot, q) in guards.iter_mut().zip(queues) {
+            *slot = Some(q.tasks.lock());
+        }
+        AllTasks { guards }
+    }
+
+    /// Every task, CPU by CPU, each queue in its order.
+    pub fn iter(&self) -> impl Iterator<Item = &Task> + Clone + '_ {
+        self.guards
+            .iter()
+            .flatten()
+            .flat_map(|g| g.iter().map(|t| &**t))
+    }
+
+    /// Every task with the index of the CPU whose queue holds it.
+    pub fn by_cpu(&self) -> impl Iterator<Item = (usize, &Task)> + '_ {
+        self.guards
+            .iter()
+            .enumerate()
+            .filter_map(|(cpu, g)| g.as_ref().map(|g| (cpu, g)))
+            .flat_map(|(cpu, g)| g.iter().map(move |t| (cpu, &**t)))
+    }
+
+    /// How many tasks.
+    pub fn len(&self) -> usize {
+        self.guards.iter().flatten().map(|g| g.len()).sum()
     }
 }

@@ -1,11 +1,13 @@
 //! A task: its table entry (in this kernel's schema version), its state, and when it
 //! may run next. Tasks run to completion: a step is a function call that returns.
 
-use updater::records::entry::TaskEntry as _;
+use updater::records::task_table::TaskEntry as _;
 use updater::records::TaskKind;
 
-use crate::schema::TaskEntry;
 use crate::tasks::TaskState;
+
+/// The task-table version this kernel reads and writes.
+pub type TaskEntry = updater::records::task_table::V1;
 
 /// A task's identifier, unique for the life of the machine (it crosses swaps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,7 +1,7 @@
 //! Coordinator jobs: the update work that stops other CPUs (a swap, a consistent
 //! snapshot). The service task asks for them; the BSP runs them between two of its task
-//! steps ([`run_pending`], called by its scheduler loop), so no task is in flight on the
-//! coordinating CPU either.
+//! steps ([`run_pending`], which boot and resume register as the scheduler's
+//! coordinator hook), so no task is in flight on the coordinating CPU either.
 
 use image_format::mailbox::report::{Outcome, Report};
 use image_format::mailbox::{GuestState, RequestFlags, Response, ResponseState, Status};
@@ -9,9 +9,10 @@ use spin::Mutex;
 use updater::handoff::inject;
 
 use crate::drivers::mailbox;
+use crate::handoff_region;
 use crate::quiesce;
 use crate::time::Duration;
-use crate::update::{handoff, report, service, stage, swap};
+use crate::update::{report, requests, stage, swap};
 
 /// Work for the BSP.
 pub enum Job {
@@ -80,9 +81,9 @@ pub fn run_pending() {
     };
     match job {
         Job::Apply { seq, flags } => {
-            let loaded = stage::STAGED.lock().as_ref().map(|s| s.loaded);
-            let Some(loaded) = loaded else {
-                service::set_state(GuestState::Running);
+            let prepared = stage::STAGED.lock().as_ref().map(|s| s.prepared);
+            let Some(prepared) = prepared else {
+                requests::set_state(GuestState::Running);
                 respond(
                     seq,
                     Status::NotStaged,
@@ -92,31 +93,31 @@ pub fn run_pending() {
                 return;
             };
             // Returns only if the swap did not happen; the new kernel answers otherwise.
-            let refusal = swap::apply(&loaded, seq, inject_bits(flags));
+            let refusal = swap::apply(&prepared, seq, inject_bits(flags));
             let status = match refusal {
                 swap::SwapRefusal::Quiesce(_) => Status::QuiesceTimeout,
                 _ => Status::RolledBack,
             };
             let reason = alloc::format!("{refusal}");
             let r = report::swap_report(
-                &handoff::descriptor(),
+                &handoff_region::descriptor(),
                 Outcome::RolledBack {
                     reason: reason.clone(),
                 },
             );
             log::warn!("swap refused, old kernel continues: {reason}");
             // The old kernel runs on: the status block says so before the host hears.
-            service::set_state(GuestState::Running);
+            requests::set_state(GuestState::Running);
             respond(seq, status, format_args!("{reason}"), Some(Report::Swap(r)));
         }
         Job::PatchApply { seq, prepared } => {
             if let Some(mb) = mailbox::shared() {
-                crate::hotpatch::service::run_apply(&mb, seq, *prepared);
+                crate::hotpatch::commands::run_apply(&mb, seq, *prepared);
             }
         }
         Job::PatchRemove { seq, id } => {
             if let Some(mb) = mailbox::shared() {
-                crate::hotpatch::service::run_remove(&mb, seq, id);
+                crate::hotpatch::commands::run_remove(&mb, seq, id);
             }
         }
         Job::Snapshot { seq } => {

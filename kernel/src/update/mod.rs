@@ -1,37 +1,28 @@
-//! Live update: the mailbox service and, behind it, staging, the swap and hotpatches.
+//! Live update: the mailbox requests and, behind them, staging, the swap and the
+//! hotpatch jobs. The files follow a package through the phases of a swap:
 //!
-//! - [`service`]: the task that serves the mailbox;
-//! - [`load`]: lays a staged image out in the staging window and the overlay source;
-//! - [`swap`]: the coordinator (quiesce, export, enter the bootstrap);
-//! - [`export`], [`enter`]: the old kernel's side;
-//! - [`bootstrap`], [`overlay`], [`resume`], [`import`]: the new image's side;
-//! - [`handoff`]: the hand-off region as this kernel sees it.
+//! 1. [`requests`]: the update-service task's step — serves the mailbox;
+//! 2. [`stage`]: copies and verifies a package while the tasks run;
+//! 3. [`prepare`], [`preflight`]: lays the new image out in the staging window and the
+//!    overlay source; a trial export and a dry run of its bootstrap;
+//! 4. [`jobs`], [`swap`]: at the BSP's checkpoint, the coordinator parks the CPUs;
+//! 5. [`export`]: the old kernel's state as a record set;
+//! 6. [`enter`], [`bootstrap`]: the new image's bootstrap reconciles (`updater::reconcile`);
+//! 7. [`overlay`]: the point of no return;
+//! 8. `crate::resume` and [`import`]: the new kernel adopts the machine and its tasks;
+//!    [`report`] tells the host.
+//!
+//! [`selfswap`] lets the self-test swap into this very image without a host.
 pub mod bootstrap;
 pub mod enter;
 pub mod export;
-pub mod handoff;
 pub mod import;
 pub mod jobs;
-pub mod load;
 pub mod overlay;
 pub mod preflight;
+pub mod prepare;
 pub mod report;
-pub mod resume;
+pub mod requests;
 pub mod selfswap;
-pub mod service;
 pub mod stage;
 pub mod swap;
-
-/// First boot: prepare the hand-off region.
-pub fn init_first_boot() {
-    handoff::init_first_boot();
-}
-
-/// A byte area of the hand-off region (for the bootstrap, which may not use locks).
-///
-/// # Safety
-/// See [`handoff::area`].
-pub unsafe fn handoff_bytes(offset: u64, len: u64) -> &'static mut [u8] {
-    // SAFETY: forwarded contract.
-    unsafe { handoff::area(offset, len) }
-}

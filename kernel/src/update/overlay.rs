@@ -22,9 +22,7 @@
 
 use core::sync::atomic::Ordering;
 
-use updater::handoff::{
-    Descriptor, OverlayMethod, ParkControl, MAX_RECLAIM, PARK_CONTROL_OFFSET, RECLAIM_OFFSET,
-};
+use updater::handoff::{Descriptor, OverlayMethod};
 use x86_64::registers::control::{Cr0, Cr0Flags, Cr3};
 use x86_64::structures::paging::mapper::TranslateResult;
 use x86_64::structures::paging::{
@@ -33,7 +31,8 @@ use x86_64::structures::paging::{
 use x86_64::VirtAddr;
 
 use crate::arch::tsc;
-use crate::memory::layout::{HANDOFF, PHYS_MAP};
+use crate::handoff_region;
+use crate::memory::layout::PHYS_MAP;
 
 /// Segment flag bits (as in the package format): read 4, write 2, execute 1.
 const W: u64 = 2;
@@ -71,10 +70,10 @@ fn frame_of(tables: &OffsetPageTable<'_>, virt: u64) -> Option<PhysFrame<Size4Ki
 /// - interrupts are off, every other CPU is parked in the park stub, and the BSP runs
 ///   on the hand-off stack, in code that is not part of the old image;
 /// - `d` describes an image laid out (relocated for `new_image.base`) at
-///   `overlay_source`, whose whole span is mapped at `new_image.base`.
-pub unsafe fn overlay_and_resume(d: &mut Descriptor) -> ! {
-    // SAFETY: the control block is in the hand-off region, initialised at first boot.
-    let control = unsafe { &*((HANDOFF.start + PARK_CONTROL_OFFSET) as *const ParkControl) };
+///   `overlay_source`, whose whole span is mapped at `new_image.base`;
+/// - `reclaim` is the hand-off region's reclaim area.
+pub unsafe fn overlay_and_resume(d: &mut Descriptor, reclaim: &mut [u64]) -> ! {
+    let control = handoff_region::park_control();
     let (gdtr, idtr) = (control.gdtr, control.idtr);
     let base = d.new_image.base;
     let span = d.new_image.span;
@@ -87,10 +86,6 @@ pub unsafe fn overlay_and_resume(d: &mut Descriptor) -> ! {
     let mut tables = unsafe {
         let l4 = &mut *((PHYS_MAP + l4_frame.start_address().as_u64()) as *mut PageTable);
         OffsetPageTable::new(l4, VirtAddr::new(PHYS_MAP))
-    };
-    // SAFETY: the reclaim area is in the hand-off region, owned by this swap.
-    let reclaim = unsafe {
-        core::slice::from_raw_parts_mut((HANDOFF.start + RECLAIM_OFFSET) as *mut u64, MAX_RECLAIM)
     };
     let mut reclaimed = 0usize;
     let remap = d.overlay_method == OverlayMethod::Remap as u32;

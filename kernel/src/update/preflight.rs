@@ -14,10 +14,11 @@
 
 use alloc::string::String;
 
-use updater::handoff::{inject, text, Descriptor, EXPORT_OFFSET, EXPORT_SIZE, PREFLIGHT_OK};
+use updater::handoff::{inject, text, EXPORT_OFFSET, PREFLIGHT_OK};
 
-use crate::update::load::{self, ImageSource, Loaded};
-use crate::update::{enter, export, handoff, swap};
+use crate::handoff_region;
+use crate::update::prepare::{self, ImageSource, Prepared};
+use crate::update::{enter, export, swap};
 
 /// What the dry run found.
 #[derive(Debug, Clone)]
@@ -30,37 +31,35 @@ pub enum Preflight {
     ExportFailed(String),
 }
 
-/// Runs the pre-flight for `loaded` (laid out from `source`).
+/// Runs the pre-flight for `prepared` (laid out from `source`).
 pub fn run<I: Iterator<Item = (u64, i64)> + Clone>(
-    loaded: &Loaded,
+    prepared: &Prepared,
     source: &ImageSource<'_, I>,
 ) -> Preflight {
-    let descriptor: *mut Descriptor = {
-        let mut d = handoff::descriptor();
-        swap::reset(&mut d, loaded, 0, inject::DRY_RUN);
-        &mut *d as *mut Descriptor
-    };
-    // SAFETY: no swap is in progress (the service, on this CPU, starts swaps), so the
-    // export area is free and the descriptor is this function's.
-    let d = unsafe { &mut *descriptor };
-    // SAFETY: as above, the export area is free while no swap is in progress.
-    let area = unsafe { handoff::area(EXPORT_OFFSET, EXPORT_SIZE) };
-    match export::export(area) {
-        Ok(e) => d.exported = (EXPORT_OFFSET, e.bytes as u64),
-        Err(e) => return Preflight::ExportFailed(alloc::format!("{e}")),
+    let mut guard = handoff_region::descriptor();
+    swap::reset(&mut guard, prepared, 0, inject::DRY_RUN);
+    {
+        let (d, areas) = guard.areas();
+        match export::export(areas.export) {
+            Ok(e) => d.exported = (EXPORT_OFFSET, e.bytes as u64),
+            Err(e) => return Preflight::ExportFailed(alloc::format!("{e}")),
+        }
     }
+    let entry = guard.bootstrap_entry;
     // The stack switch is the same as a real swap's.
     // SAFETY: the bootstrap in dry-run mode only reads the descriptor and the exported
-    // records and writes the converted area and the descriptor's logs, nothing else.
-    let status = unsafe { enter::call_bootstrap(d.bootstrap_entry, descriptor) };
+    // records and writes the converted area and the descriptor's logs, nothing else;
+    // this CPU holds the guard while it runs.
+    let status = unsafe { enter::call_bootstrap(entry, guard.as_mut_ptr()) };
     let result = if status == PREFLIGHT_OK {
         Preflight::Reconciles {
-            conversions: d.conversion_count,
-            warnings: d.warning_count,
+            conversions: guard.conversion_count,
+            warnings: guard.warning_count,
         }
     } else {
-        Preflight::WouldRefuse(String::from(text(&d.failure)))
+        Preflight::WouldRefuse(String::from(text(&guard.failure)))
     };
-    load::restore_writable(source);
+    drop(guard);
+    prepare::restore_writable(source);
     result
 }

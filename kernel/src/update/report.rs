@@ -7,16 +7,16 @@ use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
 use image_format::mailbox::report::{
-    Conversion, Outcome, PhaseId, PhaseTime, Snapshot, SwapReport, TaskSnapshot,
+    Conversion, KindInfo, Outcome, PhaseId, PhaseTime, Snapshot, SwapReport, TaskSnapshot,
 };
 use image_format::mailbox::{GuestState, GuestStatus};
 use image_format::{BuildId, ImageSummary, ImageVersion, Label, RecordKind, SchemaVersion};
 use updater::handoff::{text, Descriptor, ImageRef};
-use updater::records::entry::TaskEntry as _;
+use updater::records::task_table::TaskEntry as _;
 
 use crate::drivers::mailbox::SharedMemory;
+use crate::handoff_region;
 use crate::memory::layout::STAGING_BUFFER;
-use crate::update::handoff;
 use crate::{cpu, identity, machine, sched, tasks, time};
 
 /// An image reference from the descriptor, as a report summary.
@@ -54,7 +54,7 @@ pub fn guest_status(state: GuestState, heartbeat: u64, mailbox: &SharedMemory) -
 fn all_scheduling() -> u64 {
     cpu::all()
         .map(|c| {
-            handoff::park_control().slots[c.id.index()]
+            handoff_region::park_control().slots[c.id.index()]
                 .resumed_tsc
                 .load(Ordering::Relaxed)
         })
@@ -111,10 +111,26 @@ pub fn swap_report(d: &Descriptor, outcome: Outcome) -> SwapReport {
             })
         })
         .collect();
-    let warnings = d.warnings[..(d.warning_count as usize).min(d.warnings.len())]
+    let mut warnings: Vec<String> = d.warnings[..(d.warning_count as usize).min(d.warnings.len())]
         .iter()
         .map(|w| String::from(text(w)))
         .collect();
+    // The descriptor's logs hold a fixed number; the rest were counted.
+    let unlisted = |count: u32, held: usize| (count as usize).saturating_sub(held);
+    match unlisted(d.warning_count, d.warnings.len()) {
+        0 => {}
+        n => warnings.push(alloc::format!(
+            "{n} more warnings not listed (the descriptor holds {})",
+            d.warnings.len()
+        )),
+    }
+    match unlisted(d.conversion_count, d.conversions.len()) {
+        0 => {}
+        n => warnings.push(alloc::format!(
+            "{n} more conversion steps not listed (the descriptor holds {})",
+            d.conversions.len()
+        )),
+    }
     SwapReport {
         from: summary_of(&d.old_image),
         to: summary_of(&d.new_image),
@@ -136,26 +152,33 @@ pub fn swap_report(d: &Descriptor, outcome: Outcome) -> SwapReport {
     }
 }
 
-/// Every task, with every other CPU parked by the caller.
+/// Every task, with every other CPU parked by the caller, and this image's kinds.
 pub fn snapshot() -> Snapshot {
-    let mut tasks = Vec::with_capacity(sched::task_count());
-    for c in cpu::all() {
-        c.queue.for_each(|t| {
-            tasks.push(TaskSnapshot {
-                id: t.id().0,
-                kind: t.kind().raw(),
-                schema: identity::schema_of(t.kind().state_record())
-                    .map_or(0, |s| s.current().get()),
-                cpu: c.id.index() as u16,
-                flags: t.entry.flags() as u16,
-                steps: t.entry.steps(),
-                values: tasks::observe(&t.state),
-            });
-        });
-    }
+    let all = sched::lock_all();
+    let tasks = all
+        .by_cpu()
+        .map(|(cpu, t)| TaskSnapshot {
+            id: t.id().0,
+            kind: t.kind().raw(),
+            schema: identity::schema_of(t.kind().state_record()).map_or(0, |s| s.current().get()),
+            cpu: cpu as u16,
+            flags: t.entry.flags() as u16,
+            steps: t.entry.steps(),
+            values: tasks::observe(&t.state),
+        })
+        .collect();
+    drop(all);
     Snapshot {
         tsc_hz: time::tsc_hz(),
         tsc: time::now().ticks(),
         tasks,
+        kinds: tasks::KINDS
+            .iter()
+            .map(|k| KindInfo {
+                id: k.id.raw(),
+                name: String::from(k.name),
+                continuity: k.continuity.iter().map(|c| c.encode()).collect(),
+            })
+            .collect(),
     }
 }

@@ -13,7 +13,7 @@ use object::LittleEndian as LE;
 use updater::handoff::ImageRef;
 
 use crate::memory;
-use crate::update::load::{ImageSource, SegmentSource};
+use crate::update::prepare::{ImageSource, SegmentSource};
 
 static FILE_PHYS: AtomicU64 = AtomicU64::new(0);
 static FILE_LEN: AtomicU64 = AtomicU64::new(0);

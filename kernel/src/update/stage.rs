@@ -1,8 +1,8 @@
 //! Staging: a package travels from the mailbox's data area into the staging buffer and
 //! is verified there, while every other task keeps running.
 //!
-//! [`begin`] reads the header in place, refuses early what cannot work (too large for
-//! the staging buffer, an image that may not replace this kernel), then [`advance`]
+//! [`begin`] copies the header in, refuses early what cannot work (too large for the
+//! staging buffer, an image that may not replace this kernel), then [`advance`]
 //! copies the package a chunk per step and hashes each chunk from the copy, in one pass.
 //! At the end the header is parsed again from the copy (the host could have changed the
 //! shared memory meanwhile: only the copy is trusted), the payload digest compared, and
@@ -23,14 +23,31 @@ use crate::drivers::mailbox::SharedMemory;
 use crate::identity;
 use crate::memory::layout::STAGING_BUFFER;
 use crate::time::{self, Instant};
-use crate::update::load::{self, ImageSource, Loaded, SegmentSource};
 use crate::update::preflight::{self, Preflight};
+use crate::update::prepare::{self, ImageSource, Prepared, SegmentSource};
 
 /// Bytes copied and hashed per service step.
 const CHUNK: u64 = 512 * 1024;
 
-/// A refusal: the status code for the host and a sentence for a person.
-pub type Refusal = (Status, String);
+/// Why a package was not staged: the status code for the host and a sentence for a
+/// person.
+#[derive(Debug, Clone)]
+pub struct StageRefusal {
+    pub status: Status,
+    pub why: String,
+}
+
+impl StageRefusal {
+    fn new(status: Status, why: String) -> Self {
+        StageRefusal { status, why }
+    }
+}
+
+impl core::fmt::Display for StageRefusal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
 
 /// A staging in progress.
 pub struct StagingOp {
@@ -49,7 +66,7 @@ pub struct StagingOp {
 pub struct Staged {
     pub bytes: u64,
     pub summary: ImageSummary,
-    pub loaded: Loaded,
+    pub prepared: Prepared,
     /// Copy and hash, load, in microseconds.
     pub staging_us: u64,
     pub hash_us: u64,
@@ -65,19 +82,43 @@ pub struct Staged {
 /// The package staged last, if it verified.
 pub static STAGED: Mutex<Option<Staged>> = Mutex::new(None);
 
-fn staging_buffer(len: u64) -> &'static mut [u8] {
-    assert!(len <= STAGING_BUFFER.len);
-    // SAFETY: the staging buffer is mapped writable at first boot, used only by the
-    // update service (this module, on CPU 0), and `len` is within it.
-    unsafe { core::slice::from_raw_parts_mut(STAGING_BUFFER.start as *mut u8, len as usize) }
+/// The staging buffer: the package bytes, copied from the mailbox.
+///
+/// Invariant: [`STAGING_BUFFER`] is mapped writable at first boot (its frames reserved
+/// for it and adopted by every later kernel), and the one `StagingBuffer`, in
+/// [`BUFFER`], is the only view of it.
+struct StagingBuffer(());
+
+static BUFFER: Mutex<StagingBuffer> = Mutex::new(StagingBuffer(()));
+
+impl StagingBuffer {
+    /// The first `len` bytes.
+    ///
+    /// # Panics
+    /// If `len` exceeds the buffer (callers check against `STAGING_BUFFER.len` first).
+    fn bytes(&self, len: u64) -> &[u8] {
+        assert!(len <= STAGING_BUFFER.len, "staging buffer overrun");
+        // SAFETY: the type's invariant; `len` is within the buffer.
+        unsafe { core::slice::from_raw_parts(STAGING_BUFFER.start as *const u8, len as usize) }
+    }
+
+    /// The first `len` bytes, to write.
+    ///
+    /// # Panics
+    /// If `len` exceeds the buffer.
+    fn bytes_mut(&mut self, len: u64) -> &mut [u8] {
+        assert!(len <= STAGING_BUFFER.len, "staging buffer overrun");
+        // SAFETY: the type's invariant; `len` is within the buffer.
+        unsafe { core::slice::from_raw_parts_mut(STAGING_BUFFER.start as *mut u8, len as usize) }
+    }
 }
 
-fn refusal_of(e: &image_format::FormatError) -> Refusal {
-    (Status::from_error(e), e.to_string())
+fn refusal_of(e: &image_format::FormatError) -> StageRefusal {
+    StageRefusal::new(Status::from_error(e), e.to_string())
 }
 
 /// Checks that `header` may replace this kernel; returns the optional records it drops.
-fn compatible(header: &Header<'_>) -> Result<Vec<String>, Refusal> {
+fn compatible(header: &Header<'_>) -> Result<Vec<String>, StageRefusal> {
     match updater::compat::check(&identity::IDENTITY, header.identity()) {
         Ok(drops) => Ok(drops
             .iter()
@@ -94,29 +135,46 @@ fn compatible(header: &Header<'_>) -> Result<Vec<String>, Refusal> {
                 updater::compat::Incompatibility::Capability { .. } => Status::CapabilityMissing,
                 _ => Status::SchemaUnconvertible,
             };
-            Err((status, e.to_string()))
+            Err(StageRefusal::new(status, e.to_string()))
         }
     }
 }
 
-/// Starts staging the package a `Stage` request names.
-pub fn begin(mailbox: &SharedMemory, request: &Request) -> Result<StagingOp, Refusal> {
+/// Starts staging the package a `Stage` request names: copies its header in and checks
+/// it.
+pub fn begin(mailbox: &SharedMemory, request: &Request) -> Result<StagingOp, StageRefusal> {
     let len = request.payload_len;
-    let Some(data) = mailbox.data(len) else {
-        return Err((
+    if len > mailbox.data_capacity() {
+        return Err(StageRefusal::new(
             Status::BadRequest,
             format!(
                 "payload of {len} bytes exceeds the data area ({} bytes)",
                 mailbox.data_capacity()
             ),
         ));
+    }
+    let mut buffer = BUFFER.lock();
+    // The header's own size is in its fixed part; nothing past the payload is read.
+    let fixed = (image_format::package::layout::FIXED_SIZE as u64).min(len);
+    let copy = |buffer: &mut StagingBuffer, n: u64| {
+        mailbox
+            .read_data(0, buffer.bytes_mut(n))
+            .map_err(|e| StageRefusal::new(Status::BadRequest, e.to_string()))
     };
-    let header = parse_header(data).map_err(|e| refusal_of(&e))?;
+    copy(&mut buffer, fixed)?;
+    let at = image_format::package::layout::HEADER_SIZE;
+    let declared = buffer
+        .bytes(fixed)
+        .get(at..at + 4)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let header_len = u64::from(declared.min(image_format::package::MAX_HEADER_SIZE)).min(len);
+    copy(&mut buffer, header_len.max(fixed))?;
+    let header = parse_header(buffer.bytes(header_len.max(fixed))).map_err(|e| refusal_of(&e))?;
     header
         .check_fits("staging buffer", STAGING_BUFFER.len)
         .map_err(|e| refusal_of(&e))?;
     if header.total_size() > len {
-        return Err((
+        return Err(StageRefusal::new(
             Status::Truncated,
             format!(
                 "the package is {} bytes but the request carries {len}",
@@ -126,7 +184,7 @@ pub fn begin(mailbox: &SharedMemory, request: &Request) -> Result<StagingOp, Ref
     }
     compatible(&header)?;
     *STAGED.lock() = None;
-    load::release_staging();
+    prepare::release_staging();
     Ok(StagingOp {
         seq: request.seq,
         flags: request.flags,
@@ -145,19 +203,19 @@ pub enum Progress {
     /// More to copy.
     Copied,
     /// Finished: staged, or refused.
-    Finished(Result<(), Refusal>),
+    Finished(Result<(), StageRefusal>),
 }
 
-/// Copies and hashes the next chunk; verifies and loads after the last.
+/// Copies and hashes the next chunk; verifies and prepares after the last.
 pub fn advance(op: &mut StagingOp, mailbox: &SharedMemory) -> Progress {
-    let Some(data) = mailbox.data(op.total) else {
-        return Progress::Finished(Err((Status::Internal, "data area shrank".into())));
-    };
-    let staged = staging_buffer(op.total);
+    let mut buffer = BUFFER.lock();
     let end = (op.done + CHUNK).min(op.total);
     let (from, to) = (op.done as usize, end as usize);
     let t0 = time::now();
-    staged[from..to].copy_from_slice(&data[from..to]);
+    let staged = buffer.bytes_mut(op.total);
+    if let Err(e) = mailbox.read_data(op.done, &mut staged[from..to]) {
+        return Progress::Finished(Err(StageRefusal::new(Status::Internal, e.to_string())));
+    }
     let t1 = time::now();
     let hash_from = from.max(op.payload_offset as usize);
     if hash_from < to {
@@ -170,12 +228,12 @@ pub fn advance(op: &mut StagingOp, mailbox: &SharedMemory) -> Progress {
     if op.done < op.total {
         return Progress::Copied;
     }
-    Progress::Finished(finish(op))
+    Progress::Finished(finish(op, &buffer))
 }
 
-fn finish(op: &mut StagingOp) -> Result<(), Refusal> {
+fn finish(op: &mut StagingOp, buffer: &StagingBuffer) -> Result<(), StageRefusal> {
     let digest: [u8; 32] = core::mem::take(&mut op.hasher).finalize().into();
-    let bytes = &*staging_buffer(op.total);
+    let bytes = buffer.bytes(op.total);
     // Only the copy is trusted from here on.
     let header = parse_header(bytes).map_err(|e| refusal_of(&e))?;
     header
@@ -186,13 +244,13 @@ fn finish(op: &mut StagingOp) -> Result<(), Refusal> {
     let hash_us = time::ticks_to_nanos(op.hash_ticks) / 1000;
 
     let load_started = time::now();
-    let (loaded, preflight) = lay_out(bytes, &header)?;
+    let (prepared, preflight) = lay_out(bytes, &header)?;
     let load_us = load_started.elapsed().as_micros() as u64;
     *STAGED.lock() = Some(Staged {
         preflight,
         bytes: op.total,
         summary: header.summary(),
-        loaded,
+        prepared,
         staging_us,
         hash_us,
         load_us,
@@ -204,7 +262,7 @@ fn finish(op: &mut StagingOp) -> Result<(), Refusal> {
 
 /// Lays the verified package (`bytes` in the staging buffer, its `header`) out in the staging window
 /// and the overlay source, against the text running now, and runs the pre-flight.
-fn lay_out(bytes: &[u8], header: &Header<'_>) -> Result<(Loaded, Preflight), Refusal> {
+fn lay_out(bytes: &[u8], header: &Header<'_>) -> Result<(Prepared, Preflight), StageRefusal> {
     let payload = &bytes[header.payload_offset() as usize..];
     let segments: Vec<SegmentSource<'_>> = header
         .segments()
@@ -235,10 +293,11 @@ fn lay_out(bytes: &[u8], header: &Header<'_>) -> Result<(Loaded, Preflight), Ref
         resume: geometry.entries.resume,
         ap_resume: geometry.entries.ap_resume,
     };
-    let loaded = load::load(&source)
-        .map_err(|e| (Status::Internal, format!("cannot lay the image out: {e}")))?;
-    let preflight = preflight::run(&loaded, &source);
-    Ok((loaded, preflight))
+    let prepared = prepare::prepare(&source).map_err(|e| {
+        StageRefusal::new(Status::Internal, format!("cannot lay the image out: {e}"))
+    })?;
+    let preflight = preflight::run(&prepared, &source);
+    Ok((prepared, preflight))
 }
 
 /// Before a swap: if hotpatches were applied or removed since the package was staged,
@@ -246,7 +305,9 @@ fn lay_out(bytes: &[u8], header: &Header<'_>) -> Result<(Loaded, Preflight), Ref
 /// the same bytes as the new image may now hold a jump into patch memory), so the
 /// package is laid out again from the staging buffer, which still holds the verified
 /// copy. Returns whether it had to.
-pub fn refresh_for_patches() -> Result<bool, Refusal> {
+pub fn refresh_for_patches() -> Result<bool, StageRefusal> {
+    // The buffer's lock before the staged one, as in `advance`.
+    let buffer = BUFFER.lock();
     let mut guard = STAGED.lock();
     let Some(staged) = guard.as_mut() else {
         return Ok(false);
@@ -255,13 +316,13 @@ pub fn refresh_for_patches() -> Result<bool, Refusal> {
     if staged.patch_generation == now {
         return Ok(false);
     }
-    let bytes = &*staging_buffer(staged.bytes);
+    let bytes = buffer.bytes(staged.bytes);
     let header = parse_header(bytes).map_err(|e| refusal_of(&e))?;
     let started = time::now();
     let laid_out = lay_out(bytes, &header);
     match laid_out {
-        Ok((loaded, preflight)) => {
-            staged.loaded = loaded;
+        Ok((prepared, preflight)) => {
+            staged.prepared = prepared;
             staged.preflight = preflight;
             staged.patch_generation = now;
             staged.load_us = started.elapsed().as_micros() as u64;

@@ -6,21 +6,26 @@
 //! the new image's bootstrap on the hand-off stack. The bootstrap either never returns
 //! (the new kernel resumes) or returns a refusal, in which case nothing has been
 //! overwritten: the old kernel releases the CPUs and carries on, every task as it was.
+//! The coordinator holds the descriptor guard from the reset to the end: the descriptor
+//! and the record areas are its alone for the whole swap.
 
 use core::sync::atomic::Ordering;
 
 use updater::handoff::{
     inject, set_text, text, Descriptor, ImageRef, OverlayMethod, SwapClock, SwapState,
-    CONVERTED_OFFSET, CONVERTED_SIZE, EXPORT_OFFSET, EXPORT_SIZE, MAX_RECLAIM,
+    CONVERTED_OFFSET, CONVERTED_SIZE, EXPORT_OFFSET, MAX_RECLAIM,
 };
+
+use alloc::string::String;
 
 use crate::arch::tsc;
 use crate::cpu::{self, CpuId};
+use crate::handoff_region;
 use crate::identity;
 use crate::memory::layout::KERNEL_IMAGE;
 use crate::quiesce;
 use crate::time::Duration;
-use crate::update::{enter, export, handoff, load::Loaded};
+use crate::update::{enter, export, prepare::Prepared};
 
 /// How long the coordinator waits for every CPU to park.
 pub const PARK_BOUND: Duration = Duration::from_millis(200);
@@ -32,8 +37,8 @@ pub enum SwapRefusal {
     Quiesce(quiesce::QuiesceTimeout),
     /// The state did not fit the export area.
     Export(updater::recordset::RecordSetError),
-    /// The new image's bootstrap refused (the reason is in the descriptor).
-    Bootstrap,
+    /// The new image's bootstrap refused, for this reason.
+    Bootstrap(String),
     /// A test asked the old kernel to fail after its export.
     InjectedAfterExport,
 }
@@ -43,11 +48,9 @@ impl core::fmt::Display for SwapRefusal {
         match self {
             SwapRefusal::Quiesce(e) => write!(f, "quiesce failed: {e}"),
             SwapRefusal::Export(e) => write!(f, "export failed: {e}"),
-            SwapRefusal::Bootstrap => write!(
-                f,
-                "the new image's bootstrap refused: {}",
-                text(&handoff::descriptor().failure)
-            ),
+            SwapRefusal::Bootstrap(reason) => {
+                write!(f, "the new image's bootstrap refused: {reason}")
+            }
             SwapRefusal::InjectedAfterExport => {
                 write!(
                     f,
@@ -75,7 +78,7 @@ pub fn own_image_ref() -> ImageRef {
     r
 }
 
-pub(crate) fn reset(d: &mut Descriptor, loaded: &Loaded, request_seq: u64, inject_bits: u64) {
+pub(crate) fn reset(d: &mut Descriptor, loaded: &Prepared, request_seq: u64, inject_bits: u64) {
     d.state.store(SwapState::Idle as u32, Ordering::Relaxed);
     d.request_seq = request_seq;
     d.inject = inject_bits;
@@ -88,7 +91,7 @@ pub(crate) fn reset(d: &mut Descriptor, loaded: &Loaded, request_seq: u64, injec
     d.ap_entry = loaded.ap_entry;
     d.segment_count = loaded.segment_count as u64;
     d.segments = loaded.segments;
-    d.mapped_span = crate::machine::record().image.1;
+    d.mapped_span = crate::machine::record().image.len;
     if inject_bits & inject::OVERLAY_FULL != 0 {
         d.copy_runs = [Default::default(); updater::handoff::MAX_COPY_RUNS];
         d.copy_runs[0] = updater::handoff::CopyRun {
@@ -150,73 +153,67 @@ fn include_patched_pages(d: &mut Descriptor) {
 }
 
 /// Applies `loaded`. Returns only if the swap was refused.
-pub fn apply(loaded: &Loaded, request_seq: u64, inject_bits: u64) -> SwapRefusal {
+pub fn apply(loaded: &Prepared, request_seq: u64, inject_bits: u64) -> SwapRefusal {
     debug_assert_eq!(cpu::current().id, CpuId::BSP);
     x86_64::instructions::interrupts::disable();
-    let descriptor: *mut Descriptor = {
-        let mut d = handoff::descriptor();
-        reset(&mut d, loaded, request_seq, inject_bits);
-        &mut *d as *mut Descriptor
-    };
-    // The guard above serialised the reset; nothing else touches the descriptor until
-    // the swap is over.
-    // SAFETY: so the coordinator is its only writer; it lives in the hand-off region.
-    let d = unsafe { &mut *descriptor };
+    let mut guard = handoff_region::descriptor();
+    reset(&mut guard, loaded, request_seq, inject_bits);
+    let refusal = stop_and_enter(&mut guard, inject_bits);
+    guard
+        .state
+        .store(SwapState::RolledBack as u32, Ordering::Release);
+    drop(guard);
+    x86_64::instructions::interrupts::enable();
+    refusal
+}
 
+/// Parks the other CPUs, exports, and enters the bootstrap; returns only to refuse,
+/// with the CPUs released again.
+fn stop_and_enter(guard: &mut handoff_region::DescriptorGuard, inject_bits: u64) -> SwapRefusal {
     let ignore = (inject_bits & inject::AP_NO_ACK != 0 && cpu::count() > 1)
         .then(|| CpuId::new(cpu::count() - 1));
     let parked = match quiesce::park_others(PARK_BOUND, ignore) {
         Ok(p) => p,
         Err(e) => {
-            d.state
-                .store(SwapState::RolledBack as u32, Ordering::Release);
-            set_text(&mut d.failure, "quiesce timed out");
-            x86_64::instructions::interrupts::enable();
+            set_text(&mut guard.failure, "quiesce timed out");
             return SwapRefusal::Quiesce(e);
         }
     };
-    d.clock
-        .park_ipi
-        .store(parked.ipi_at.ticks(), Ordering::Relaxed);
-    d.clock
-        .all_parked
-        .store(parked.all_parked_at.ticks(), Ordering::Relaxed);
-    d.cpus_parked = parked.cpus as u32;
-
-    // SAFETY: the export area is the coordinator's while every other CPU is parked.
-    let area = unsafe { handoff::area(EXPORT_OFFSET, EXPORT_SIZE) };
-    match export::export(area) {
-        Ok(e) => {
-            d.exported = (EXPORT_OFFSET, e.bytes as u64);
-            d.tasks_before = e.tasks as u32;
+    {
+        let (d, areas) = guard.areas();
+        d.clock
+            .park_ipi
+            .store(parked.ipi_at.ticks(), Ordering::Relaxed);
+        d.clock
+            .all_parked
+            .store(parked.all_parked_at.ticks(), Ordering::Relaxed);
+        d.cpus_parked = parked.cpus as u32;
+        match export::export(areas.export) {
+            Ok(e) => {
+                d.exported = (EXPORT_OFFSET, e.bytes as u64);
+                d.tasks_before = e.tasks as u32;
+            }
+            Err(e) => {
+                quiesce::release(parked);
+                return SwapRefusal::Export(e);
+            }
         }
-        Err(e) => {
-            d.state
-                .store(SwapState::RolledBack as u32, Ordering::Release);
+        d.clock.exported.store(tsc::read(), Ordering::Relaxed);
+        d.state.store(SwapState::Exported as u32, Ordering::Release);
+        if inject_bits & inject::FAIL_AFTER_EXPORT != 0 {
+            set_text(&mut d.failure, "injected failure after the export");
             quiesce::release(parked);
-            x86_64::instructions::interrupts::enable();
-            return SwapRefusal::Export(e);
+            return SwapRefusal::InjectedAfterExport;
         }
     }
-    d.clock.exported.store(tsc::read(), Ordering::Relaxed);
-    d.state.store(SwapState::Exported as u32, Ordering::Release);
-    if inject_bits & inject::FAIL_AFTER_EXPORT != 0 {
-        set_text(&mut d.failure, "injected failure after the export");
-        d.state
-            .store(SwapState::RolledBack as u32, Ordering::Release);
-        quiesce::release(parked);
-        x86_64::instructions::interrupts::enable();
-        return SwapRefusal::InjectedAfterExport;
-    }
-
+    let entry = guard.bootstrap_entry;
     // SAFETY: interrupts are off, every other CPU is parked, the entry is the loaded
-    // image's bootstrap in the staging window, and the descriptor describes it.
-    let _status = unsafe { enter::call_bootstrap(d.bootstrap_entry, descriptor) };
+    // image's bootstrap in the staging window, the descriptor describes it, and this
+    // CPU holds the guard while the bootstrap runs.
+    let _status = unsafe { enter::call_bootstrap(entry, guard.as_mut_ptr()) };
 
     // Back here only if the bootstrap refused: nothing was overwritten.
-    d.state
-        .store(SwapState::RolledBack as u32, Ordering::Release);
+    let reason = String::from(text(&guard.failure));
     quiesce::release(parked);
-    x86_64::instructions::interrupts::enable();
-    SwapRefusal::Bootstrap
+    SwapRefusal::Bootstrap(reason)
 }

@@ -6,10 +6,11 @@
 //! (the fixes would be lost silently). The record also tells the new kernel which patch
 //! memory to free.
 
-use super::{kinds, RecordKind, SchemaVersion, StateRecord};
-use crate::wire::{Reader, WireError, Writer};
+use super::kinds;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, crate::Record)]
+#[record(kind = kinds::PATCH_SET, version = 1)]
+#[repr(C)]
 pub struct V1 {
     pub id: u64,
     pub version: u32,
@@ -22,32 +23,6 @@ pub struct V1 {
     pub pages: u32,
     /// Label (NUL-padded UTF-8).
     pub label: [u8; 32],
-}
-
-impl StateRecord for V1 {
-    const KIND: RecordKind = kinds::PATCH_SET;
-    const SCHEMA: SchemaVersion = SchemaVersion::new(1);
-    const SIZE: usize = 8 + 4 + 4 + 4 + 8 + 4 + 32;
-    fn encode(&self, w: &mut Writer<'_>) {
-        w.u64(self.id);
-        w.u32(self.version);
-        w.u32(self.sequence);
-        w.u32(self.sites);
-        w.u64(self.memory);
-        w.u32(self.pages);
-        w.bytes(&self.label);
-    }
-    fn decode(r: &mut Reader<'_>) -> Result<Self, WireError> {
-        Ok(V1 {
-            id: r.u64()?,
-            version: r.u32()?,
-            sequence: r.u32()?,
-            sites: r.u32()?,
-            memory: r.u64()?,
-            pages: r.u32()?,
-            label: r.array()?,
-        })
-    }
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ pub use memory::{ImageBytes, MAX_IMAGE_READ};
 pub use patch::{
     PatchEntry, PatchList, PatchOp, PatchReport, PatchedFunction, MAX_PATCHES, MAX_PATCH_FUNCTIONS,
 };
-pub use snapshot::{Snapshot, TaskSnapshot};
+pub use snapshot::{KindInfo, Snapshot, TaskSnapshot, MAX_CLAUSES, MAX_KINDS};
 pub use stage::StageReport;
 pub use swap::{Conversion, Outcome, PhaseId, PhaseTime, SwapReport};
 

@@ -64,6 +64,11 @@ fn snapshot() -> Snapshot {
                 values: [i.into(); 4],
             })
             .collect(),
+        kinds: vec![KindInfo {
+            id: 1,
+            name: "counter".into(),
+            continuity: vec![[5, 0, 1, 0]],
+        }],
     }
 }
 
@@ -259,8 +264,13 @@ proptest! {
     }
 
     #[test]
-    fn random_snapshots_round_trip(tsc in any::<(u64, u64)>(), tasks in proptest::collection::vec(task(), 0..50)) {
-        let s = Snapshot { tsc_hz: tsc.0, tsc: tsc.1, tasks };
+    fn random_snapshots_round_trip(
+        tsc in any::<(u64, u64)>(),
+        tasks in proptest::collection::vec(task(), 0..50),
+        kinds in proptest::collection::vec((any::<u16>(), "[a-z-]{0,20}", proptest::collection::vec(any::<[u8; 4]>(), 0..=8)), 0..10),
+    ) {
+        let kinds = kinds.into_iter().map(|(id, name, continuity)| KindInfo { id, name, continuity }).collect();
+        let s = Snapshot { tsc_hz: tsc.0, tsc: tsc.1, tasks, kinds };
         prop_assert_eq!(Snapshot::decode(&s.to_vec().unwrap()).unwrap(), s);
     }
 

@@ -11,7 +11,7 @@ use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector
 use x86_64::structures::tss::TaskStateSegment;
 use x86_64::VirtAddr;
 
-use crate::cpu::{CpuId, MAX_CPUS};
+use super::MAX_CPUS;
 
 /// IST slot used by the double-fault handler.
 pub const DOUBLE_FAULT_IST_INDEX: u16 = 0;
@@ -28,15 +28,15 @@ static TSS: [Once<TaskStateSegment>; MAX_CPUS] = [const { Once::new() }; MAX_CPU
 static GDT: [Once<(GlobalDescriptorTable, Selectors)>; MAX_CPUS] =
     [const { Once::new() }; MAX_CPUS];
 
-/// Builds (once) and loads the GDT and TSS of the calling CPU `cpu`, whose double-fault
-/// stack ends at `double_fault_stack_top`.
-pub fn init_this_cpu(cpu: CpuId, double_fault_stack_top: VirtAddr) {
-    let tss = TSS[cpu.index()].call_once(|| {
+/// Builds (once) and loads the GDT and TSS of the calling CPU, the `cpu`-th (below
+/// [`MAX_CPUS`]), whose double-fault stack ends at `double_fault_stack_top`.
+pub fn init_this_cpu(cpu: usize, double_fault_stack_top: VirtAddr) {
+    let tss = TSS[cpu].call_once(|| {
         let mut tss = TaskStateSegment::new();
         tss.interrupt_stack_table[DOUBLE_FAULT_IST_INDEX as usize] = double_fault_stack_top;
         tss
     });
-    let (gdt, selectors) = GDT[cpu.index()].call_once(|| {
+    let (gdt, selectors) = GDT[cpu].call_once(|| {
         let mut gdt = GlobalDescriptorTable::new();
         let code = gdt.append(Descriptor::kernel_code_segment());
         let data = gdt.append(Descriptor::kernel_data_segment());

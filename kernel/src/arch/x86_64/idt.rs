@@ -2,8 +2,9 @@
 //!
 //! Every exception has a handler that names it and stops the kernel through a panic
 //! (which exits QEMU with the failure code); a page fault also prints the faulting
-//! address and error code. Device and IPI vectors forward to [`crate::irq`], which owns
-//! what an interrupt means; this module only owns the vector numbers and the entry stubs.
+//! address and error code. Device vectors call the handlers boot registers with
+//! [`set_handlers`] (the kernel's `irq` module owns what an interrupt means); this module
+//! only owns the vector numbers and the entry stubs, and imports nothing above `arch`.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,6 +33,32 @@ pub mod vector {
 }
 
 static IDT: Once<InterruptDescriptorTable> = Once::new();
+
+/// What the device vectors do: each runs with interrupts disabled, before the end of
+/// interrupt is sent, and must not allocate or take a lock that task code holds with
+/// interrupts enabled.
+#[derive(Debug, Clone, Copy)]
+pub struct Handlers {
+    /// The local APIC timer (every CPU).
+    pub timer: fn(),
+    /// COM1 input (the console).
+    pub com1: fn(),
+    /// COM2 input (the mailbox doorbell).
+    pub com2: fn(),
+}
+
+static HANDLERS: Once<Handlers> = Once::new();
+
+/// Registers the device handlers (boot and resume, before interrupts are enabled).
+pub fn set_handlers(handlers: Handlers) {
+    HANDLERS.call_once(|| handlers);
+}
+
+fn handle(pick: fn(&Handlers) -> fn()) {
+    if let Some(h) = HANDLERS.get() {
+        pick(h)();
+    }
+}
 
 /// Builds the IDT on first use and loads it on the calling CPU.
 pub fn load() {
@@ -155,17 +182,17 @@ extern "x86-interrupt" fn legacy_pic_spurious(_frame: InterruptStackFrame) {
 }
 
 extern "x86-interrupt" fn timer(_frame: InterruptStackFrame) {
-    crate::irq::timer();
+    handle(|h| h.timer);
     apic::end_of_interrupt();
 }
 
 extern "x86-interrupt" fn com1(_frame: InterruptStackFrame) {
-    crate::irq::console_input();
+    handle(|h| h.com1);
     apic::end_of_interrupt();
 }
 
 extern "x86-interrupt" fn com2(_frame: InterruptStackFrame) {
-    crate::irq::doorbell();
+    handle(|h| h.com2);
     apic::end_of_interrupt();
 }
 

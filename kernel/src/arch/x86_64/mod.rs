@@ -26,6 +26,9 @@ pub mod tsc;
 
 use qemu_exit::QEMUExit;
 
+/// Most CPUs the kernel supports (per-CPU tables here and above are this long).
+pub const MAX_CPUS: usize = 16;
+
 /// Index of the calling CPU (0 = bootstrap processor), or 0 before per-CPU data exists.
 pub fn cpu_index() -> usize {
     percpu::current_index()

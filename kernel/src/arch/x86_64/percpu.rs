@@ -1,4 +1,5 @@
-//! Per-CPU pointer: the GS base of each CPU points at that CPU's [`crate::cpu::Cpu`].
+//! Per-CPU pointer: the GS base of each CPU points at that CPU's per-CPU structure (the
+//! kernel's `cpu::Cpu`).
 //!
 //! The structure must start with two machine words: a pointer to itself and the CPU's
 //! index, so that both can be read with one `gs:`-relative load without knowing its type.

@@ -14,7 +14,7 @@ use image_format::mailbox::{Command, Request, Response, ResponseState, Status};
 use super::install::{self, Pause, Rejected};
 use super::Applied;
 use crate::drivers::mailbox::SharedMemory;
-use crate::schema::Service;
+use crate::tasks::update_service::UpdateServiceV1 as Service;
 use crate::tasks::Next;
 use crate::update::jobs::{self, Job};
 
@@ -88,18 +88,17 @@ pub fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next 
     let seq = request.seq;
     match request.command {
         Command::PatchApply => {
-            let Some(data) = mb.data(request.payload_len) else {
-                state.refused += 1;
-                let mut r = Response::new(seq, ResponseState::Done, Status::BadRequest);
-                r.set_message(format_args!(
-                    "payload of {} bytes exceeds the data area",
-                    request.payload_len
-                ));
-                mb.respond(&r);
-                return Next::Period;
-            };
             // Only a private copy is trusted: the host could change the shared memory.
-            let bytes: Vec<u8> = data.to_vec();
+            let bytes: Vec<u8> = match mb.data_to_vec(request.payload_len) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    state.refused += 1;
+                    let mut r = Response::new(seq, ResponseState::Done, Status::BadRequest);
+                    r.set_message(format_args!("{e}"));
+                    mb.respond(&r);
+                    return Next::Period;
+                }
+            };
             match install::prepare(&bytes) {
                 Ok(prepared) => {
                     let mut r = Response::new(seq, ResponseState::InProgress, Status::Accepted);

@@ -1,4 +1,4 @@
-//! Load: lay a staged image out where it will run, before anything stops.
+//! Prepare: lay a staged image out where it will run, before anything stops.
 //!
 //! Two copies are made from the package's segments, each relocated for its base:
 //! - in the staging window, executable, so the new image's bootstrap can run there;
@@ -47,7 +47,7 @@ pub struct ImageSource<'a, I: Iterator<Item = (u64, i64)> + Clone> {
 
 /// A laid-out image, ready for a swap.
 #[derive(Debug, Clone, Copy)]
-pub struct Loaded {
+pub struct Prepared {
     pub identity: ImageRef,
     pub span: u64,
     pub segments: [SegmentDesc; MAX_SEGMENTS],
@@ -64,40 +64,40 @@ pub struct Loaded {
 
 /// Why an image could not be laid out.
 #[derive(Debug)]
-pub enum LoadError {
+pub enum PrepareError {
     TooLarge { span: u64, window: u64 },
     TooManySegments(usize),
     Map(MapError),
     Relocation(RelocError),
 }
 
-impl From<MapError> for LoadError {
+impl From<MapError> for PrepareError {
     fn from(e: MapError) -> Self {
-        LoadError::Map(e)
+        PrepareError::Map(e)
     }
 }
 
-impl core::fmt::Display for LoadError {
+impl core::fmt::Display for PrepareError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            LoadError::TooLarge { span, window } => {
+            PrepareError::TooLarge { span, window } => {
                 write!(
                     f,
                     "image spans {span} bytes; the growth window holds {window}"
                 )
             }
-            LoadError::TooManySegments(n) => write!(
+            PrepareError::TooManySegments(n) => write!(
                 f,
                 "image has {n} segments; at most {MAX_SEGMENTS} are supported"
             ),
-            LoadError::Map(e) => write!(f, "cannot map the image: {e}"),
-            LoadError::Relocation(e) => write!(f, "{e}"),
+            PrepareError::Map(e) => write!(f, "cannot map the image: {e}"),
+            PrepareError::Relocation(e) => write!(f, "{e}"),
         }
     }
 }
 
-/// Span of the current load (in the staging window and the overlay source).
-static LOADED: Mutex<Option<u64>> = Mutex::new(None);
+/// Span of the current preparation (in the staging window and the overlay source).
+static PREPARED: Mutex<Option<u64>> = Mutex::new(None);
 
 /// The page flags of the page at `offset` under `segments`.
 fn page_flags(segments: &[SegmentDesc], offset: u64) -> PageTableFlags {
@@ -125,7 +125,7 @@ fn release_staging_window(span: u64) {
 
 /// Frees the staging window and overlay source of the current load, if any.
 pub fn release_staging() {
-    if let Some(span) = LOADED.lock().take() {
+    if let Some(span) = PREPARED.lock().take() {
         release_staging_window(span);
         memory::with_tables(|t| {
             let _ = t.unmap(OVERLAY_SOURCE.start, span, true);
@@ -142,7 +142,7 @@ pub fn release_staging() {
 pub fn release_after_swap(span: u64, remapped: &[CopyRun], reclaimed: &[u64], mapped_span: u64) {
     // Read once, before any lock is held: `machine::record` takes the frame lock.
     let m = machine::record();
-    let regions = &m.memory_map[..(m.memory_map_len as usize).min(m.memory_map.len())];
+    let regions = m.memory_regions();
     let usable = |phys: u64| {
         regions
             .iter()
@@ -168,7 +168,7 @@ pub fn release_after_swap(span: u64, remapped: &[CopyRun], reclaimed: &[u64], ma
         }
     });
     if mapped_span > span {
-        machine::update(|m| m.image.1 = span);
+        machine::update(|m| m.image.len = span);
     }
     let mut frames = memory::FRAMES.lock();
     if let Some(f) = frames.as_mut() {
@@ -184,31 +184,48 @@ pub fn release_after_swap(span: u64, remapped: &[CopyRun], reclaimed: &[u64], ma
     log::debug!("swap clean-up: {freed} old image frames freed");
 }
 
-fn copy_segments(
-    dest_base: u64,
-    link_base: u64,
+/// A window (the staging window or the overlay source) this module mapped for the
+/// image it lays out.
+///
+/// Invariant: `start..start + span` is mapped writable and belongs to the current
+/// preparation only (the `PREPARED` lock serialises them); one `Window` per range.
+struct Window {
+    start: u64,
     span: u64,
-    segments: &[SegmentSource<'_>],
-) -> &'static mut [u8] {
-    // SAFETY: `span` bytes at dest_base were just mapped writable by `load` and belong
-    // to this load only.
-    let image = unsafe { core::slice::from_raw_parts_mut(dest_base as *mut u8, span as usize) };
-    for s in segments {
-        let at = (s.vaddr - link_base) as usize;
-        image[at..at + s.data.len()].copy_from_slice(s.data);
+}
+
+impl Window {
+    /// # Safety
+    /// - `start..start + span` must be mapped writable, owned by the caller, and have
+    ///   no other view while the window lives.
+    unsafe fn new(start: u64, span: u64) -> Self {
+        Window { start, span }
     }
-    image
+
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: the type's invariant.
+        unsafe { core::slice::from_raw_parts_mut(self.start as *mut u8, self.span as usize) }
+    }
+
+    /// Copies the segments' file bytes in (the rest stays as mapped: zero).
+    fn copy_segments(&mut self, link_base: u64, segments: &[SegmentSource<'_>]) -> &mut [u8] {
+        let image = self.bytes();
+        for s in segments {
+            let at = (s.vaddr - link_base) as usize;
+            image[at..at + s.data.len()].copy_from_slice(s.data);
+        }
+        image
+    }
 }
 
 /// Puts the staging copy's writable segments back as `load` left them (their file
 /// bytes, zeroes, relocations for the staging base), after a dry run may have changed
 /// them.
 pub fn restore_writable<I: Iterator<Item = (u64, i64)> + Clone>(src: &ImageSource<'_, I>) {
-    // SAFETY: the staging window holds this load (`src.span` bytes, mapped by `load`);
-    // only writable segments are written, and nothing runs from them now.
-    let image = unsafe {
-        core::slice::from_raw_parts_mut(STAGING_WINDOW.start as *mut u8, src.span as usize)
-    };
+    // SAFETY: the staging window holds this preparation (`src.span` bytes, mapped by
+    // `prepare`); nothing runs from it now (the dry run is over).
+    let mut window = unsafe { Window::new(STAGING_WINDOW.start, src.span) };
+    let image = window.bytes();
     let writable: alloc::vec::Vec<(u64, u64)> = src
         .segments
         .iter()
@@ -238,17 +255,17 @@ pub fn restore_writable<I: Iterator<Item = (u64, i64)> + Clone>(src: &ImageSourc
 }
 
 /// Lays `src` out in the staging window and the overlay source.
-pub fn load<I: Iterator<Item = (u64, i64)> + Clone>(
+pub fn prepare<I: Iterator<Item = (u64, i64)> + Clone>(
     src: &ImageSource<'_, I>,
-) -> Result<Loaded, LoadError> {
+) -> Result<Prepared, PrepareError> {
     if src.span > KERNEL_IMAGE.len || src.span > STAGING_WINDOW.len {
-        return Err(LoadError::TooLarge {
+        return Err(PrepareError::TooLarge {
             span: src.span,
             window: KERNEL_IMAGE.len,
         });
     }
     if src.segments.len() > MAX_SEGMENTS {
-        return Err(LoadError::TooManySegments(src.segments.len()));
+        return Err(PrepareError::TooManySegments(src.segments.len()));
     }
     release_staging();
     let mut segments = [SegmentDesc::default(); MAX_SEGMENTS];
@@ -263,27 +280,31 @@ pub fn load<I: Iterator<Item = (u64, i64)> + Clone>(
     let segments_used = &segments[..src.segments.len()];
     // The overlay source: the image relocated for the kernel base.
     memory::with_tables(|t| t.map_fresh(OVERLAY_SOURCE.start, src.span, DATA))?;
-    *LOADED.lock() = Some(src.span);
-    let overlay = copy_segments(OVERLAY_SOURCE.start, src.link_base, src.span, src.segments);
+    *PREPARED.lock() = Some(src.span);
+    // SAFETY: just mapped, fresh frames, for this preparation only.
+    let mut overlay_window = unsafe { Window::new(OVERLAY_SOURCE.start, src.span) };
+    let overlay = overlay_window.copy_segments(src.link_base, src.segments);
     relocate(
         overlay,
         src.link_base,
         KERNEL_IMAGE.start - src.link_base,
         src.relocations.clone(),
     )
-    .map_err(LoadError::Relocation)?;
+    .map_err(PrepareError::Relocation)?;
     // The staging window: a second copy, relocated for the staging base, where the new
     // image's bootstrap runs. (Sharing the code frames with the overlay source would
     // save the copy, but measured slower under TCG: docs/BENCHMARKS.md.)
     memory::with_tables(|t| t.map_fresh(STAGING_WINDOW.start, src.span, DATA))?;
-    let staged = copy_segments(STAGING_WINDOW.start, src.link_base, src.span, src.segments);
+    // SAFETY: just mapped, fresh frames, for this preparation only.
+    let mut staging_window = unsafe { Window::new(STAGING_WINDOW.start, src.span) };
+    let staged = staging_window.copy_segments(src.link_base, src.segments);
     relocate(
         staged,
         src.link_base,
         STAGING_WINDOW.start - src.link_base,
         src.relocations.clone(),
     )
-    .map_err(LoadError::Relocation)?;
+    .map_err(PrepareError::Relocation)?;
     memory::with_tables(|t| -> Result<(), MapError> {
         for page in 0..src.span / 4096 {
             let offset = page * 4096;
@@ -297,15 +318,15 @@ pub fn load<I: Iterator<Item = (u64, i64)> + Clone>(
     })?;
 
     // Growth: map the pages the new image needs beyond what is mapped at the base now.
-    let mapped = machine::record().image.1;
+    let mapped = machine::record().image.len;
     if src.span > mapped {
         memory::with_tables(|t| t.map_fresh(KERNEL_IMAGE.start + mapped, src.span - mapped, DATA))?;
-        machine::update(|m| m.image.1 = src.span);
+        machine::update(|m| m.image.len = src.span);
     }
 
     let (copy_runs, copy_run_count, pages_to_copy) =
         differing_pages(src.span, &segments[..src.segments.len()]);
-    Ok(Loaded {
+    Ok(Prepared {
         copy_runs,
         copy_run_count,
         pages_to_copy,

@@ -1,4 +1,4 @@
-//! The update service: the task (pinned to CPU 0) that serves the mailbox.
+//! Mailbox requests: what the update-service task (pinned to CPU 0) does each step.
 //!
 //! Each step it refreshes the status block, finishes what a swap left to report (in a
 //! kernel that has just resumed), advances a staging in progress by one chunk, or reads
@@ -7,7 +7,7 @@
 //! or not newer than `last_seq` is ignored. Work that must stop the other CPUs is handed
 //! to the BSP's checkpoint (`update::jobs`).
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use image_format::mailbox::report::{ImageBytes, Outcome, Report, StageReport, MAX_IMAGE_READ};
 use image_format::mailbox::{
@@ -16,30 +16,22 @@ use image_format::mailbox::{
 use spin::Mutex;
 use updater::handoff::SwapState;
 
-use crate::drivers::mailbox::{self, SharedMemory};
-use crate::schema::Service;
+use crate::drivers::{
+    doorbell,
+    mailbox::{self, SharedMemory},
+};
+use crate::handoff_region;
+use crate::tasks::update_service::UpdateServiceV1 as Service;
 use crate::tasks::Next;
 use crate::time::Duration;
 use crate::update::jobs::{self, Job};
 use crate::update::preflight::Preflight;
 use crate::update::stage::{self, Progress, StagingOp};
-use crate::update::{handoff, load, report};
+use crate::update::{prepare, report};
 
-static KICKED: AtomicBool = AtomicBool::new(false);
 static BEAT: AtomicU64 = AtomicU64::new(0);
 static STAGING: Mutex<Option<StagingOp>> = Mutex::new(None);
 static STATE: Mutex<GuestState> = Mutex::new(GuestState::Running);
-
-/// The doorbell rang: run the service at its next chance.
-pub fn kick() {
-    KICKED.store(true, Ordering::Release);
-}
-
-/// Whether the doorbell rang since the service last ran (the scheduler treats the
-/// service as ready then).
-pub fn kicked() -> bool {
-    KICKED.load(Ordering::Acquire)
-}
 
 /// Sets the state the status block shows.
 pub fn set_state(state: GuestState) {
@@ -77,7 +69,7 @@ fn progress(mb: &SharedMemory, seq: u64, done: u64, total: u64, message: core::f
 
 /// One step of the service.
 pub fn poll(state: &mut Service) -> Next {
-    KICKED.store(false, Ordering::Release);
+    doorbell::answer();
     crate::shell::run_pending();
     let Some(mb) = mailbox::shared() else {
         return Next::Period;
@@ -133,10 +125,10 @@ fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next {
                 *STAGING.lock() = Some(op);
                 Next::After(Duration::ZERO)
             }
-            Err((status, why)) => {
+            Err(refusal) => {
                 state.refused += 1;
-                log::warn!("package refused: {why}");
-                respond(mb, seq, status, format_args!("{why}"), None);
+                log::warn!("package refused: {refusal}");
+                respond(mb, seq, refusal.status, format_args!("{refusal}"), None);
                 Next::Period
             }
         },
@@ -157,13 +149,13 @@ fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next {
                     "hotpatches changed since staging: the staged image was laid out again"
                 ),
                 Ok(false) => {}
-                Err((status, why)) => {
+                Err(refusal) => {
                     state.refused += 1;
                     respond(
                         mb,
                         seq,
-                        status,
-                        format_args!("the staged image could not be laid out again: {why}"),
+                        refusal.status,
+                        format_args!("the staged image could not be laid out again: {refusal}"),
                         None,
                     );
                     return Next::Period;
@@ -178,7 +170,7 @@ fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next {
         }
         Command::Reset => {
             *stage::STAGED.lock() = None;
-            load::release_staging();
+            prepare::release_staging();
             respond(
                 mb,
                 seq,
@@ -216,7 +208,7 @@ fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next {
             Next::Period
         }
         Command::PatchApply | Command::PatchRemove | Command::PatchList => {
-            crate::hotpatch::service::handle(mb, state, request)
+            crate::hotpatch::commands::handle(mb, state, request)
         }
     }
 }
@@ -277,7 +269,7 @@ fn continue_staging(mb: &SharedMemory, state: &mut Service) -> Option<Next> {
                     let mut message = alloc::format!(
                         "accepted {} ({} pages to overlay); {verdict}",
                         s.summary,
-                        s.loaded.pages_to_copy
+                        s.prepared.pages_to_copy
                     );
                     for drop in &s.drops {
                         message.push_str("; ");
@@ -297,10 +289,10 @@ fn continue_staging(mb: &SharedMemory, state: &mut Service) -> Option<Next> {
                         );
                     }
                 }
-                Err((status, why)) => {
+                Err(refusal) => {
                     state.refused += 1;
-                    log::warn!("package refused: {why}");
-                    respond(mb, seq, status, format_args!("{why}"), None);
+                    log::warn!("package refused: {refusal}");
+                    respond(mb, seq, refusal.status, format_args!("{refusal}"), None);
                 }
             }
             Some(Next::Period)
@@ -312,18 +304,18 @@ fn continue_staging(mb: &SharedMemory, state: &mut Service) -> Option<Next> {
 /// reports the swap to the host, records its downtime in the history, and frees what
 /// the old kernel loaded. Returns whether it reported.
 fn finish_swap(mb: &SharedMemory) -> bool {
-    let d = handoff::descriptor();
-    if d.state.load(Ordering::Acquire) != SwapState::Resumed as u32 {
+    let mut guard = handoff_region::descriptor();
+    if guard.state.load(Ordering::Acquire) != SwapState::Resumed as u32 {
         return false;
     }
     if crate::cpu::online_count() < crate::cpu::count() {
         return false; // an AP has not scheduled yet: the downtime is not over
     }
-    let r = report::swap_report(&d, Outcome::Applied);
+    let r = report::swap_report(&guard, Outcome::Applied);
     crate::history::set_own_downtime(r.downtime_ns);
+    let (d, areas) = guard.areas();
     // The previous kernel's hotpatches never run here: free their memory.
-    // SAFETY: the converted records are not written again before the next swap.
-    let converted = unsafe { handoff::area(updater::handoff::CONVERTED_OFFSET, d.converted.1) };
+    let converted = &areas.converted[..(d.converted.1 as usize).min(areas.converted.len())];
     if let Ok(set) = updater::recordset::RecordSet::parse(converted) {
         if let Some(record) = set.find(image_format::kinds::PATCH_SET) {
             let patches: alloc::vec::Vec<_> = record
@@ -350,21 +342,19 @@ fn finish_swap(mb: &SharedMemory) -> bool {
     d.state.store(SwapState::Reported as u32, Ordering::Release);
     let span = d.new_image.span;
     let remapped = if d.overlay_method == updater::handoff::OverlayMethod::Remap as u32 {
-        &d.copy_runs[..d.copy_run_count as usize]
+        &d.copy_runs[..(d.copy_run_count as usize).min(d.copy_runs.len())]
     } else {
         &[][..]
     };
-    let runs: alloc::vec::Vec<_> = remapped.to_vec();
-    let count = (d.reclaim_count as usize).min(updater::handoff::MAX_RECLAIM);
+    let count = (d.reclaim_count as usize).min(areas.reclaim.len());
     let mapped_span = d.mapped_span;
-    drop(d);
-    // SAFETY: the reclaim area is not written again before the next swap.
-    let reclaimed = unsafe { handoff::area(updater::handoff::RECLAIM_OFFSET, count as u64 * 8) };
-    let reclaimed: alloc::vec::Vec<u64> = reclaimed
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-        .collect();
-    load::release_after_swap(span, &runs, &reclaimed, mapped_span.max(span));
+    prepare::release_after_swap(
+        span,
+        remapped,
+        &areas.reclaim[..count],
+        mapped_span.max(span),
+    );
+    drop(guard);
     let to = r.to;
     respond(
         mb,

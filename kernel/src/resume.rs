@@ -3,19 +3,23 @@
 //! `hk_resume` is entered from the overlay on the hand-off stack; it moves to the BSP's
 //! own stack and runs [`resume_main`], which follows `boot::kernel_main`'s order but
 //! adopts instead of discovering: the machine record replaces the boot information and
-//! the MADT, the hand-off records replace the demo workload. Then it releases the parked
-//! CPUs into `hk_ap_resume`, and everyone schedules again.
+//! the MADT, the hand-off records replace the demo workload. It releases the parked
+//! CPUs into [`hk_ap_resume`] as soon as their per-CPU state exists, imports the tasks,
+//! meets the initialisation requirements, and everyone schedules again.
 
 use core::sync::atomic::Ordering;
 
-use updater::handoff::{Descriptor, SwapState, CONVERTED_OFFSET};
+use updater::handoff::{Descriptor, SwapState};
 use updater::recordset::RecordSet;
 
 use crate::arch::tsc;
 use crate::cpu::{self, CpuId};
 use crate::memory::{self, frames::FrameBitmap, layout::stack_top};
-use crate::update::{handoff, import};
-use crate::{console, drivers, interrupts as routing, machine, quiesce, sched, smp, time};
+use crate::update::import;
+use crate::{
+    boot, console, drivers, handoff_region, interrupts as routing, machine, quiesce, sched, smp,
+    time,
+};
 
 core::arch::global_asm!(
     r#"
@@ -31,12 +35,13 @@ hk_resume:
 );
 
 /// The new kernel's main line after a swap (BSP, interrupts off, on its own stack).
-extern "C" fn resume_main(descriptor: *mut Descriptor) -> ! {
-    // SAFETY: the overlay passes the hand-off descriptor, valid for the kernel's life.
-    let d = unsafe { &mut *descriptor };
-    // SAFETY: the converted area belongs to this kernel until the next update.
-    let bytes = unsafe { handoff::area(CONVERTED_OFFSET, d.converted.1) };
-    let set = RecordSet::parse(bytes).expect("converted records (checked by the bootstrap)");
+/// The overlay passes the hand-off descriptor; this kernel reaches it through its own
+/// guard (its lock, in this image's statics, is free).
+extern "C" fn resume_main(_descriptor: *mut Descriptor) -> ! {
+    let mut guard = handoff_region::descriptor();
+    let (d, areas) = guard.areas();
+    let converted = &areas.converted[..(d.converted.1 as usize).min(areas.converted.len())];
+    let set = RecordSet::parse(converted).expect("converted records (checked by the bootstrap)");
     let m = import::machine(&set);
 
     console::init(log::LevelFilter::Info);
@@ -53,13 +58,14 @@ extern "C" fn resume_main(descriptor: *mut Descriptor) -> ! {
         )
     };
     machine::adopt(m);
+    boot::register_hooks();
     smp::register_cpus(false).expect("CPU stacks exist after a swap");
     smp::init_this_cpu(cpu::get(CpuId::BSP).expect("BSP registered"));
-    handoff::fill_park_slots();
+    handoff_region::fill_park_slots();
 
     // Release the parked CPUs now: each sets itself up in this kernel while the BSP
     // imports the tasks (they find their queues filling, or idle until woken).
-    let control = handoff::park_control();
+    let control = handoff_region::park_control();
     let generation = control.request.load(Ordering::Acquire);
     control.resume_entry.store(
         hk_ap_resume as extern "C" fn(u64) -> ! as usize as u64,
@@ -74,20 +80,22 @@ extern "C" fn resume_main(descriptor: *mut Descriptor) -> ! {
     drivers::mailbox::adopt();
     import::tasks(&set);
     crate::history::adopt(import::history(&set), 0, d.request_seq);
-    crate::tasks::meet_init_requirements(d.init_requirements);
+    import::meet_init_requirements(d.init_requirements);
     d.tasks_after = sched::task_count() as u32;
     // Every task is on a queue: wake the CPUs that idled while the queues filled.
     quiesce::wake_parked(cpu::count() - 1);
     d.clock.reinitialised.store(tsc::read(), Ordering::Relaxed);
     d.state.store(SwapState::Resumed as u32, Ordering::Release);
+    let self_test = d.request_seq == crate::selftest::SELF_SWAP_SEQ;
+    drop(guard);
     x86_64::instructions::interrupts::enable();
-    if d.request_seq == crate::selftest::SELF_SWAP_SEQ {
+    if self_test {
         // Let the BSP's own loop mark it scheduling, then finish the self-test.
-        crate::update::handoff::park_control().slots[0]
+        handoff_region::park_control().slots[0]
             .resumed_tsc
             .store(tsc::read(), Ordering::Relaxed);
         wait_all_scheduling();
-        crate::selftest::after_self_swap(d);
+        crate::selftest::after_self_swap();
     }
     sched::run()
 }

@@ -1,0 +1,185 @@
+//! The hand-off region, as this kernel reaches it: the descriptor, the park control
+//! block and the areas of the record sets (layout in `updater::handoff`).
+//!
+//! The descriptor is written only by the CPU coordinating an update (the BSP), while
+//! every other CPU is parked or not yet interested, so [`descriptor`] hands out a
+//! mutable view under a lock. The record areas (exported and converted sets, the
+//! frames the overlay reclaimed) belong to whoever holds that lock: they are reached
+//! only through the guard ([`DescriptorGuard::areas`]), so two views of them cannot
+//! coexist. The park control block is all atomics and is shared.
+//!
+//! The one exception is the new image's bootstrap, which runs with that image's own
+//! statics (its lock is not this one): the old kernel holds the guard while it runs,
+//! and the bootstrap reaches the areas through [`RecordAreas::for_bootstrap`].
+
+use spin::{Mutex, MutexGuard};
+use updater::handoff::{
+    Descriptor, ParkControl, CONVERTED_OFFSET, CONVERTED_SIZE, DESCRIPTOR_MAGIC, DESCRIPTOR_OFFSET,
+    EXPORT_OFFSET, EXPORT_SIZE, HANDOFF_ABI_VERSION, MAX_RECLAIM, PARK_CONTROL_OFFSET,
+    PARK_GDT_OFFSET, PARK_IDT_OFFSET, PARK_STUB_OFFSET, RECLAIM_OFFSET, REGION_SIZE,
+};
+use x86_64::structures::paging::PageTableFlags;
+
+use crate::arch::{apic, park};
+use crate::cpu;
+use crate::memory::{
+    self,
+    layout::{stack_top, HANDOFF},
+};
+
+const _: () = assert!(HANDOFF.len >= REGION_SIZE);
+const _: () = assert!(EXPORT_OFFSET + EXPORT_SIZE <= CONVERTED_OFFSET);
+
+static DESCRIPTOR_LOCK: Mutex<()> = Mutex::new(());
+
+/// Exclusive access to the descriptor and the record areas.
+pub struct DescriptorGuard {
+    _lock: MutexGuard<'static, ()>,
+}
+
+fn descriptor_ptr() -> *mut Descriptor {
+    (HANDOFF.start + DESCRIPTOR_OFFSET) as *mut Descriptor
+}
+
+impl core::ops::Deref for DescriptorGuard {
+    type Target = Descriptor;
+    fn deref(&self) -> &Descriptor {
+        // Descriptor is plain data, valid for any bit pattern of its integer fields.
+        // SAFETY: its page is mapped for the kernel's life and initialised at first boot;
+        // the lock excludes other mutable views.
+        unsafe { &*descriptor_ptr() }
+    }
+}
+
+impl core::ops::DerefMut for DescriptorGuard {
+    fn deref_mut(&mut self) -> &mut Descriptor {
+        // SAFETY: as in `deref`; the lock makes this view unique.
+        unsafe { &mut *descriptor_ptr() }
+    }
+}
+
+impl DescriptorGuard {
+    /// The descriptor and the record areas, both borrowed from the guard.
+    pub fn areas(&mut self) -> (&mut Descriptor, RecordAreas<'_>) {
+        // SAFETY: the guard gives exclusive access to the descriptor and the areas
+        // (module doc); the areas are disjoint from the descriptor's page.
+        unsafe { (&mut *descriptor_ptr(), RecordAreas::new()) }
+    }
+
+    /// The descriptor as the bootstrap's argument (valid while the guard is held).
+    pub fn as_mut_ptr(&mut self) -> *mut Descriptor {
+        descriptor_ptr()
+    }
+}
+
+/// The update descriptor (exclusive).
+pub fn descriptor() -> DescriptorGuard {
+    DescriptorGuard {
+        _lock: DESCRIPTOR_LOCK.lock(),
+    }
+}
+
+/// The byte areas of the region that hold record sets and the reclaim list.
+///
+/// Invariant: at most one `RecordAreas` is alive at a time, handed out by the
+/// [`DescriptorGuard`] (or, in the bootstrap, by the old kernel's guard it runs under).
+pub struct RecordAreas<'a> {
+    /// The exported record set's area (`EXPORT_SIZE` bytes).
+    pub export: &'a mut [u8],
+    /// The converted record set's area (`CONVERTED_SIZE` bytes).
+    pub converted: &'a mut [u8],
+    /// Frames the overlay unmapped from the image (`MAX_RECLAIM` physical addresses).
+    pub reclaim: &'a mut [u64],
+}
+
+impl<'a> RecordAreas<'a> {
+    /// # Safety
+    /// - no other view of the areas may be alive (the type's invariant).
+    unsafe fn new() -> Self {
+        let at = |offset: u64| (HANDOFF.start + offset) as *mut u8;
+        // SAFETY: the three areas lie inside the mapped region and are disjoint
+        // (`updater::handoff` layout, checked above); exclusivity is the caller's
+        // contract; the reclaim area is 8-byte aligned and any bit pattern is a u64.
+        unsafe {
+            RecordAreas {
+                export: core::slice::from_raw_parts_mut(at(EXPORT_OFFSET), EXPORT_SIZE as usize),
+                converted: core::slice::from_raw_parts_mut(
+                    at(CONVERTED_OFFSET),
+                    CONVERTED_SIZE as usize,
+                ),
+                reclaim: core::slice::from_raw_parts_mut(
+                    at(RECLAIM_OFFSET) as *mut u64,
+                    MAX_RECLAIM,
+                ),
+            }
+        }
+    }
+
+    /// The areas for the new image's bootstrap, which cannot take this image's lock.
+    ///
+    /// # Safety
+    /// - called by the bootstrap entry only, under the contract of `hk_bootstrap`: the
+    ///   old kernel holds its descriptor guard and waits, every other CPU is parked.
+    pub unsafe fn for_bootstrap() -> Self {
+        // SAFETY: forwarded contract: the old kernel's guard makes this view unique.
+        unsafe { Self::new() }
+    }
+}
+
+/// The park control block.
+pub fn park_control() -> &'static ParkControl {
+    // SAFETY: mapped for the kernel's life, initialised at first boot; all fields that
+    // change while CPUs run are atomics.
+    unsafe { &*((HANDOFF.start + PARK_CONTROL_OFFSET) as *const ParkControl) }
+}
+
+/// Address of the installed park stub's entry.
+pub fn park_entry() -> u64 {
+    park::entry_address(HANDOFF.start + PARK_STUB_OFFSET)
+}
+
+/// First boot: write the descriptor header, install the park stub and its tables, and
+/// fill every CPU's park slot.
+pub fn init_first_boot() {
+    {
+        let mut d = descriptor();
+        d.magic = DESCRIPTOR_MAGIC;
+        d.abi_version = HANDOFF_ABI_VERSION;
+    }
+    // SAFETY: the control block page is mapped writable and no CPU is parked yet.
+    let control = unsafe { &mut *((HANDOFF.start + PARK_CONTROL_OFFSET) as *mut ParkControl) };
+    control
+        .ignore_cpu
+        .store(u32::MAX, core::sync::atomic::Ordering::Relaxed);
+    let stub = HANDOFF.start + PARK_STUB_OFFSET;
+    // SAFETY: the three pages are in the hand-off region, mapped writable, and no CPU is
+    // parked during first boot.
+    unsafe {
+        park::install(
+            stub,
+            HANDOFF.start + PARK_GDT_OFFSET,
+            HANDOFF.start + PARK_IDT_OFFSET,
+            control,
+            apic::eoi_address(),
+        )
+    };
+    let rx = PageTableFlags::PRESENT;
+    if let Err(e) = memory::with_tables(|t| t.set_flags(stub, 4096, rx)) {
+        panic!("cannot make the park stub executable: {e}");
+    }
+    fill_park_slots();
+}
+
+/// Records each CPU's index and stack in its park slot (first boot and resume).
+pub fn fill_park_slots() {
+    let control = park_control();
+    for c in cpu::all() {
+        let slot = &control.slots[c.id.index()];
+        slot.cpu_index
+            .store(c.id.index() as u64, core::sync::atomic::Ordering::Relaxed);
+        slot.stack_top.store(
+            stack_top(c.id.index()),
+            core::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
