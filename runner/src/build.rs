@@ -1,5 +1,7 @@
 //! Kernel builds: `cargo build -p kernel` for one variant, and the copy of its ELF to
-//! `target/hotkernel/kernels/<variant>/kernel.elf`.
+//! `target/hotkernel/kernels/<variant>/kernel.elf`. `v1` is this tree's kernel, built
+//! in place; every other variant is built in its own tree, this tree with the
+//! variant's edit file applied (`variant::prepare`).
 //!
 //! All variants share one cargo target directory (`target/kernel`), so the ELF cargo
 //! uplifts to `target/kernel/x86_64-unknown-none/kernel/kernel` belongs to whichever
@@ -22,17 +24,17 @@ use crate::workspace;
 /// The cargo profile every kernel is built with (see the root `Cargo.toml`).
 pub const KERNEL_PROFILE: &str = "kernel";
 
-/// A kernel build variant: `v1` (no feature) or the name of a kernel cargo feature
-/// (`v2`, `v3`, `broken`, `incompatible`, `twin`, `patch-a` … `patch-e`).
+/// A kernel build variant: `v1` (this tree's kernel) or the name of an edit file in
+/// `tests/variants/` (`v2`, `v3`, `broken`, `incompatible`, `twin`, `patch-a` …).
 ///
 /// Invariant: the name is non-empty and made of `[a-z0-9_-]` only, so it is safe as a
-/// directory name and a cargo feature. Whether the kernel has the feature is checked
-/// when building ([`Error::UnknownVariant`]).
+/// directory name and a package version's build metadata. Whether the edit file exists
+/// is checked when building ([`Error::UnknownVariant`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Variant(String);
 
 impl Variant {
-    /// The default kernel, built without features.
+    /// This tree's kernel.
     pub const DEFAULT: &'static str = "v1";
 
     /// The default kernel, `v1`.
@@ -40,7 +42,7 @@ impl Variant {
         Variant(Self::DEFAULT.to_owned())
     }
 
-    /// Checks the name's spelling (not that the kernel has such a feature).
+    /// Checks the name's spelling (not that an edit file of that name exists).
     pub fn try_new(name: &str) -> Result<Self> {
         let ok = !name.is_empty()
             && name
@@ -61,9 +63,9 @@ impl Variant {
         &self.0
     }
 
-    /// The kernel cargo feature that selects this variant (`None` for `v1`).
-    pub fn feature(&self) -> Option<&str> {
-        (self.0 != Self::DEFAULT).then_some(self.0.as_str())
+    /// Whether this is this tree's own kernel (`v1`), built without an edit.
+    pub fn is_default(&self) -> bool {
+        self.0 == Self::DEFAULT
     }
 }
 
@@ -126,22 +128,18 @@ pub fn build_kernel_cached_with(variant: &Variant, output: CargoOutput) -> Resul
 }
 
 /// Builds a variant: `cargo build -p kernel --target x86_64-unknown-none --profile
-/// kernel --target-dir target/kernel [--features <variant>]`, then copies the ELF to
-/// `target/hotkernel/kernels/<variant>/kernel.elf`, both under the build lock.
+/// kernel --target-dir target/kernel` in this tree (`v1`) or in the variant's tree,
+/// then copies the ELF to `target/hotkernel/kernels/<variant>/kernel.elf`, both under
+/// the build lock.
 pub fn build_kernel_with(variant: &Variant, output: CargoOutput) -> Result<BuiltKernel> {
     let root = workspace::root();
-    let known = kernel_features(&root)?;
-    if let Some(feature) = variant.feature() {
-        if !known.iter().any(|f| f == feature) {
-            return Err(Error::UnknownVariant {
-                name: variant.to_string(),
-                known: known_list(&known),
-            });
-        }
-    }
-
     let _lock = BuildLock::acquire()?;
-    run_cargo(&root, variant, output)?;
+    let tree = if variant.is_default() {
+        root.clone()
+    } else {
+        crate::variant::prepare(&root, variant.name())?
+    };
+    run_cargo(&tree, &root, variant, output)?;
 
     let built = root
         .join("target/kernel")
@@ -158,10 +156,11 @@ pub fn build_kernel_with(variant: &Variant, output: CargoOutput) -> Result<Built
     })
 }
 
-fn run_cargo(root: &Path, variant: &Variant, output: CargoOutput) -> Result<()> {
+/// `cargo build` of the kernel in the workspace at `tree`, into `root`'s target/kernel.
+fn run_cargo(tree: &Path, root: &Path, variant: &Variant, output: CargoOutput) -> Result<()> {
     let mut cargo = Command::new("cargo");
     cargo
-        .current_dir(root)
+        .current_dir(tree)
         .args([
             "build",
             "-p",
@@ -179,9 +178,6 @@ fn run_cargo(root: &Path, variant: &Variant, output: CargoOutput) -> Result<()> 
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_BUILD_RUSTFLAGS");
-    if let Some(feature) = variant.feature() {
-        cargo.args(["--features", feature]);
-    }
     let what = format!("run `cargo build` for kernel variant `{variant}`");
     let (status, text) = match output {
         CargoOutput::Inherit => {
@@ -253,46 +249,11 @@ fn copy_if_changed(from: &Path, to: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("rename {} to {}", tmp.display(), to.display()), e))
 }
 
-/// The kernel's cargo features (`[features]` in `kernel/Cargo.toml`), i.e. the variants
-/// besides `v1`.
-pub fn kernel_features(root: &Path) -> Result<Vec<String>> {
-    let manifest = root.join("kernel/Cargo.toml");
-    let text = fs::read_to_string(&manifest)
-        .map_err(|e| Error::io(format!("read {}", manifest.display()), e))?;
-    Ok(parse_features(&text))
-}
-
-fn parse_features(manifest: &str) -> Vec<String> {
-    let mut in_features = false;
-    let mut features = Vec::new();
-    for line in manifest.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_features = line == "[features]";
-        } else if in_features {
-            if let Some((key, _)) = line.split_once('=') {
-                let key = key.trim().trim_matches('"');
-                if !key.is_empty() && !key.starts_with('#') && key != "default" {
-                    features.push(key.to_owned());
-                }
-            }
-        }
-    }
-    features
-}
-
-/// Every variant name: `v1` and the kernel's features (best effort, for messages).
+/// Every variant name: `v1` and the edit files in `tests/variants/` (for messages).
 pub fn known_variants() -> Vec<String> {
-    let features = kernel_features(&workspace::root()).unwrap_or_default();
     std::iter::once(Variant::DEFAULT.to_owned())
-        .chain(features)
+        .chain(crate::variant::known(&workspace::root()))
         .collect()
-}
-
-fn known_list(features: &[String]) -> String {
-    std::iter::once(Variant::DEFAULT)
-        .chain(features.iter().map(String::as_str))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]
@@ -301,43 +262,18 @@ mod tests {
 
     #[test]
     fn variant_names_are_checked() {
-        assert_eq!(
-            Variant::try_new("patch-a").unwrap().feature(),
-            Some("patch-a")
-        );
-        assert_eq!(Variant::v1().feature(), None);
+        assert!(!Variant::try_new("patch-a").unwrap().is_default());
+        assert!(Variant::v1().is_default());
         assert!(Variant::try_new("").is_err());
         assert!(Variant::try_new("../v2").is_err());
         assert!(Variant::try_new("V2").is_err());
     }
 
     #[test]
-    fn reads_features_from_the_manifest() {
-        let manifest = r#"
-[package]
-name = "kernel"
-
-[features]
-# comment
-default = []
-v2 = []
-"patch-a" = []
-broken = ["v2"]
-
-[dependencies]
-log = "0.4"
-"#;
-        assert_eq!(parse_features(manifest), ["v2", "patch-a", "broken"]);
-    }
-
-    #[test]
-    fn the_real_kernel_has_the_documented_variants() {
-        let features = kernel_features(&workspace::root()).unwrap();
-        for v in ["v2", "v3", "broken"] {
-            assert!(
-                features.iter().any(|f| f == v),
-                "kernel lacks feature {v}: {features:?}"
-            );
+    fn the_tree_has_the_documented_variants() {
+        let known = known_variants();
+        for v in ["v1", "v2", "v3", "twin", "broken", "incompatible", "patch-a"] {
+            assert!(known.iter().any(|k| k == v), "no variant {v}: {known:?}");
         }
     }
 

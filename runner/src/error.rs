@@ -41,9 +41,23 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// The kernel does not have a cargo feature of this name.
-    #[error("unknown kernel variant `{name}`: known variants are {known}")]
+    /// No edit file of this name in `tests/variants/`.
+    #[error("unknown kernel variant `{name}`: known variants are {known} (edit files in tests/variants/)")]
     UnknownVariant { name: String, known: String },
+
+    /// A variant's edit file does not apply to this tree (it was written against other
+    /// sources): git's message and the rejected hunks.
+    #[error("variant `{variant}`: its edit file {edit} does not apply to this tree: {message}{}", rejected_suffix(.rejected))]
+    VariantEdit {
+        variant: String,
+        edit: String,
+        message: String,
+        rejected: String,
+    },
+
+    /// A program the runner needs is not installed.
+    #[error("`{tool}` was not found: {install}")]
+    MissingTool { tool: String, install: String },
 
     /// `cargo build` of the kernel failed; `output` is cargo's own output (empty when it
     /// already went to the terminal).
@@ -149,5 +163,13 @@ fn tail_suffix(tail: &str) -> String {
         "; the guest printed nothing on its serial console".to_owned()
     } else {
         format!("; last serial lines:\n{tail}")
+    }
+}
+
+fn rejected_suffix(rejected: &str) -> String {
+    if rejected.is_empty() {
+        String::new()
+    } else {
+        format!("\nrejected hunks (update the edit file: scripts/variant.sh edit <name>):\n{rejected}")
     }
 }

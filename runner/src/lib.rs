@@ -8,6 +8,7 @@
 //! | --- | --- |
 //! | [`toolchain`] | is the host ready (QEMU, pinned nightly, components)? |
 //! | [`build`] | kernel builds, one per variant |
+//! | [`variant`] | variants as edit files applied to a scratch copy of the tree |
 //! | [`coldpatch`] | applied hotpatches kept for a VM's next boot (double rename) |
 //! | [`continuity`] | did every task carry on across an update (two snapshots)? |
 //! | [`diskimage`] | BIOS boot images |
@@ -39,6 +40,7 @@ pub mod report;
 pub mod serial;
 pub mod toolchain;
 pub mod update;
+pub mod variant;
 pub mod vm;
 pub mod workspace;
 
