@@ -1,7 +1,8 @@
 //! What a hotpatch must never carry, as checks over the two analysed builds:
 //!
-//! - the swap/patch machinery: functions under `kernel::update::`, `kernel::quiesce::`,
-//!   `kernel::arch::x86_64::park`, `updater::`, and every `hk_*` symbol;
+//! - the swap/patch machinery: functions under `kernel::update::`, `kernel::resume::`,
+//!   `kernel::quiesce::`, `kernel::handoff_region::`, `kernel::arch::x86_64::park`,
+//!   `updater::`, and every `hk_*` symbol;
 //! - the hand-off record code (`Record`/`Field` impls from `#[derive(Record)]`, converter
 //!   steps): a new or changed
 //!   one means a state record's layout changed;
@@ -21,7 +22,9 @@ use super::verdict::{Note, Reason, StaticChange, Which};
 /// Path prefixes of the swap/patch machinery.
 pub(crate) const MACHINERY: &[&str] = &[
     "kernel::update::",
+    "kernel::resume::",
     "kernel::quiesce::",
+    "kernel::handoff_region::",
     "kernel::arch::x86_64::park",
     "updater::",
 ];

@@ -195,7 +195,7 @@ fn an_unknown_format_version_is_refused_as_unsupported_format() {
 
 #[test]
 fn an_image_for_an_unreachable_schema_is_refused_as_schema_unconvertible() {
-    // The `incompatible` variant reads task-table v5 and converts only from v4.
+    // The `incompatible` variant reads task-table v5 and carries no converter to it.
     let refused = expect_refusal(
         "an_image_for_an_unreachable_schema_is_refused_as_schema_unconvertible",
         &package("incompatible"),

@@ -406,11 +406,12 @@ fn a_failure_after_the_export_rolls_back_with_state_intact() {
     swap_to(&mut g, &format!("{name} (then)"), "v2", &[], 1);
 }
 
-/// The `broken` image claims a task-table v1 converter its bootstrap lacks: its
-/// reconciliation fails and the swap rolls back, naming the missing converter.
+/// The `broken` image's task-table converter refuses every entry (a converter bug):
+/// staging accepts the image, its reconciliation fails at the swap and the swap rolls
+/// back, naming the converter.
 #[test]
-fn a_bootstrap_without_its_converter_rolls_back_with_state_intact() {
-    let name = "a_bootstrap_without_its_converter_rolls_back_with_state_intact";
+fn a_bootstrap_whose_converter_fails_rolls_back_with_state_intact() {
+    let name = "a_bootstrap_whose_converter_fails_rolls_back_with_state_intact";
     let mut g = Guest::boot(VmConfig::variant("v1").cpus(2));
     g.stage_ok(&package("broken"));
     let reason = expect_failed_swap(
@@ -423,7 +424,7 @@ fn a_bootstrap_without_its_converter_rolls_back_with_state_intact() {
     );
     assert!(
         reason.contains("task-table") && reason.contains("convert"),
-        "the reason names the missing converter: {reason}"
+        "the reason names the failing converter: {reason}"
     );
     swap_to(&mut g, &format!("{name} (then v2)"), "v2", &[], 1);
 }
