@@ -13,7 +13,7 @@ use updater::convert::Step;
 use updater::reconcile::{Image, RecordDecl};
 use updater::records::{history, machine, patch_set, TaskKind};
 
-use crate::sched::TaskEntry;
+use crate::sched::{self, TaskEntry};
 use crate::tasks::{self, pipeline};
 
 /// This image's version and label.
@@ -41,7 +41,8 @@ const CAPS_REQUIRED: Capabilities = Capabilities::HANDOFF_V1
     .union(Capabilities::PARK_STUB_V1)
     .union(Capabilities::FRAME_BITMAP_V1);
 
-/// The update machinery's records, in the versions this image reads and writes.
+/// The update machinery's records, in the versions this image reads and writes (the
+/// task table's version and converters are the scheduler's: `sched/task.rs`).
 const SYSTEM_RECORDS: &[RecordDecl] = &[
     RecordDecl::of::<machine::V1>(false),
     RecordDecl::of::<TaskEntry>(false),
@@ -49,9 +50,6 @@ const SYSTEM_RECORDS: &[RecordDecl] = &[
     RecordDecl::of::<history::V1>(false),
     RecordDecl::of::<patch_set::V1>(false),
 ];
-
-/// Converters of the machinery's records this image carries.
-const SYSTEM_STEPS: &[Step] = &[];
 
 /// Every record kind this image reads: the machinery's, then each task kind's state.
 pub const RECORDS: [RecordDecl; SYSTEM_RECORDS.len() + tasks::STATE_RECORDS.len()] = {
@@ -71,7 +69,7 @@ pub const RECORDS: [RecordDecl; SYSTEM_RECORDS.len() + tasks::STATE_RECORDS.len(
 
 /// Every converter this image carries, by kind.
 pub const STEPS: [&[Step]; 1 + tasks::STEPS.len()] = {
-    let mut all = [SYSTEM_STEPS; 1 + tasks::STEPS.len()];
+    let mut all = [sched::TASK_TABLE_STEPS; 1 + tasks::STEPS.len()];
     let mut i = 0;
     while i < tasks::STEPS.len() {
         all[1 + i] = tasks::STEPS[i];

@@ -272,7 +272,15 @@ mod tests {
     #[test]
     fn the_tree_has_the_documented_variants() {
         let known = known_variants();
-        for v in ["v1", "v2", "v3", "twin", "broken", "incompatible", "patch-a"] {
+        for v in [
+            "v1",
+            "v2",
+            "v3",
+            "twin",
+            "broken",
+            "incompatible",
+            "patch-a",
+        ] {
             assert!(known.iter().any(|k| k == v), "no variant {v}: {known:?}");
         }
     }

@@ -170,6 +170,8 @@ fn rejected_suffix(rejected: &str) -> String {
     if rejected.is_empty() {
         String::new()
     } else {
-        format!("\nrejected hunks (update the edit file: scripts/variant.sh edit <name>):\n{rejected}")
+        format!(
+            "\nrejected hunks (update the edit file: scripts/variant.sh edit <name>):\n{rejected}"
+        )
     }
 }

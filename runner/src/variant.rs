@@ -188,7 +188,8 @@ fn apply(
             if let Some(bytes) = sources.get(rel) {
                 let to = scratch.join(rel);
                 if let Some(parent) = to.parent() {
-                    fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
+                    fs::create_dir_all(parent)
+                        .map_err(io(format!("create {}", parent.display())))?;
                 }
                 fs::write(&to, bytes).map_err(io(format!("write {}", to.display())))?;
             }
@@ -325,10 +326,8 @@ mod tests {
     use super::*;
 
     fn temp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "hotkernel-variant-{name}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("hotkernel-variant-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         dir
@@ -341,8 +340,8 @@ mod tests {
         let names = known(&root);
         assert!(names.iter().any(|n| n == "v2"), "{names:?}");
         for name in names {
-            let edited = apply(&name, &edit_file(&root, &name), &files)
-                .unwrap_or_else(|e| panic!("{e}"));
+            let edited =
+                apply(&name, &edit_file(&root, &name), &files).unwrap_or_else(|e| panic!("{e}"));
             assert!(!edited.is_empty(), "{name} edits nothing");
         }
     }
@@ -359,7 +358,10 @@ mod tests {
         let files = sources(&workspace::root()).unwrap();
         let e = apply("stale-test", &patch, &files).unwrap_err().to_string();
         assert!(e.contains("variant `stale-test`"), "{e}");
-        assert!(e.contains("-this line is not in main.rs"), "the rejected hunk: {e}");
+        assert!(
+            e.contains("-this line is not in main.rs"),
+            "the rejected hunk: {e}"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -373,8 +375,13 @@ mod tests {
         )
         .unwrap();
         let files = sources(&workspace::root()).unwrap();
-        let e = apply("outside-test", &patch, &files).unwrap_err().to_string();
-        assert!(e.contains("outside the crates a kernel build compiles"), "{e}");
+        let e = apply("outside-test", &patch, &files)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("outside the crates a kernel build compiles"),
+            "{e}"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -579,3 +579,51 @@ fn a_patch_applied_after_staging_does_not_survive_into_the_new_kernel() {
         "the new kernel's counters add 1 per step: {strides:?}"
     );
 }
+
+/// A kind added the way a developer adds one — the `clock` variant's edit: the kind's
+/// file, one line in the list of kinds, the image's version; at most three files — is
+/// swapped in live: the swap's initialisation creates its first tasks, which run, are
+/// named by the running image (the host was not built with the kind) and continue by
+/// their own declared rule.
+#[test]
+fn a_task_kind_added_by_an_edit_of_three_files_arrives_live_and_runs() {
+    let name = "a_task_kind_added_by_an_edit_of_three_files_arrives_live_and_runs";
+    let clock = TaskKind::from_raw(9);
+    let edit = hotkernel::variant::edit_file(&hotkernel::workspace::root(), "clock");
+    let text = std::fs::read_to_string(&edit).expect("the clock variant's edit file");
+    let files: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("diff --git a/"))
+        .collect();
+    eprintln!("{name}: the edit touches {files:?}");
+    assert!(
+        !files.is_empty() && files.len() <= 3,
+        "a new kind touches at most 3 files: {files:?}"
+    );
+    let mut g = Guest::boot(VmConfig::variant("v1").cpus(2));
+    let s = swap_to(&mut g, name, "clock", &[], 1);
+    assert!(tasks_of(&s.before, clock).is_empty(), "{}", s.before);
+    let clocks = tasks_of(&s.after, clock);
+    assert_eq!(clocks.len(), 2, "two clocks initialised:\n{}", s.after);
+    for t in &clocks {
+        assert_ne!(
+            u32::from(t.flags) & INITIALISED_BY_UPDATE,
+            0,
+            "clock {} is not flagged as created by the update",
+            t.id
+        );
+    }
+    assert_eq!(s.continuity.tasks_added, 2);
+    assert_eq!(s.after.kind_name(clock.raw()), "clock");
+    let later = g.wait_all_progress(&s.after, &[]);
+    let c = assert_continuous(name, &s.after, &later, StepRules::default(), &[]);
+    let steps: Vec<u64> = tasks_of(&later, clock)
+        .iter()
+        .map(|t| t.values[0])
+        .collect();
+    eprintln!(
+        "{name}: {} tasks continuous after the swap; clock steps {steps:?}",
+        c.tasks_compared
+    );
+    assert!(steps.iter().all(|&n| n > 0), "{later}");
+}

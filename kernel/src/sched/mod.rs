@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 pub use queue::{AllTasks, RunQueue};
 use spin::Once;
-pub use task::{Task, TaskEntry, TaskId};
+pub use task::{Task, TaskEntry, TaskId, TASK_TABLE_STEPS};
 use updater::records::task_table::TaskEntry as _;
 use x86_64::instructions::interrupts;
 

@@ -9,6 +9,9 @@ use crate::tasks::TaskState;
 /// The task-table version this kernel reads and writes.
 pub type TaskEntry = updater::records::task_table::V1;
 
+/// The task-table converters this kernel carries (N → N+1 each), up to [`TaskEntry`].
+pub const TASK_TABLE_STEPS: &[updater::convert::Step] = &[];
+
 /// A task's identifier, unique for the life of the machine (it crosses swaps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TaskId(pub u32);
