@@ -4,6 +4,7 @@
 //! is its mirror and follows the same order. Both register the hooks through which the
 //! lower layers call up ([`register_hooks`]): interrupt handlers, the coordinator's
 //! checkpoint work, and the update service's step.
+#![deny(unsafe_code)]
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::BootInfo;

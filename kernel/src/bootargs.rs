@@ -7,6 +7,7 @@
 //! | `log` | `error` … `trace` | `info` |
 //! | `tasks` | tasks in all (the demo kinds fill what the fixed ones leave) | 16 |
 //! | `pace` | microseconds between a demo task's steps | 1000 |
+#![deny(unsafe_code)]
 
 use log::LevelFilter;
 

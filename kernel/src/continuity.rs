@@ -5,6 +5,7 @@
 //! same rule the host applies to snapshots): the exported state and the live one are
 //! observed alike and must be the steps run apart. Self-test mode uses it after a
 //! rollback and after a swap into the same image.
+#![deny(unsafe_code)]
 
 use alloc::collections::BTreeMap;
 use alloc::format;

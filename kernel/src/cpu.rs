@@ -101,9 +101,14 @@ pub fn install(cpu: &'static Cpu) {
 /// # Panics
 /// Before the calling CPU installed its state.
 pub fn current() -> &'static Cpu {
-    let ptr = arch::percpu::current_ptr().expect("per-CPU state used before it was installed");
+    try_current().expect("per-CPU state used before it was installed")
+}
+
+/// The calling CPU's state, once it installed it (interrupt handlers can run earlier).
+pub fn try_current() -> Option<&'static Cpu> {
+    let ptr = arch::percpu::current_ptr()?;
     // SAFETY: the GS base points at a leaked `Cpu` (install).
-    unsafe { &*(ptr as *const Cpu) }
+    Some(unsafe { &*(ptr as *const Cpu) })
 }
 
 /// The state of CPU `id`, if registered.

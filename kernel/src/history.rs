@@ -1,5 +1,6 @@
 //! The update history this kernel carries: every image that has run on the machine
 //! (from the history record of the kernel before it), plus its own entry.
+#![deny(unsafe_code)]
 
 use alloc::vec::Vec;
 

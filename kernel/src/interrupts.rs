@@ -1,5 +1,6 @@
 //! Routing of device interrupts through the I/O APIC (COM1 console input, COM2
 //! doorbell), both to the bootstrap processor, which runs the update service.
+#![deny(unsafe_code)]
 
 use crate::arch::idt::vector;
 use crate::cpu::{self, CpuId};

@@ -2,6 +2,7 @@
 //! are in `arch::x86_64::idt`, which calls these through the handlers [`register`]
 //! installs (boot and resume); they run with interrupts disabled and must not allocate
 //! or take a lock that task code holds with interrupts enabled.
+#![deny(unsafe_code)]
 
 use core::sync::atomic::Ordering;
 
@@ -31,9 +32,7 @@ const TICKS_PER_TLB_FLUSH: u64 = 10;
 /// doubled at each swap, and a swap's downtime grew from 4 ms to 100–400 ms within a
 /// dozen swaps (docs/BENCHMARKS.md).
 pub fn timer() {
-    if let Some(ptr) = crate::arch::percpu::current_ptr() {
-        // SAFETY: the GS base points at this CPU's leaked `Cpu` (cpu::install).
-        let me = unsafe { &*(ptr as *const cpu::Cpu) };
+    if let Some(me) = cpu::try_current() {
         let ticks = me.ticks.fetch_add(1, Ordering::Relaxed) + 1;
         if ticks % TICKS_PER_TLB_FLUSH == 0 {
             crate::arch::tlb::flush_all();

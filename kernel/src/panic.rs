@@ -1,6 +1,7 @@
 //! The panic handler: print where and why on COM1, then leave QEMU with the failure
 //! code. It writes to the port without taking the console lock, which this CPU may
 //! already hold.
+#![deny(unsafe_code)]
 
 use core::panic::PanicInfo;
 

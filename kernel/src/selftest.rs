@@ -79,7 +79,12 @@ fn passed_if(ok: bool, why: impl FnOnce() -> String) -> TestResult {
     }
 }
 
-const TESTS: &[(&str, fn() -> TestResult)] = &[
+/// A test: its name and what runs it.
+type Test = (&'static str, fn() -> TestResult);
+/// A test of a swap: its name and what runs it, on a prepared image of this kernel.
+type SwapTest = (&'static str, fn(&Prepared) -> TestResult);
+
+const TESTS: &[Test] = &[
     (
         "frame allocator returns distinct frames and takes them back",
         frames,
@@ -104,7 +109,7 @@ const TESTS: &[(&str, fn() -> TestResult)] = &[
 pub const SELF_SWAP_SEQ: u64 = u64::MAX;
 
 /// Tests that need a prepared image of this kernel (rollbacks), run before the swap.
-const SWAP_TESTS: &[(&str, fn(&Prepared) -> TestResult)] = &[
+const SWAP_TESTS: &[SwapTest] = &[
     (
         "an injected reconciliation failure rolls back with every task intact",
         rollback_on_injected_failure,

@@ -2,6 +2,7 @@
 //!
 //! The COM1 interrupt handler only queues bytes ([`push_byte`]); the heartbeat CPU runs
 //! complete lines from task context ([`run_pending`]), where it may print and allocate.
+#![deny(unsafe_code)]
 
 use spin::Mutex;
 

@@ -66,6 +66,7 @@ pub fn start_application_processors() {
         let start = arch::smp::ApStart {
             apic_id: c.apic_id,
             stack_top: stack_top(c.id.index()),
+            tsc_per_ms: crate::time::tsc_hz() / 1000,
             arg: c.id.index() as u64,
         };
         // SAFETY: the trampoline is installed; `ap_main` never returns and signals first;

@@ -3,6 +3,7 @@
 //! The frequency and the boot timestamp are set once at first boot ([`init`]) and
 //! carried across swaps in the machine record, so "seconds since boot" keeps counting
 //! through any number of kernel replacements.
+#![deny(unsafe_code)]
 
 use core::ops::Add;
 use core::sync::atomic::{AtomicU64, Ordering};

@@ -108,7 +108,7 @@ impl SharedMemory {
         );
         let src = (self.virt + offset as u64) as *const u8;
         let words = dst.len() / 8;
-        let aligned = offset % 8 == 0;
+        let aligned = offset.is_multiple_of(8);
         for (i, chunk) in dst.chunks_mut(8).enumerate() {
             if aligned && i < words {
                 // SAFETY: inside the mapped BAR (checked above, invariant), 8-byte

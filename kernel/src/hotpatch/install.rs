@@ -299,6 +299,10 @@ fn resume(parked: Parked) -> Pause {
 ///
 /// On a refusal the patch memory is freed and the patch's description (what it would
 /// have written) comes back with the reason.
+#[allow(
+    clippy::result_large_err,
+    reason = "the refusal carries the patch it refused"
+)]
 pub fn install(mut prepared: Prepared) -> Result<(Applied, Pause), (PatchRefusal, Pause, Applied)> {
     let result = x86_64::instructions::interrupts::without_interrupts(|| {
         let parked = stop().map_err(|r| (r, Pause::default()))?;

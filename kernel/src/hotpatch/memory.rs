@@ -2,6 +2,7 @@
 //! of the image so that `jmp rel32` and `call rel32` reach both ways. Code pages end
 //! up read-only and executable, data pages read-only; they are unmapped and their frames
 //! freed when the patch is removed.
+#![deny(unsafe_code)]
 
 use spin::Mutex;
 use x86_64::structures::paging::PageTableFlags;

@@ -11,10 +11,11 @@
 //!
 //! - [`install`]: validate, load, relocate, park, check stacks, write jumps;
 //! - [`memory`]: patch memory within `jmp rel32` reach of the image;
-//! - [`commands`]: the mailbox commands; [`cold`]: re-applying a coldpatch at boot.
+//! - [`cold`]: re-applying a coldpatch at boot.
+//!
+//! The mailbox commands that drive it are the update layer's (`update::patches`).
 
 pub mod cold;
-pub mod commands;
 pub mod install;
 pub mod memory;
 

@@ -4,6 +4,7 @@
 //! staging buffer, the stacks and the heap are adopted, not rebuilt), so they are part
 //! of the hand-off ABI: the machine record carries them and the new kernel checks them
 //! against its own constants. See `docs/ARCHITECTURE.md`, "Virtual address map".
+#![deny(unsafe_code)]
 
 /// A fixed virtual region: start and length in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,9 +41,9 @@ pub const BSP_STACK_SIZE: u64 = 256 * KIB;
 /// Size of each AP stack (the guard page comes on top).
 pub const AP_STACK_SIZE: u64 = 64 * KIB;
 /// Distance between two stack slots: room for the stack and its guard page.
-pub const STACK_SLOT: u64 = 1 * MIB;
+pub const STACK_SLOT: u64 = MIB;
 /// Device window: MMIO pages (local APIC, I/O APIC) and the mailbox BAR.
-pub const DEVICES: Region = Region::new(0xffff_9800_0000_0000, 1 * GIB);
+pub const DEVICES: Region = Region::new(0xffff_9800_0000_0000, GIB);
 /// The staging buffer: raw package bytes copied from the mailbox.
 pub const STAGING_BUFFER: Region = Region::new(0xffff_a000_0000_0000, 16 * MIB);
 /// The hand-off region: the one place both images of a swap read and write.

@@ -7,6 +7,7 @@
 //! processor the same point runs the coordinator's pending work (a swap, a patch, a
 //! snapshot): the update layer registers it with [`set_coordinator`] at boot, so the
 //! scheduler does not depend on it.
+#![deny(unsafe_code)]
 
 pub mod queue;
 pub mod task;
@@ -109,6 +110,10 @@ pub fn place(task: Box<Task>) {
 /// Places `tasks` in order as [`place`] would, but takes each run queue's lock once:
 /// after a swap the released CPUs already run their schedulers while the BSP imports,
 /// and a lock per task would make the import contend with them.
+#[allow(
+    clippy::vec_box,
+    reason = "tasks move between queues as boxes: one pointer each"
+)]
 pub fn place_all(tasks: Vec<Box<Task>>) {
     TASKS.fetch_add(tasks.len(), Ordering::Relaxed);
     let mut lens = [0usize; MAX_CPUS];

@@ -34,6 +34,10 @@ impl RunQueue {
     }
 
     /// Appends `tasks` in order, under one acquisition of the lock.
+    #[allow(
+        clippy::vec_box,
+        reason = "tasks move between queues as boxes: one pointer each"
+    )]
     pub fn push_all(&self, tasks: alloc::vec::Vec<Box<Task>>) {
         self.tasks.lock().extend(tasks);
     }

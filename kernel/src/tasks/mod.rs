@@ -7,6 +7,7 @@
 //! After a swap the new kernel maps each kind id to its own step function, so the code
 //! of a task can change while its state carries on. `docs/EXTENDING.md` says how to add
 //! a kind, change its state's layout, or drop one.
+#![deny(unsafe_code)]
 
 mod declare;
 pub mod kind;

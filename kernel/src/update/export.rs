@@ -5,6 +5,7 @@
 //! between two steps; nothing is removed from the queues, so a rollback has nothing to
 //! undo. The task records are encoded straight from the queues: no copy of the tasks
 //! is made.
+#![deny(unsafe_code)]
 
 use updater::record::{Field as _, Record};
 use updater::recordset::{RecordSetError, RecordSetWriter};

@@ -3,6 +3,7 @@
 //!
 //! The bootstrap validated the set before committing, so a failure here is a bug in this
 //! image, not bad input: it stops the kernel with a message rather than guessing.
+#![deny(unsafe_code)]
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;

@@ -2,6 +2,7 @@
 //! snapshot). The service task asks for them; the BSP runs them between two of its task
 //! steps ([`run_pending`], which boot and resume register as the scheduler's
 //! coordinator hook), so no task is in flight on the coordinating CPU either.
+#![deny(unsafe_code)]
 
 use image_format::mailbox::report::{Outcome, Report};
 use image_format::mailbox::{GuestState, RequestFlags, Response, ResponseState, Status};
@@ -112,12 +113,12 @@ pub fn run_pending() {
         }
         Job::PatchApply { seq, prepared } => {
             if let Some(mb) = mailbox::shared() {
-                crate::hotpatch::commands::run_apply(&mb, seq, *prepared);
+                crate::update::patches::run_apply(&mb, seq, *prepared);
             }
         }
         Job::PatchRemove { seq, id } => {
             if let Some(mb) = mailbox::shared() {
-                crate::hotpatch::commands::run_remove(&mb, seq, id);
+                crate::update::patches::run_remove(&mb, seq, id);
             }
         }
         Job::Snapshot { seq } => {

@@ -12,6 +12,7 @@
 //! 8. `crate::resume` and [`import`]: the new kernel adopts the machine and its tasks;
 //!    [`report`] tells the host.
 //!
+//! [`patches`] answers the hotpatch commands (the jumps are written by `crate::hotpatch`);
 //! [`selfswap`] lets the self-test swap into this very image without a host.
 pub mod bootstrap;
 pub mod enter;
@@ -19,6 +20,7 @@ pub mod export;
 pub mod import;
 pub mod jobs;
 pub mod overlay;
+pub mod patches;
 pub mod preflight;
 pub mod prepare;
 pub mod report;

@@ -1,6 +1,7 @@
 //! What the guest tells the host: its status block, swap reports and snapshots, built
 //! from the descriptor, the park slots and the run queues (types in
 //! `image_format::mailbox`).
+#![deny(unsafe_code)]
 
 use alloc::string::String;
 use alloc::vec::Vec;

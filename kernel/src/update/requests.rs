@@ -6,6 +6,7 @@
 //! state's `last_seq` crosses swaps, and a request that is torn (half written), damaged
 //! or not newer than `last_seq` is ignored. Work that must stop the other CPUs is handed
 //! to the BSP's checkpoint (`update::jobs`).
+#![deny(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -208,7 +209,7 @@ fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next {
             Next::Period
         }
         Command::PatchApply | Command::PatchRemove | Command::PatchList => {
-            crate::hotpatch::commands::handle(mb, state, request)
+            crate::update::patches::handle(mb, state, request)
         }
     }
 }

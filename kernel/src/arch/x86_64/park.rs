@@ -228,7 +228,7 @@ pub fn return_addresses(stack_low: u64, stack_high: u64, out: &mut [u64]) -> usi
         core::arch::asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack, preserves_flags))
     };
     let mut n = 0;
-    while n < out.len() && rbp >= stack_low && rbp + 16 <= stack_high && rbp % 8 == 0 {
+    while n < out.len() && rbp >= stack_low && rbp + 16 <= stack_high && rbp.is_multiple_of(8) {
         // Frame pointers: [rbp] is the caller's rbp, [rbp+8] a return address.
         // SAFETY: rbp lies inside this CPU's mapped stack (checked above).
         let (next, ret) = unsafe { (*(rbp as *const u64), *((rbp + 8) as *const u64)) };

@@ -12,9 +12,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use x86_64::registers::control::Cr3;
 
-use super::apic;
+use super::{apic, tsc};
 use crate::memory::layout::TRAMPOLINE_PHYS;
-use crate::time::{self, Duration};
 
 core::arch::global_asm!(
     r#"
@@ -116,6 +115,8 @@ static STARTED: AtomicBool = AtomicBool::new(false);
 pub struct ApStart {
     pub apic_id: u32,
     pub stack_top: u64,
+    /// TSC ticks per millisecond (the waits of the INIT-SIPI-SIPI protocol).
+    pub tsc_per_ms: u64,
     pub arg: u64,
 }
 
@@ -205,13 +206,17 @@ pub unsafe fn start_ap(
         (page.add(offset_of(&hk_trampoline_arg)) as *mut u64).write_volatile(ap.arg);
     }
     let vector = (TRAMPOLINE_PHYS >> 12) as u8;
+    let wait = |ms: u64| tsc::read() + ms * ap.tsc_per_ms;
     apic::send_init(ap.apic_id);
-    time::spin_for(Duration::from_millis(10));
+    let settle = wait(10);
+    while tsc::read() < settle {
+        core::hint::spin_loop();
+    }
     for _attempt in 0..2 {
         apic::send_startup(ap.apic_id, vector);
         // Under TCG a vCPU thread may wait for a host core: allow a generous bound.
-        let deadline = time::now() + Duration::from_millis(500);
-        while time::now() < deadline {
+        let deadline = wait(500);
+        while tsc::read() < deadline {
             if STARTED.load(Ordering::Acquire) {
                 return Ok(());
             }

@@ -4,6 +4,7 @@
 //! Checks and loading happen in the service task; the jumps are written (and removed)
 //! by the BSP at its checkpoint with every other CPU parked (`update::jobs`), which
 //! answers with a patch report: functions, sites, the pause and the CPUs parked.
+#![deny(unsafe_code)]
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -11,9 +12,9 @@ use alloc::vec::Vec;
 use image_format::mailbox::report::{PatchOp, PatchReport, PatchedFunction, Report};
 use image_format::mailbox::{Command, Request, Response, ResponseState, Status};
 
-use super::install::{self, Pause, Rejected};
-use super::Applied;
 use crate::drivers::mailbox::SharedMemory;
+use crate::hotpatch::install::{self, Pause, Rejected};
+use crate::hotpatch::Applied;
 use crate::tasks::update_service::UpdateServiceV1 as Service;
 use crate::tasks::Next;
 use crate::update::jobs::{self, Job};
@@ -44,7 +45,7 @@ pub fn report(
         pause_ns: pause.ns,
         park_ns: pause.park_ns,
         cpus_parked: pause.cpus,
-        stack_depth: super::count() as u32,
+        stack_depth: crate::hotpatch::count() as u32,
         refused,
     }
 }
@@ -121,7 +122,7 @@ pub fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next 
             jobs::request(Job::PatchRemove { seq, id });
         }
         Command::PatchList => {
-            let list = super::list();
+            let list = crate::hotpatch::list();
             let mut r = Response::new(seq, ResponseState::Done, Status::Ok);
             r.set_message(format_args!("{} patches applied", list.patches.len()));
             let report = Report::PatchList(list);
