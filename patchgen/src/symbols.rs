@@ -1,7 +1,7 @@
 //! Identity of functions and data across two builds.
 //!
-//! Two builds of the same source differ in crate metadata hashes (cargo features are
-//! part of them), so mangled names are never compared: an item's name is its symbol
+//! Two builds of the same source differ in crate metadata hashes (each variant's crates
+//! are packages of their own), so mangled names are never compared: an item's name is its symbol
 //! demangled without hash (`{:#}`). Several items may share a name (generic code
 //! instantiated in two crates, closures); each gets an ordinal in address order, and
 //! `(name, ordinal)` is its key. Keys pair items between the builds; a name whose

@@ -14,7 +14,7 @@ fn names_lose_their_hashes() {
     assert_eq!(
         demangle("_RNvNtNtCsjltl52yDSfS_6kernel5tasks7counter4step"),
         "kernel::tasks::counter::step",
-        "a build with other features has another crate hash, and the same name"
+        "a build of another variant has another crate hash, and the same name"
     );
     assert_eq!(
         demangle("_ZN6kernel5tasks4tick17h0123456789abcdefE"),

@@ -58,7 +58,7 @@ fn a_kernel_given_by_path_boots_like_a_variant() {
 fn an_unknown_variant_is_refused_before_booting() {
     let err = hotkernel::Vm::launch(hotkernel::VmConfig::variant("nonesuch"))
         .err()
-        .expect("no such kernel feature");
+        .expect("no such kernel variant");
     let text = err.to_string();
     assert!(text.contains("unknown kernel variant `nonesuch`"), "{text}");
 }

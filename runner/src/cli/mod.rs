@@ -106,7 +106,8 @@ pub struct RunArgs {
 /// Options of `hotkernel build`.
 #[derive(Debug, Clone, Args)]
 pub struct BuildArgs {
-    /// Kernel variant (`v1` is the default kernel, the others are kernel features).
+    /// Kernel variant (`v1` is this tree's kernel, the others are edit files in
+    /// tests/variants/).
     #[arg(long, value_name = "NAME", default_value = "v1")]
     pub variant: String,
 }
