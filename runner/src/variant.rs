@@ -40,7 +40,8 @@ pub fn edit_file(root: &Path, name: &str) -> PathBuf {
     root.join(VARIANTS_DIR).join(format!("{name}.patch"))
 }
 
-/// The variants this tree has edit files for, sorted.
+/// The variants this tree has edit files for: the numbered versions first (`v2`, `v3`,
+/// …), then the others by name.
 pub fn known(root: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(root.join(VARIANTS_DIR))
         .into_iter()
@@ -51,7 +52,10 @@ pub fn known(root: &Path) -> Vec<String> {
             name.strip_suffix(".patch").map(str::to_owned)
         })
         .collect();
-    names.sort();
+    names.sort_by_key(|n| {
+        let version = n.strip_prefix('v').and_then(|d| d.parse::<u32>().ok());
+        (version.is_none(), version, n.clone())
+    });
     names
 }
 
