@@ -3,11 +3,10 @@
 //! in place; every other variant is built in its own tree, this tree with the
 //! variant's edit file applied (`variant::prepare`).
 //!
-//! All variants share one cargo target directory (`target/kernel`), so the ELF cargo
-//! uplifts to `target/kernel/x86_64-unknown-none/kernel/kernel` belongs to whichever
-//! build finished last. A file lock (`target/hotkernel/build.lock`) is therefore held
-//! across the build *and* the copy: two runners building different variants at the
-//! same time each copy their own output.
+//! `v1` builds into `target/kernel`, each other variant into a target directory of its
+//! own (`variant::target_dir`). A file lock (`target/hotkernel/build.lock`) is held
+//! across the build *and* the copy of the ELF, so two runners building at the same
+//! time each copy their own output.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -128,21 +127,23 @@ pub fn build_kernel_cached_with(variant: &Variant, output: CargoOutput) -> Resul
 }
 
 /// Builds a variant: `cargo build -p kernel --target x86_64-unknown-none --profile
-/// kernel --target-dir target/kernel` in this tree (`v1`) or in the variant's tree,
-/// then copies the ELF to `target/hotkernel/kernels/<variant>/kernel.elf`, both under
+/// kernel` in this tree into `target/kernel` (`v1`), or in the variant's tree into its
+/// own target directory, then copies the ELF to `target/hotkernel/kernels/<variant>/kernel.elf`, both under
 /// the build lock.
 pub fn build_kernel_with(variant: &Variant, output: CargoOutput) -> Result<BuiltKernel> {
     let root = workspace::root();
     let _lock = BuildLock::acquire()?;
-    let tree = if variant.is_default() {
-        root.clone()
+    let (tree, target_dir) = if variant.is_default() {
+        (root.clone(), root.join("target/kernel"))
     } else {
-        crate::variant::prepare(&root, variant.name())?
+        (
+            crate::variant::prepare(&root, variant.name())?,
+            crate::variant::target_dir(variant.name()),
+        )
     };
-    run_cargo(&tree, &root, variant, output)?;
+    run_cargo(&tree, &target_dir, variant, output)?;
 
-    let built = root
-        .join("target/kernel")
+    let built = target_dir
         .join(KERNEL_TARGET)
         .join(KERNEL_PROFILE)
         .join("kernel");
@@ -156,8 +157,8 @@ pub fn build_kernel_with(variant: &Variant, output: CargoOutput) -> Result<Built
     })
 }
 
-/// `cargo build` of the kernel in the workspace at `tree`, into `root`'s target/kernel.
-fn run_cargo(tree: &Path, root: &Path, variant: &Variant, output: CargoOutput) -> Result<()> {
+/// `cargo build` of the kernel in the workspace at `tree`, into `target_dir`.
+fn run_cargo(tree: &Path, target_dir: &Path, variant: &Variant, output: CargoOutput) -> Result<()> {
     let mut cargo = Command::new("cargo");
     cargo
         .current_dir(tree)
@@ -171,7 +172,7 @@ fn run_cargo(tree: &Path, root: &Path, variant: &Variant, output: CargoOutput) -
             KERNEL_PROFILE,
         ])
         .arg("--target-dir")
-        .arg(root.join("target/kernel"))
+        .arg(target_dir)
         // rust-toolchain.toml picks the toolchain, not a caller's override.
         .env_remove("RUSTUP_TOOLCHAIN")
         // The kernel's flags are in .cargo/config.toml; these would replace them.

@@ -6,13 +6,14 @@
 //! who made v2's edit would build.
 //!
 //! [`prepare`] makes `target/hotkernel/variants/<name>/tree`: a workspace holding the
-//! crates in [`CRATES`] as this tree has them with the edit applied, and a root
-//! manifest that gives them the version `<workspace version>+<name>` (so each variant's
-//! crates are their own packages in the shared `target/kernel` directory, never mixed
-//! up with another variant's). A file is written only when its bytes change, so an
-//! unchanged variant rebuilds nothing. Paths inside the tree are the same relative
-//! paths as here, so panic locations and everything else the compiler embeds are the
-//! same strings in every variant.
+//! crates in [`CRATES`] as this tree has them with the edit applied, under this tree's
+//! own root manifest (its members cut to those crates). The variant builds into a
+//! target directory of its own ([`target_dir`]): its packages have the same names,
+//! versions and relative paths as this tree's, so cargo gives them the same metadata
+//! hashes — the same symbol names, the same order of generic code, and the same panic
+//! location strings — and an empty edit would build this tree's kernel byte for byte.
+//! A variant therefore differs from `v1` exactly where its edit does. A file is
+//! written only when its bytes change, so an unchanged variant rebuilds nothing.
 //!
 //! The edit is applied with `git apply` in a directory of its own (`…/apply`); an edit
 //! that no longer applies is [`Error::VariantEdit`], with the variant's name, git's
@@ -62,6 +63,12 @@ pub fn known(root: &Path) -> Vec<String> {
 /// Where variant `name`'s scratch files live.
 pub fn dir(name: &str) -> PathBuf {
     workspace::hotkernel_dir().join("variants").join(name)
+}
+
+/// Cargo's target directory for variant `name` (one per variant: its packages are
+/// this tree's by name and version, so sharing one would mix their artifacts).
+pub fn target_dir(name: &str) -> PathBuf {
+    dir(name).join("target")
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -239,8 +246,7 @@ fn apply(
     Ok(edited)
 }
 
-/// The tree's root manifest: this workspace's, with only [`CRATES`] as members and
-/// their version marked with the variant's name.
+/// The tree's root manifest: this workspace's, with only [`CRATES`] as members.
 fn manifest(root: &Path, name: &str) -> Result<Vec<u8>> {
     let path = root.join("Cargo.toml");
     let text = fs::read_to_string(&path).map_err(io(format!("read {}", path.display())))?;
@@ -253,12 +259,6 @@ fn manifest(root: &Path, name: &str) -> Result<Vec<u8>> {
     let members: toml_edit::Array = CRATES.iter().copied().collect();
     doc["workspace"]["members"] = toml_edit::value(members.clone());
     doc["workspace"]["default-members"] = toml_edit::value(members);
-    let version = doc["workspace"]["package"]["version"]
-        .as_str()
-        .unwrap_or("0.1.0")
-        .to_owned();
-    doc["workspace"]["package"]["version"] =
-        toml_edit::value(format!("{version}+{}", name.replace('_', "-")));
     Ok(doc.to_string().into_bytes())
 }
 
@@ -312,15 +312,8 @@ pub fn prepare(root: &Path, name: &str) -> Result<PathBuf> {
     }
     remove_stale(&tree, &files.keys().cloned().collect())?;
     write_if_changed(&tree.join("Cargo.toml"), &manifest(root, name)?)?;
-    let lock = root.join("Cargo.lock");
-    if let Ok(bytes) = fs::read(&lock) {
-        // Cargo brings the copy up to date (the variant's own package versions); only
-        // a change here is copied again.
-        let copied = dir(name).join("Cargo.lock.source");
-        if fs::read(&copied).ok().as_deref() != Some(bytes.as_slice()) {
-            write_if_changed(&tree.join("Cargo.lock"), &bytes)?;
-            write_if_changed(&copied, &bytes)?;
-        }
+    if let Ok(bytes) = fs::read(root.join("Cargo.lock")) {
+        write_if_changed(&tree.join("Cargo.lock"), &bytes)?;
     }
     Ok(tree)
 }
@@ -390,7 +383,7 @@ mod tests {
     }
 
     #[test]
-    fn the_manifest_keeps_the_kernel_crates_under_a_marked_version() {
+    fn the_manifest_keeps_the_kernel_crates_and_their_version() {
         let text = String::from_utf8(manifest(&workspace::root(), "patch_a").unwrap()).unwrap();
         let doc: toml_edit::DocumentMut = text.parse().unwrap();
         let members: Vec<&str> = doc["workspace"]["members"]
@@ -400,10 +393,14 @@ mod tests {
             .filter_map(|v| v.as_str())
             .collect();
         assert_eq!(members, CRATES);
-        assert!(doc["workspace"]["package"]["version"]
-            .as_str()
+        let ours: toml_edit::DocumentMut = std::fs::read_to_string(workspace::root().join("Cargo.toml"))
             .unwrap()
-            .ends_with("+patch-a"));
+            .parse()
+            .unwrap();
+        assert_eq!(
+            doc["workspace"]["package"]["version"].as_str(),
+            ours["workspace"]["package"]["version"].as_str()
+        );
         assert!(text.contains("[profile.kernel]"));
     }
 }
