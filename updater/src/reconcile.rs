@@ -347,30 +347,26 @@ fn convert_record<L: Log>(
     log: &mut L,
 ) -> Result<(), BootstrapRefusal> {
     let h = record.header;
-    let Some(target) = image.record(h.kind) else {
-        if h.optional() {
-            log.warn(Warning::DroppedRecord {
-                kind: h.kind,
-                version: h.schema,
-                entries: h.entries,
-            });
-            return Ok(());
+    // A record this image cannot take is dropped if it may be, refused otherwise.
+    let mut drop_or = |refusal: BootstrapRefusal| {
+        if !h.optional() {
+            return Err(refusal);
         }
-        return Err(BootstrapRefusal::Unreadable {
+        log.warn(Warning::DroppedRecord {
+            kind: h.kind,
+            version: h.schema,
+            entries: h.entries,
+        });
+        Ok(())
+    };
+    let Some(target) = image.record(h.kind) else {
+        return drop_or(BootstrapRefusal::Unreadable {
             kind: h.kind,
             version: h.schema,
         });
     };
     if h.schema > target.version {
-        if h.optional() {
-            log.warn(Warning::DroppedRecord {
-                kind: h.kind,
-                version: h.schema,
-                entries: h.entries,
-            });
-            return Ok(());
-        }
-        return Err(BootstrapRefusal::Downgrade {
+        return drop_or(BootstrapRefusal::Downgrade {
             kind: h.kind,
             exported: h.schema,
             reads: target.version,

@@ -254,6 +254,22 @@ pub fn restore_writable<I: Iterator<Item = (u64, i64)> + Clone>(src: &ImageSourc
     );
 }
 
+/// Maps fresh frames at `at` for `src`, copies its segments in and relocates them for
+/// an image that will run at `base`.
+fn lay_out_at<I: Iterator<Item = (u64, i64)> + Clone>(
+    at: u64,
+    base: u64,
+    src: &ImageSource<'_, I>,
+) -> Result<(), PrepareError> {
+    memory::with_tables(|t| t.map_fresh(at, src.span, DATA))?;
+    // SAFETY: just mapped, fresh frames, for this preparation only.
+    let mut window = unsafe { Window::new(at, src.span) };
+    let image = window.copy_segments(src.link_base, src.segments);
+    relocate(image, src.link_base, base - src.link_base, src.relocations.clone())
+        .map(|_| ())
+        .map_err(PrepareError::Relocation)
+}
+
 /// Lays `src` out in the staging window and the overlay source.
 pub fn prepare<I: Iterator<Item = (u64, i64)> + Clone>(
     src: &ImageSource<'_, I>,
@@ -279,32 +295,12 @@ pub fn prepare<I: Iterator<Item = (u64, i64)> + Clone>(
     }
     let segments_used = &segments[..src.segments.len()];
     // The overlay source: the image relocated for the kernel base.
-    memory::with_tables(|t| t.map_fresh(OVERLAY_SOURCE.start, src.span, DATA))?;
     *PREPARED.lock() = Some(src.span);
-    // SAFETY: just mapped, fresh frames, for this preparation only.
-    let mut overlay_window = unsafe { Window::new(OVERLAY_SOURCE.start, src.span) };
-    let overlay = overlay_window.copy_segments(src.link_base, src.segments);
-    relocate(
-        overlay,
-        src.link_base,
-        KERNEL_IMAGE.start - src.link_base,
-        src.relocations.clone(),
-    )
-    .map_err(PrepareError::Relocation)?;
+    lay_out_at(OVERLAY_SOURCE.start, KERNEL_IMAGE.start, src)?;
     // The staging window: a second copy, relocated for the staging base, where the new
     // image's bootstrap runs. (Sharing the code frames with the overlay source would
     // save the copy, but measured slower under TCG: docs/BENCHMARKS.md.)
-    memory::with_tables(|t| t.map_fresh(STAGING_WINDOW.start, src.span, DATA))?;
-    // SAFETY: just mapped, fresh frames, for this preparation only.
-    let mut staging_window = unsafe { Window::new(STAGING_WINDOW.start, src.span) };
-    let staged = staging_window.copy_segments(src.link_base, src.segments);
-    relocate(
-        staged,
-        src.link_base,
-        STAGING_WINDOW.start - src.link_base,
-        src.relocations.clone(),
-    )
-    .map_err(PrepareError::Relocation)?;
+    lay_out_at(STAGING_WINDOW.start, STAGING_WINDOW.start, src)?;
     memory::with_tables(|t| -> Result<(), MapError> {
         for page in 0..src.span / 4096 {
             let offset = page * 4096;
