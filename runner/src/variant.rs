@@ -393,10 +393,11 @@ mod tests {
             .filter_map(|v| v.as_str())
             .collect();
         assert_eq!(members, CRATES);
-        let ours: toml_edit::DocumentMut = std::fs::read_to_string(workspace::root().join("Cargo.toml"))
-            .unwrap()
-            .parse()
-            .unwrap();
+        let ours: toml_edit::DocumentMut =
+            std::fs::read_to_string(workspace::root().join("Cargo.toml"))
+                .unwrap()
+                .parse()
+                .unwrap();
         assert_eq!(
             doc["workspace"]["package"]["version"].as_str(),
             ours["workspace"]["package"]["version"].as_str()

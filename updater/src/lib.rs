@@ -3,9 +3,12 @@
 //! | module | owns |
 //! | --- | --- |
 //! | [`record`] | records that describe themselves: encoding and field table from `#[derive(Record)]` |
+//! | [`table`] | field tables as bytes: the canonical encoding, a reader, the fingerprint |
+//! | [`describe`] | an image's description: its records' tables, its converters, its regions, its descriptor |
+//! | [`plan`] | what a new image will do with the running kernel's state, from the two descriptions; the layout guard |
 //! | [`records`] | the update machinery's own records: machine, task table, history, patch set |
 //! | [`recordset`] | a set of records as one byte string in the hand-off region |
-//! | [`convert`] | one record's chain of converters, N → N+1 |
+//! | [`convert`] | converters (N → N+1) and conversion by field |
 //! | [`reconcile`] | the bootstrap's decisions: versions, capabilities, conversion, task validation, the patch-set rule, initialisation requirements |
 //! | [`compat`] | the staging-time check of two identities |
 //! | [`continuity`] | what may change in a task between two snapshots (kernel self-check and host) |
@@ -31,10 +34,13 @@ pub use record_derive::Record;
 pub mod compat;
 pub mod continuity;
 pub mod convert;
+pub mod describe;
 pub mod handoff;
+pub mod plan;
 pub mod reconcile;
 pub mod record;
 pub mod records;
 pub mod recordset;
 pub mod relocate;
+pub mod table;
 pub mod wire;

@@ -191,6 +191,25 @@ impl Field for TaskKind {
     }
 }
 
+macro_rules! atomic {
+    ($($t:ty => $int:ty),*) => {$(
+        /// An atomic field (the hand-off descriptor's) has its integer's encoding; `put`
+        /// writes the value it holds now.
+        impl Field for $t {
+            const TYPE: FieldType = <$int as Field>::TYPE;
+            const SIZE: usize = <$int as Field>::SIZE;
+            fn put(&self, out: &mut [u8]) {
+                self.load(core::sync::atomic::Ordering::Relaxed).put(out)
+            }
+            fn get(bytes: &[u8]) -> Result<Self, WireError> {
+                <$int>::get(bytes).map(<$t>::new)
+            }
+        }
+    )*};
+}
+
+atomic!(core::sync::atomic::AtomicU32 => u32, core::sync::atomic::AtomicU64 => u64);
+
 /// Byte arrays are their own field type ([`FieldType::Bytes`]).
 impl<const N: usize> Field for [u8; N] {
     const TYPE: FieldType = FieldType::Bytes(N as u32);
@@ -208,7 +227,7 @@ impl<const N: usize> Field for [u8; N] {
 
 /// Marks the element types of [`FieldType::Array`] (every field type but `u8`, whose
 /// arrays are [`FieldType::Bytes`]).
-pub trait Element: Field + Copy + Default {}
+pub trait Element: Field + Copy {}
 
 impl Element for u16 {}
 impl Element for u32 {}
@@ -218,6 +237,7 @@ impl Element for i16 {}
 impl Element for i32 {}
 impl Element for i64 {}
 impl Element for bool {}
+impl<const N: usize> Element for [u8; N] {}
 
 /// A fixed array of elements, laid out one after the other: `[u64; 64]` is
 /// `Array(Unsigned(8), 64)` in the table.
@@ -233,11 +253,17 @@ impl<T: Element, const N: usize> Field for [T; N] {
         if bytes.len() < Self::SIZE {
             return Err(short(Self::SIZE, bytes.len()));
         }
-        let mut out = [T::default(); N];
-        for (i, v) in out.iter_mut().enumerate() {
-            *v = T::get(&bytes[i * T::SIZE..])?;
+        // Every element is checked first, so the array below is built from values that
+        // decode.
+        for i in 0..N {
+            T::get(&bytes[i * T::SIZE..])?;
         }
-        Ok(out)
+        Ok(core::array::from_fn(|i| {
+            match T::get(&bytes[i * T::SIZE..]) {
+                Ok(v) => v,
+                Err(_) => unreachable!("element {i} decoded a moment ago"),
+            }
+        }))
     }
 }
 

@@ -265,9 +265,14 @@ fn lay_out_at<I: Iterator<Item = (u64, i64)> + Clone>(
     // SAFETY: just mapped, fresh frames, for this preparation only.
     let mut window = unsafe { Window::new(at, src.span) };
     let image = window.copy_segments(src.link_base, src.segments);
-    relocate(image, src.link_base, base - src.link_base, src.relocations.clone())
-        .map(|_| ())
-        .map_err(PrepareError::Relocation)
+    relocate(
+        image,
+        src.link_base,
+        base - src.link_base,
+        src.relocations.clone(),
+    )
+    .map(|_| ())
+    .map_err(PrepareError::Relocation)
 }
 
 /// Lays `src` out in the staging window and the overlay source.

@@ -8,6 +8,8 @@
 //! overwritten ([`crate::reconcile`]). Conversion needs no heap: an entry goes through
 //! two stack buffers of [`MAX_ENTRY`] bytes, reused for every entry of a record.
 
+pub mod fields;
+
 use crate::record::{Field as _, Record};
 use crate::records::{RecordKind, SchemaVersion};
 use crate::wire::WireError;
@@ -56,7 +58,8 @@ pub trait Upgrade {
     fn upgrade(old: &Self::From) -> Result<Self::To, ConvertError>;
 }
 
-/// A step as the chain runs it: sizes and a byte-level entry converter.
+/// A step as the chain runs it: the layouts it reads and writes and a byte-level entry
+/// converter.
 #[derive(Clone, Copy)]
 pub struct Step {
     pub kind: RecordKind,
@@ -64,6 +67,9 @@ pub struct Step {
     pub to: SchemaVersion,
     pub from_size: usize,
     pub to_size: usize,
+    /// The field tables of the two versions (an image's description carries them).
+    pub from_layout: &'static crate::record::Layout,
+    pub to_layout: &'static crate::record::Layout,
     entry: fn(&[u8], &mut [u8]) -> Result<(), ConvertError>,
 }
 
@@ -96,6 +102,8 @@ impl Step {
             to: U::To::SCHEMA,
             from_size: U::From::SIZE,
             to_size: U::To::SIZE,
+            from_layout: U::From::LAYOUT,
+            to_layout: U::To::LAYOUT,
             entry: convert_entry::<U>,
         }
     }
