@@ -82,6 +82,7 @@ impl fmt::Display for RecordKind {
 
 /// A task kind. Never 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(transparent)]
 pub struct TaskKind(pub(crate) u16);
 
 impl TaskKind {
@@ -149,6 +150,8 @@ pub const CHANNELS: RecordKind = RecordKind(3);
 pub const HISTORY: RecordKind = RecordKind(4);
 /// Applied hotpatches.
 pub const PATCH_SET: RecordKind = RecordKind(5);
+/// How many tasks each CPU's run queue holds (the task table is in CPU order).
+pub const RUN_QUEUES: RecordKind = RecordKind(6);
 /// States of counter tasks.
 pub const COUNTER: RecordKind = RecordKind::task_state(TaskKind::COUNTER);
 /// States of LCG tasks.
@@ -167,9 +170,9 @@ pub const SERVICE: RecordKind = RecordKind::task_state(TaskKind::SERVICE);
 pub const TABLE: RecordKind = RecordKind::task_state(TaskKind::TABLE);
 
 /// Every record kind this tree defines.
-pub const ALL: [RecordKind; 13] = [
-    MACHINE, TASK_TABLE, CHANNELS, HISTORY, PATCH_SET, COUNTER, LCG, PRODUCER, CONSUMER, TICKER,
-    HEARTBEAT, SERVICE, TABLE,
+pub const ALL: [RecordKind; 14] = [
+    MACHINE, TASK_TABLE, CHANNELS, HISTORY, PATCH_SET, RUN_QUEUES, COUNTER, LCG, PRODUCER,
+    CONSUMER, TICKER, HEARTBEAT, SERVICE, TABLE,
 ];
 
 /// The name of a record kind, or "unknown".
@@ -180,6 +183,7 @@ pub const fn kind_name(raw: u16) -> &'static str {
         3 => "channels",
         4 => "history",
         5 => "patch-set",
+        6 => "run-queues",
         0x101 => "counter-state",
         0x102 => "lcg-state",
         0x103 => "producer-state",

@@ -9,14 +9,21 @@
 //! - on the struct, `#[record(kind = EXPR, version = N)]` makes it a hand-off record
 //!   kind (`updater::record::Record`); without it the struct is a nested record
 //!   (`updater::record::Field` only), usable as a field of another record;
+//! - on the struct, `#[record(shared)]`: a struct of atomics shared between CPUs (the
+//!   hand-off descriptor), and `#[record(padded)]`: a struct with padding — described,
+//!   encoded field by field, but not plain data (never adopted in place);
 //! - on a field, `#[record(default = EXPR)]`: the value a record written by an older
 //!   image, which lacked the field, gets when converted by field (default 0);
 //! - on a field, `#[record(alias = "old_name")]`: the name the field had in an older
 //!   version (a rename is never guessed).
 //!
-//! Output: `impl Field` (encoding at the `repr(C)` offsets, little-endian, padding zero,
-//! and the field table as `Field::TYPE`) and, with `kind`/`version`, `impl Record`. The
-//! generated code names the runtime crate as `::updater`.
+//! Output: `impl Field` (encoding at the `repr(C)` offsets, little-endian, and the
+//! field table as `Field::TYPE`), `impl Element` (so arrays of it are fields), and, with
+//! `kind`/`version`, `impl Record`. Unless `shared` or `padded`, the struct must have no
+//! padding (a compile-time assertion says so, naming the struct) and gets `impl Plain`: its memory
+//! is its encoding, so a kernel can hand over a slice of records in one copy and adopt
+//! one in place (`updater::record::entries_mut`). The generated code names the runtime
+//! crate as `::updater`.
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as Tokens};
@@ -38,6 +45,10 @@ pub fn derive_record(input: TokenStream) -> TokenStream {
 struct RecordAttr {
     kind: Option<Expr>,
     version: Option<LitInt>,
+    /// Shared between CPUs (atomics): described, but not plain data.
+    shared: bool,
+    /// Has padding: described, but not plain data (never adopted in place).
+    padded: bool,
 }
 
 /// What a field-level attribute says.
@@ -57,8 +68,14 @@ fn record_attr(attrs: &[Attribute]) -> syn::Result<RecordAttr> {
             } else if meta.path.is_ident("version") {
                 out.version = Some(meta.value()?.parse()?);
                 Ok(())
+            } else if meta.path.is_ident("shared") {
+                out.shared = true;
+                Ok(())
+            } else if meta.path.is_ident("padded") {
+                out.padded = true;
+                Ok(())
             } else {
-                Err(meta.error("expected `kind = …` or `version = N`"))
+                Err(meta.error("expected `kind = …`, `version = N`, `shared` or `padded`"))
             }
         })?;
     }
@@ -125,6 +142,9 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
     let mut descs = Vec::new();
     let mut puts = Vec::new();
     let mut gets = Vec::new();
+    let mut checks = Vec::new();
+    let mut sizes = Vec::new();
+    let mut types = Vec::new();
     for f in &fields.named {
         let ident = f.ident.as_ref().expect("named field");
         let ty = &f.ty;
@@ -156,6 +176,11 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
         gets.push(quote! {
             #ident: <#ty as #rt::Field>::get(&bytes[#at..#at + #size])?,
         });
+        checks.push(quote! {
+            && <#ty as #rt::Field>::check(&bytes[#at..#at + #size])
+        });
+        sizes.push(size);
+        types.push(ty);
     }
     let type_name = name.to_string();
 
@@ -182,10 +207,39 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
                 }
                 ::core::result::Result::Ok(Self { #(#gets)* })
             }
+            fn check(bytes: &[u8]) -> bool {
+                bytes.len() >= <Self as #rt::Field>::SIZE #(#checks)*
+            }
         }
+
+        impl #rt::Element for #name {}
     };
 
     let attr = record_attr(&input.attrs)?;
+    let message = format!(
+        "`{name}` has padding between or after its fields: make every byte a field (e.g. `reserved: [u8; N]`), \
+         so that a record's memory is its encoding and it can be adopted in place \
+         (or mark it `#[record(padded)]` if it never is)"
+    );
+    let plain_impl = if attr.shared || attr.padded {
+        quote!()
+    } else {
+        quote! {
+            const _: () = ::core::assert!(
+                ::core::mem::size_of::<#name>() == 0 #(+ #sizes)*,
+                #message
+            );
+            const _: fn() = || {
+                fn plain<T: #rt::Plain>() {}
+                #(plain::<#types>();)*
+            };
+            // SAFETY: `repr(C)` (checked above), no padding (the assertion), and every
+            // field `Plain`: the memory of a value is its encoding, every byte initialised.
+            #[allow(unsafe_code)]
+            unsafe impl #rt::Plain for #name {}
+        }
+    };
+
     let record_impl = match (attr.kind, attr.version) {
         (Some(kind), Some(version)) => quote! {
             impl #rt::Record for #name {
@@ -205,6 +259,7 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
     };
     Ok(quote! {
         #field_impl
+        #plain_impl
         #record_impl
     })
 }

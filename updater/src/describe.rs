@@ -153,6 +153,22 @@ const fn put(out: &mut [u8], at: usize, bytes: &[u8]) -> usize {
 /// bytes.
 pub const fn build<const N: usize>(d: &Declaration) -> [u8; N] {
     assert!(N == len(d), "build<N>: N is not len(declaration)");
+    let mut out = [0u8; N];
+    write(d, &mut out);
+    out
+}
+
+/// Writes the description of `d` into `out`, which is exactly [`len`]`(d)` bytes (the
+/// host builds descriptions at run time with it; a kernel uses [`build`]).
+///
+/// # Panics
+/// As [`build`].
+pub const fn write(d: &Declaration, out: &mut [u8]) {
+    let n = out.len();
+    assert!(
+        n == len(d),
+        "write: the buffer is not len(declaration) bytes"
+    );
     assert!(
         d.records.len() <= MAX_RECORDS,
         "too many record kinds for a description"
@@ -165,21 +181,16 @@ pub const fn build<const N: usize>(d: &Declaration) -> [u8; N] {
         d.regions.len() <= MAX_REGIONS,
         "too many regions for a description"
     );
-    let mut out = [0u8; N];
-    let mut at = put(&mut out, 0, &MAGIC);
-    at = put(&mut out, at, &VERSION.to_le_bytes());
-    at = put(&mut out, at, &(N as u32).to_le_bytes());
-    at = put(&mut out, at, &d.abi_version.to_le_bytes());
-    at = put(&mut out, at, &[0; 4]);
-    at = put(
-        &mut out,
-        at,
-        &table::fingerprint(d.descriptor).to_le_bytes(),
-    );
-    at = put(&mut out, at, &(d.records.len() as u16).to_le_bytes());
-    at = put(&mut out, at, &(step_count(d) as u16).to_le_bytes());
-    at = put(&mut out, at, &(d.regions.len() as u16).to_le_bytes());
-    at = put(&mut out, at, &[0; 2]);
+    let mut at = put(out, 0, &MAGIC);
+    at = put(out, at, &VERSION.to_le_bytes());
+    at = put(out, at, &(n as u32).to_le_bytes());
+    at = put(out, at, &d.abi_version.to_le_bytes());
+    at = put(out, at, &[0; 4]);
+    at = put(out, at, &table::fingerprint(d.descriptor).to_le_bytes());
+    at = put(out, at, &(d.records.len() as u16).to_le_bytes());
+    at = put(out, at, &(step_count(d) as u16).to_le_bytes());
+    at = put(out, at, &(d.regions.len() as u16).to_le_bytes());
+    at = put(out, at, &[0; 2]);
     // Tables go after the fixed-size entries.
     let mut tables =
         HEADER + RECORD * d.records.len() + STEP * step_count(d) + REGION * d.regions.len();
@@ -187,18 +198,18 @@ pub const fn build<const N: usize>(d: &Declaration) -> [u8; N] {
     while i < d.records.len() {
         let r = &d.records[i];
         let n = table::encoded_len(r.layout);
-        at = put(&mut out, at, &r.kind.get().to_le_bytes());
-        at = put(&mut out, at, &r.version.get().to_le_bytes());
+        at = put(out, at, &r.kind.get().to_le_bytes());
+        at = put(out, at, &r.version.get().to_le_bytes());
         at = put(
-            &mut out,
+            out,
             at,
             &min_from(r.kind, r.version, d.steps).get().to_le_bytes(),
         );
-        at = put(&mut out, at, &(r.optional as u16).to_le_bytes());
-        at = put(&mut out, at, &table::fingerprint(r.layout).to_le_bytes());
-        at = put(&mut out, at, &(tables as u32).to_le_bytes());
-        at = put(&mut out, at, &(n as u32).to_le_bytes());
-        tables = table::encode(r.layout, &mut out, tables);
+        at = put(out, at, &(r.optional as u16).to_le_bytes());
+        at = put(out, at, &table::fingerprint(r.layout).to_le_bytes());
+        at = put(out, at, &(tables as u32).to_le_bytes());
+        at = put(out, at, &(n as u32).to_le_bytes());
+        tables = table::encode(r.layout, out, tables);
         i += 1;
     }
     let mut l = 0;
@@ -206,19 +217,19 @@ pub const fn build<const N: usize>(d: &Declaration) -> [u8; N] {
         let mut s = 0;
         while s < d.steps[l].len() {
             let step = &d.steps[l][s];
-            at = put(&mut out, at, &step.kind.get().to_le_bytes());
-            at = put(&mut out, at, &step.from.get().to_le_bytes());
-            at = put(&mut out, at, &step.to.get().to_le_bytes());
-            at = put(&mut out, at, &[0; 2]);
+            at = put(out, at, &step.kind.get().to_le_bytes());
+            at = put(out, at, &step.from.get().to_le_bytes());
+            at = put(out, at, &step.to.get().to_le_bytes());
+            at = put(out, at, &[0; 2]);
             let n = table::encoded_len(step.from_layout);
-            at = put(&mut out, at, &(tables as u32).to_le_bytes());
-            at = put(&mut out, at, &(n as u32).to_le_bytes());
-            tables = table::encode(step.from_layout, &mut out, tables);
+            at = put(out, at, &(tables as u32).to_le_bytes());
+            at = put(out, at, &(n as u32).to_le_bytes());
+            tables = table::encode(step.from_layout, out, tables);
             let n = table::encoded_len(step.to_layout);
-            at = put(&mut out, at, &(tables as u32).to_le_bytes());
-            at = put(&mut out, at, &(n as u32).to_le_bytes());
-            tables = table::encode(step.to_layout, &mut out, tables);
-            at = put(&mut out, at, &[0; 8]);
+            at = put(out, at, &(tables as u32).to_le_bytes());
+            at = put(out, at, &(n as u32).to_le_bytes());
+            tables = table::encode(step.to_layout, out, tables);
+            at = put(out, at, &[0; 8]);
             s += 1;
         }
         l += 1;
@@ -236,19 +247,18 @@ pub const fn build<const N: usize>(d: &Declaration) -> [u8; N] {
             name[k] = region.name.as_bytes()[k];
             k += 1;
         }
-        at = put(&mut out, at, &name);
-        at = put(&mut out, at, &region.start.to_le_bytes());
-        at = put(&mut out, at, &region.len.to_le_bytes());
+        at = put(out, at, &name);
+        at = put(out, at, &region.start.to_le_bytes());
+        at = put(out, at, &region.len.to_le_bytes());
         let rule = match region.rule {
             RegionRule::Fixed => 0u8,
             RegionRule::Resizable => 1u8,
         };
-        at = put(&mut out, at, &[rule, 0, 0, 0, 0, 0, 0, 0]);
+        at = put(out, at, &[rule, 0, 0, 0, 0, 0, 0, 0]);
         r += 1;
     }
-    assert!(tables == N, "the tables end where the description ends");
+    assert!(tables == n, "the tables end where the description ends");
     let _ = at;
-    out
 }
 
 // ---- reading ----------------------------------------------------------------------

@@ -1,5 +1,5 @@
 //! The plan of a swap, decided from the two images' descriptions (`crate::describe`)
-//! before anything stops: for every record the running kernel exports, how the new
+//! before anything stops ([`swap`] for the whole of it): for every record the running kernel exports, how the new
 //! image will read it ([`RecordPlan`]: unchanged, converted by field, by its
 //! converters, or both in a chain), whether the regions of the address map may change
 //! as the new image wants ([`regions`]), and whether the hand-off descriptor is the
@@ -30,8 +30,13 @@ pub const MAX_DIFFS: usize = 4;
 )]
 #[derive(Debug, Clone, Copy)]
 pub enum Stage<'a> {
-    /// By field, from one table to another.
-    Fields(FieldPlan<'a>),
+    /// By field, from the table of version `from` to that of `to` (the same version
+    /// only when the image's table is not the one a converter leaves behind).
+    Fields {
+        from: SchemaVersion,
+        to: SchemaVersion,
+        plan: FieldPlan<'a>,
+    },
     /// The new image's converter from `from` to `from + 1`.
     Converter(StepDesc<'a>),
 }
@@ -81,7 +86,7 @@ impl<'a> RecordPlan<'a> {
         let (mut fields, mut converters) = (false, false);
         for s in self.stages() {
             match s {
-                Stage::Fields(_) => fields = true,
+                Stage::Fields { .. } => fields = true,
                 Stage::Converter(_) => converters = true,
             }
         }
@@ -219,6 +224,12 @@ pub enum PlanRefusal<'a> {
     },
     /// More stages than [`MAX_STAGES`].
     TooManyStages { kind: RecordKind },
+    /// A record the running kernel exports, not optional, that the new image does not
+    /// read.
+    NotRead {
+        kind: RecordKind,
+        version: SchemaVersion,
+    },
     /// The hand-off descriptor's layout changed while `HANDOFF_ABI_VERSION` did not.
     DescriptorUnbumped { abi: u32 },
     /// The images were built with different hand-off ABIs.
@@ -263,6 +274,10 @@ impl core::fmt::Display for PlanRefusal<'_> {
             PlanRefusal::TooManyStages { kind } => write!(
                 f,
                 "{kind} needs more than {MAX_STAGES} conversion stages: carry converters for fewer versions apart"
+            ),
+            PlanRefusal::NotRead { kind, version } => write!(
+                f,
+                "the running kernel exports {kind} {version}, which the new image does not read and which is not optional: keep the record kind in the new image"
             ),
             PlanRefusal::DescriptorUnbumped { abi } => write!(
                 f,
@@ -355,7 +370,11 @@ pub fn record_plan<'a>(
     while step_at < target.version {
         if let Some(step) = new.step(kind, step_at) {
             if step.from_table.fingerprint() != t.fingerprint() {
-                plan.push(Stage::Fields(fields(t, step.from_table, v, step.from)?))?;
+                plan.push(Stage::Fields {
+                    from: v,
+                    to: step.from,
+                    plan: fields(t, step.from_table, v, step.from)?,
+                })?;
             }
             plan.push(Stage::Converter(step))?;
             v = step.to;
@@ -364,9 +383,70 @@ pub fn record_plan<'a>(
         step_at = step_at.next();
     }
     if t.fingerprint() != target.table.fingerprint() {
-        plan.push(Stage::Fields(fields(t, target.table, v, target.version)?))?;
+        plan.push(Stage::Fields {
+            from: v,
+            to: target.version,
+            plan: fields(t, target.table, v, target.version)?,
+        })?;
     }
     Ok(Some(plan))
+}
+
+/// What becomes of one record kind in a swap, as [`swap`] reports it.
+#[derive(Debug, Clone, Copy)]
+pub enum Carried<'p, 'a> {
+    /// The running kernel exports it; the new image reads it by this plan.
+    Read(&'p RecordPlan<'a>),
+    /// The running kernel exports it, optional; the new image drops it.
+    Dropped {
+        kind: RecordKind,
+        version: SchemaVersion,
+    },
+    /// Only the new image has it: it starts empty (its kind's first tasks, if it is a
+    /// task kind with an initialisation requirement).
+    New {
+        kind: RecordKind,
+        version: SchemaVersion,
+    },
+}
+
+/// The plan of a whole swap from the running kernel's description to the new image's:
+/// the same hand-off ABI and descriptor, the regions (returned: those that change size),
+/// and every record the running kernel exports (it exports every kind it reads, in its
+/// own version and layout), each passed to `each` as it is decided. A required record
+/// the new image cannot read refuses the swap.
+pub fn swap<'a>(
+    running: &Description<'a>,
+    new: &Description<'a>,
+    mut each: impl FnMut(Carried<'_, 'a>),
+) -> Result<Resizes<'a>, PlanRefusal<'a>> {
+    descriptor(running, new)?;
+    let resizes = regions(running, new)?;
+    for r in running.records() {
+        match record_plan(new, r.kind, r.version, r.table) {
+            Ok(Some(plan)) => each(Carried::Read(&plan)),
+            Ok(None) | Err(PlanRefusal::Downgrade { .. }) if r.optional => {
+                each(Carried::Dropped {
+                    kind: r.kind,
+                    version: r.version,
+                })
+            }
+            Ok(None) => {
+                return Err(PlanRefusal::NotRead {
+                    kind: r.kind,
+                    version: r.version,
+                })
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for n in new.records().filter(|n| running.record(n.kind).is_none()) {
+        each(Carried::New {
+            kind: n.kind,
+            version: n.version,
+        });
+    }
+    Ok(resizes)
 }
 
 /// A region that changes size.

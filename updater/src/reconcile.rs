@@ -3,26 +3,36 @@
 //! other CPU parked) calls [`reconcile`] and does nothing but report its answer.
 //!
 //! In: the hand-off ABI the old kernel wrote, the running image as the descriptor
-//! describes it ([`Running`]), this image's declarations ([`Image`]: identity, the
-//! records it reads, its converters, the kinds it must initialise), the exported record
-//! set, and the area for the converted one. Out: the converted set and what became of
-//! the tasks ([`Reconciled`]), or a typed [`BootstrapRefusal`] whose message says what to do.
+//! describes it ([`Running`]), this image ([`Image`]: identity, its description — the
+//! field table of every record it reads and of its converters — the converters' code,
+//! the kinds it must initialise), the exported record set with the field table of each
+//! record, and the rest of the area for the converted set. Out: the converted set and
+//! what became of the tasks ([`Reconciled`]), or a typed [`BootstrapRefusal`] whose
+//! message says what to do.
 //!
 //! In order: the ABI; the versions this image replaces and the capabilities it needs
-//! (the same checks as staging's [`crate::compat`]); every exported record converted to
-//! the version this image reads (records of an unchanged version are copied as they
-//! stand, in one piece); every task validated against this image's kinds; the
-//! patch-set rule; and the initialisation requirements of kinds new to the machine.
-//! It needs no heap and writes nothing but `out` and the log.
+//! (the same checks as staging's [`crate::compat`]); for every exported record, its plan
+//! ([`crate::plan::record_plan`]: the layout guard, then unchanged / by fields / by
+//! converters), carried out — a record whose layout did not change is *referred to*
+//! where it stands, not copied (the converted set's directory points at the exported
+//! entries), so unchanged state costs nothing here whatever its size; every task
+//! checked against this image's kinds, each kind's state count against its tasks; the
+//! patch-set rule; the initialisation requirements of kinds new to the machine. It
+//! needs no heap and writes nothing but `out` and the log.
 
 use image_format::{Capabilities, EmbeddedIdentity, ImageVersion, RecordKind, SchemaVersion};
 
 use crate::compat::{self, Incompatibility};
-use crate::convert::{Chain, ConvertError, MissingStep, Step, MAX_ENTRY};
-use crate::record::{Layout, Record};
+use crate::convert::fields::{self as by_fields, FieldPlan};
+use crate::convert::{ConvertError, Step, MAX_ENTRY};
+use crate::describe::Description;
+use crate::plan::{self, PlanRefusal, RecordPlan, Stage};
+use crate::record::{Layout, PlainError, Record};
 use crate::records::task_table::{flags as task_flags, TaskEntry};
-use crate::records::{kinds, patch_set, TaskKind};
-use crate::recordset::{key_of, RecordRef, RecordSet, RecordSetError, RecordSetWriter, KEY};
+use crate::records::{kinds, patch_set, run_queues, TaskKind};
+use crate::recordset::{
+    RecordHeader, RecordRef, RecordSet, RecordSetError, RecordSetWriter, MAX_RECORDS,
+};
 use crate::wire::WireError;
 
 /// The image being replaced, as the old kernel described it in the descriptor.
@@ -33,7 +43,7 @@ pub struct Running<'a> {
     pub build_id: &'a [u8],
 }
 
-/// What this image reads and writes of one record kind.
+/// What an image reads and writes of one record kind (the input of its description).
 #[derive(Debug, Clone, Copy)]
 pub struct RecordDecl {
     pub kind: RecordKind,
@@ -62,9 +72,10 @@ impl RecordDecl {
 pub struct Image<'a> {
     pub identity: &'a EmbeddedIdentity,
     pub build_id: &'a [u8],
-    /// Every record kind it reads, task states included.
-    pub records: &'a [RecordDecl],
-    /// Its converters (one list per record kind that has any).
+    /// Its description (`crate::describe`): every record kind it reads, with tables.
+    pub description: Description<'a>,
+    /// Its converters' code (one list per record kind that has any); the description
+    /// has their tables.
     pub steps: &'a [&'a [Step]],
     /// Task kinds whose first tasks it creates when the machine has none yet; bit `i`
     /// of [`Reconciled::init_required`] stands for `init_kinds[i]`.
@@ -72,13 +83,16 @@ pub struct Image<'a> {
 }
 
 impl Image<'_> {
-    fn record(&self, kind: RecordKind) -> Option<&RecordDecl> {
-        self.records.iter().find(|r| r.kind == kind)
-    }
-
     /// Whether the image has task kind `kind` (reads its state record).
     pub fn knows_task_kind(&self, kind: TaskKind) -> bool {
-        self.record(kind.state_record()).is_some()
+        self.description.record(kind.state_record()).is_some()
+    }
+
+    fn step(&self, kind: RecordKind, from: SchemaVersion) -> Option<&Step> {
+        self.steps
+            .iter()
+            .flat_map(|list| list.iter())
+            .find(|s| s.kind == kind && s.from == from)
     }
 }
 
@@ -93,10 +107,28 @@ pub struct Request {
     pub inject_failure: bool,
 }
 
+/// How one stage of a record's conversion went.
+#[derive(Debug, Clone, Copy)]
+pub enum By<'a> {
+    /// The image's converter.
+    Converter,
+    /// Conversion by field (the plan names what was added and dropped).
+    Fields(&'a FieldPlan<'a>),
+}
+
 /// What reconcile did, for the report.
 pub trait Log {
-    /// `entries` entries of `kind` went from `from` to `to` (one call per step).
-    fn converted(&mut self, kind: RecordKind, from: SchemaVersion, to: SchemaVersion, entries: u32);
+    /// `entries` entries of `kind` crossed in `version` as they stood (layout unchanged).
+    fn unchanged(&mut self, kind: RecordKind, version: SchemaVersion, entries: u32);
+    /// `entries` entries of `kind` went from `from` to `to` (one call per stage).
+    fn converted(
+        &mut self,
+        kind: RecordKind,
+        from: SchemaVersion,
+        to: SchemaVersion,
+        entries: u32,
+        by: By<'_>,
+    );
     /// Something is lost that may be lost.
     fn warn(&mut self, warning: Warning);
 }
@@ -143,8 +175,9 @@ impl core::fmt::Display for Warning {
 /// The converted set and what became of the tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reconciled {
-    /// Bytes of the converted set at the start of `out`.
-    pub len: usize,
+    /// Where the converted set is in the area, and the area offset past it.
+    pub at: usize,
+    pub end: usize,
     pub tasks_kept: u32,
     pub tasks_dropped: u32,
     /// Bit `i`: create the first tasks of `Image::init_kinds[i]`.
@@ -154,9 +187,12 @@ pub struct Reconciled {
 /// Why this image refuses to replace the running one. Nothing has changed when it is
 /// returned; the old kernel resumes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BootstrapRefusal {
+pub enum BootstrapRefusal<'a> {
     /// The descriptor is not of this image's hand-off ABI.
-    Abi { found: u32, expected: u32 },
+    Abi {
+        found: u32,
+        expected: u32,
+    },
     /// Versions or capabilities (the staging check, again).
     Incompatible(Incompatibility),
     /// A test asked for it.
@@ -170,44 +206,56 @@ pub enum BootstrapRefusal {
         kind: RecordKind,
         version: SchemaVersion,
     },
-    /// A record exported in a newer version than this image reads.
-    Downgrade {
+    /// The record cannot be read the way it was exported (the layout guard, a change
+    /// conversion by field cannot take, a downgrade).
+    Plan(PlanRefusal<'a>),
+    /// The image describes a converter whose code it does not carry (a build bug).
+    NoConverterCode {
         kind: RecordKind,
-        exported: SchemaVersion,
-        reads: SchemaVersion,
-    },
-    /// No converter for one step of a chain.
-    MissingConverter(MissingStep),
-    /// Entries of a size their schema version does not have.
-    EntrySize {
-        kind: RecordKind,
-        version: SchemaVersion,
-        found: usize,
-        expected: usize,
+        from: SchemaVersion,
     },
     /// A converter failed on one entry.
     Entry {
         kind: RecordKind,
         index: usize,
-        task: Option<u32>,
         from: SchemaVersion,
         error: ConvertError,
     },
-    /// The exported set has no task table.
+    /// The exported set has no task table, or no run-queue record.
     NoTaskTable,
+    NoRunQueues,
+    /// The run queues do not add up to the task table.
+    RunQueues {
+        queued: u64,
+        tasks: u32,
+    },
+    /// The task table cannot be read in place.
+    TaskTable(PlainError),
     /// A task-table entry does not decode.
-    TaskEntry { index: usize, error: WireError },
+    TaskEntry {
+        index: usize,
+        error: WireError,
+    },
     /// A task of a kind this image lacks, not marked optional.
-    UnknownKind { task: u32, kind: TaskKind },
-    /// A task whose kind's state record is missing.
-    NoStateRecord { task: u32, kind: TaskKind },
-    /// A task without its entry in its kind's state record.
-    NoStateEntry { task: u32, kind: TaskKind },
+    UnknownKind {
+        task: u32,
+        kind: TaskKind,
+    },
+    /// A kind whose state record holds another number of states than it has tasks.
+    StateCount {
+        kind: TaskKind,
+        tasks: u32,
+        states: u32,
+    },
+    /// More task kinds than a set can hold records.
+    TooManyKinds,
     /// This image is the running build, which has hotpatches applied.
-    SameBuildWithPatches { patches: u32 },
+    SameBuildWithPatches {
+        patches: u32,
+    },
 }
 
-impl core::fmt::Display for BootstrapRefusal {
+impl core::fmt::Display for BootstrapRefusal<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             BootstrapRefusal::Abi { found, expected } => write!(
@@ -224,53 +272,47 @@ impl core::fmt::Display for BootstrapRefusal {
                 f,
                 "this image cannot read {kind} {version}, and the record is not optional: add the record kind to this image"
             ),
-            BootstrapRefusal::Downgrade {
-                kind,
-                exported,
-                reads,
-            } => write!(
+            BootstrapRefusal::Plan(p) => write!(f, "{p}"),
+            BootstrapRefusal::NoConverterCode { kind, from } => write!(
                 f,
-                "{kind} was exported as {exported}, this image reads only the older {reads}: swap to an image that reads {exported}"
-            ),
-            BootstrapRefusal::MissingConverter(m) => write!(
-                f,
-                "no converter for {} {}→{} in the new image: add one to the image's steps",
-                m.kind, m.from, m.to
-            ),
-            BootstrapRefusal::EntrySize {
-                kind,
-                version,
-                found,
-                expected,
-            } => write!(
-                f,
-                "{kind} {version} entries are {found} bytes, this image's {kind} {version} has {expected}: a layout changed without its schema version (bump the schema version of {kind})"
+                "this image describes a {kind} {from}→{} converter but carries no code for it (its description and its steps disagree: a build bug)",
+                from.next()
             ),
             BootstrapRefusal::Entry {
                 kind,
                 index,
-                task,
                 from,
                 error,
-            } => {
-                write!(f, "{kind} {from}→{} converter, entry {index}", from.next())?;
-                if let Some(task) = task {
-                    write!(f, " (task {task})")?;
-                }
-                write!(f, ": {error}")
-            }
+            } => write!(
+                f,
+                "{kind} {from}→{} converter, entry {index}: {error}",
+                from.next()
+            ),
             BootstrapRefusal::NoTaskTable => write!(f, "no task table was exported"),
-            BootstrapRefusal::TaskEntry { index, error } => write!(f, "task-table entry {index}: {error}"),
+            BootstrapRefusal::NoRunQueues => write!(f, "no run-queue record was exported"),
+            BootstrapRefusal::RunQueues { queued, tasks } => write!(
+                f,
+                "the run queues hold {queued} tasks, the task table {tasks}: the export is inconsistent"
+            ),
+            BootstrapRefusal::TaskTable(e) => write!(f, "task table: {e}"),
+            BootstrapRefusal::TaskEntry { index, error } => {
+                write!(f, "task-table entry {index}: {error}")
+            }
             BootstrapRefusal::UnknownKind { task, kind } => write!(
                 f,
                 "task {task} is of kind {} ({kind}), which this image does not have: add the kind, or mark its tasks optional in the running image",
                 kind.raw()
             ),
-            BootstrapRefusal::NoStateRecord { task, kind } => {
-                write!(f, "task {task} ({kind}) has no state record")
-            }
-            BootstrapRefusal::NoStateEntry { task, kind } => {
-                write!(f, "task {task} ({kind}) has no state entry")
+            BootstrapRefusal::StateCount {
+                kind,
+                tasks,
+                states,
+            } => write!(
+                f,
+                "{kind} has {tasks} tasks but its state record {states} states: every task needs exactly one"
+            ),
+            BootstrapRefusal::TooManyKinds => {
+                write!(f, "more task kinds than a record set holds ({MAX_RECORDS})")
             }
             BootstrapRefusal::SameBuildWithPatches { patches } => write!(
                 f,
@@ -280,16 +322,54 @@ impl core::fmt::Display for BootstrapRefusal {
     }
 }
 
+/// Where a record of the converted set is: referred to in the exported part of the
+/// area, or written into `out`.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    kind: RecordKind,
+    entries: u32,
+    /// Area offset and length of the entries.
+    at: u64,
+    len: u64,
+}
+
+/// The records of the converted set, as they were written (at most one per kind).
+struct Directory {
+    items: [Option<Written>; MAX_RECORDS],
+    len: usize,
+}
+
+impl Directory {
+    fn push(&mut self, w: Written) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = Some(w);
+            self.len += 1;
+        }
+    }
+    fn find(&self, kind: RecordKind) -> Option<Written> {
+        self.items[..self.len]
+            .iter()
+            .flatten()
+            .find(|w| w.kind == kind)
+            .copied()
+    }
+}
+
 /// Checks, converts and validates (see the module doc). `E` is this image's task-table
 /// entry type.
-pub fn reconcile<E: TaskEntry, L: Log>(
+///
+/// The area is split at the converted set: `exported` is the area from its start up to
+/// where the converted set goes (the exported set at `exported_at` in it) and `out` is
+/// the rest, starting at area offset `exported.len()` (8-aligned).
+pub fn reconcile<'a, E: TaskEntry, L: Log>(
     request: Request,
     running: &Running<'_>,
-    image: &Image<'_>,
-    exported: &[u8],
+    image: &Image<'a>,
+    exported: &'a [u8],
+    exported_at: usize,
     out: &mut [u8],
     log: &mut L,
-) -> Result<Reconciled, BootstrapRefusal> {
+) -> Result<Reconciled, BootstrapRefusal<'a>> {
     let expected = crate::handoff::HANDOFF_ABI_VERSION;
     if !request.magic_ok || request.abi_version != expected {
         return Err(BootstrapRefusal::Abi {
@@ -310,45 +390,63 @@ pub fn reconcile<E: TaskEntry, L: Log>(
         return Err(BootstrapRefusal::Injected);
     }
 
-    let input = RecordSet::parse(exported).map_err(BootstrapRefusal::Exported)?;
-    let mut writer = RecordSetWriter::new(out).map_err(BootstrapRefusal::Output)?;
-    for record in input.records() {
-        convert_record(&record, image, &mut writer, log)?;
-    }
-    let len = writer.finish();
+    let input = RecordSet::parse(exported, exported_at).map_err(BootstrapRefusal::Exported)?;
+    let base = exported.len();
+    let mut directory = Directory {
+        items: [None; MAX_RECORDS],
+        len: 0,
+    };
+    let end = {
+        let mut writer = RecordSetWriter::new(out, base).map_err(BootstrapRefusal::Output)?;
+        for record in input.records() {
+            if let Some(w) = carry(&record, image, &mut writer, log)? {
+                directory.push(w);
+            }
+        }
+        writer.finish()
+    };
+    let entries_of = |w: Written| -> &[u8] {
+        let (at, len) = (w.at as usize, w.len as usize);
+        if at >= base {
+            &out[at - base..at - base + len]
+        } else {
+            &exported[at..at + len]
+        }
+    };
 
-    let set = RecordSet::parse(&out[..len]).map_err(BootstrapRefusal::Output)?;
-    let (tasks_kept, tasks_dropped) = validate_tasks::<E>(&set, image)?;
+    let (tasks_kept, tasks_dropped) = validate_tasks::<E>(&directory, &entries_of, image)?;
     if tasks_dropped > 0 {
         log.warn(Warning::DroppedTasks {
             count: tasks_dropped,
         });
     }
-    patch_rule(&set, running, image, log)?;
+    patch_rule(&input, running, image, log)?;
     let mut init_required = 0;
     for (i, kind) in image.init_kinds.iter().enumerate().take(64) {
-        if set.find(kind.state_record()).is_none() {
+        if directory.find(kind.state_record()).is_none() {
             init_required |= 1 << i;
         }
     }
     Ok(Reconciled {
-        len,
+        at: base,
+        end,
         tasks_kept,
         tasks_dropped,
         init_required,
     })
 }
 
-/// Converts one exported record to the version this image reads and adds it to `w`.
-fn convert_record<L: Log>(
-    record: &RecordRef<'_>,
-    image: &Image<'_>,
+/// Carries one exported record into the converted set: referred to where it stands if
+/// its layout is this image's, converted otherwise; dropped (with a warning) if this
+/// image cannot take it and it may be dropped.
+fn carry<'a, L: Log>(
+    record: &RecordRef<'a>,
+    image: &Image<'a>,
     w: &mut RecordSetWriter<'_>,
     log: &mut L,
-) -> Result<(), BootstrapRefusal> {
+) -> Result<Option<Written>, BootstrapRefusal<'a>> {
     let h = record.header;
-    // A record this image cannot take is dropped if it may be, refused otherwise.
-    let mut drop_or = |refusal: BootstrapRefusal| {
+    let drop_or = |refusal: BootstrapRefusal<'a>, log: &mut L| {
         if !h.optional() {
             return Err(refusal);
         }
@@ -357,142 +455,231 @@ fn convert_record<L: Log>(
             version: h.schema,
             entries: h.entries,
         });
-        Ok(())
+        Ok(None)
     };
-    let Some(target) = image.record(h.kind) else {
-        return drop_or(BootstrapRefusal::Unreadable {
-            kind: h.kind,
-            version: h.schema,
-        });
+    let plan = match plan::record_plan(&image.description, h.kind, h.schema, record.table) {
+        Ok(Some(plan)) => plan,
+        Ok(None) => {
+            let refusal = BootstrapRefusal::Unreadable {
+                kind: h.kind,
+                version: h.schema,
+            };
+            return drop_or(refusal, log);
+        }
+        Err(refusal @ PlanRefusal::Downgrade { .. }) => {
+            return drop_or(BootstrapRefusal::Plan(refusal), log)
+        }
+        Err(refusal) => return Err(BootstrapRefusal::Plan(refusal)),
     };
-    if h.schema > target.version {
-        return drop_or(BootstrapRefusal::Downgrade {
+    let Some(target) = image.description.record(h.kind) else {
+        return Ok(None); // record_plan returned a plan: the image reads the kind
+    };
+    if plan.stages().next().is_none() {
+        // The same layout: the converted set points at the exported entries.
+        w.add_reference(h, record.placement)
+            .map_err(BootstrapRefusal::Output)?;
+        log.unchanged(h.kind, h.schema, h.entries);
+        return Ok(Some(Written {
             kind: h.kind,
-            exported: h.schema,
-            reads: target.version,
-        });
+            entries: h.entries,
+            at: record.placement.entries.0,
+            len: record.placement.entries.1,
+        }));
     }
-    let chain = Chain::new(h.kind, h.schema, target.version, image.steps)
-        .map_err(BootstrapRefusal::MissingConverter)?;
-    let key = if h.kind.task_kind().is_some() { KEY } else { 0 };
-    let entries = h.entries as usize;
-    let input_size = chain.input_size().unwrap_or(target.layout.size as usize);
-    if h.entry_size as usize != input_size + key {
-        return Err(BootstrapRefusal::EntrySize {
-            kind: h.kind,
-            version: h.schema,
-            found: (h.entry_size as usize).saturating_sub(key),
-            expected: input_size,
-        });
-    }
-    if chain.is_empty() {
-        // Same version: the entries are what this image reads, as they stand.
-        return w
-            .add_bytes(
-                h.kind,
-                h.schema,
-                h.flags,
-                h.entry_size as usize,
-                entries,
-                record.bytes,
-            )
-            .map_err(BootstrapRefusal::Output);
-    }
-    let output_size = chain.output_size().unwrap_or(input_size);
-    let mut failure: Option<BootstrapRefusal> = None;
-    let (mut a, mut b) = ([0u8; MAX_ENTRY], [0u8; MAX_ENTRY]);
-    w.add_raw(
-        h.kind,
-        target.version,
-        h.flags,
-        output_size + key,
-        entries,
-        |i, out| {
-            if failure.is_some() {
-                return;
+    for stage in plan.stages() {
+        if let Stage::Converter(s) = stage {
+            if image.step(h.kind, s.from).is_none() {
+                return Err(BootstrapRefusal::NoConverterCode {
+                    kind: h.kind,
+                    from: s.from,
+                });
             }
-            let entry = record.entry(i);
-            out[..key].copy_from_slice(&entry[..key]);
-            a[..input_size].copy_from_slice(&entry[key..]);
-            match chain.run(&mut a, &mut b) {
-                Ok(len) => out[key..key + len].copy_from_slice(&a[..len]),
-                Err((from, error)) => {
-                    failure = Some(BootstrapRefusal::Entry {
-                        kind: h.kind,
-                        index: i,
-                        task: (key != 0).then(|| key_of(entry).unwrap_or(0)),
-                        from,
-                        error,
-                    })
-                }
-            }
-        },
-    )
-    .map_err(BootstrapRefusal::Output)?;
+        }
+    }
+    let header = RecordHeader {
+        kind: h.kind,
+        schema: target.version,
+        flags: h.flags,
+        entry_size: target.table.size(),
+        entries: h.entries,
+        fingerprint: target.fingerprint,
+    };
+    let mut failure = None;
+    let place = w
+        .add_filled(header, target.table, |bytes| {
+            failure = convert_entries(record, &plan, image, bytes).err();
+        })
+        .map_err(BootstrapRefusal::Output)?;
     if let Some(refusal) = failure {
         return Err(refusal);
     }
-    for step in chain.steps() {
-        log.converted(h.kind, step.from, step.to, h.entries);
+    for stage in plan.stages() {
+        match stage {
+            Stage::Converter(s) => log.converted(h.kind, s.from, s.to, h.entries, By::Converter),
+            Stage::Fields { from, to, plan } => {
+                log.converted(h.kind, *from, *to, h.entries, By::Fields(plan))
+            }
+        }
+    }
+    Ok(Some(Written {
+        kind: h.kind,
+        entries: h.entries,
+        at: place.entries.0,
+        len: place.entries.1,
+    }))
+}
+
+/// Runs every stage of `plan` on every entry of `record`, into `out` (entries of the
+/// image's layout, one after the other).
+fn convert_entries<'a>(
+    record: &RecordRef<'a>,
+    plan: &RecordPlan<'a>,
+    image: &Image<'a>,
+    out: &mut [u8],
+) -> Result<(), BootstrapRefusal<'a>> {
+    let h = record.header;
+    let (mut a, mut b) = ([0u8; MAX_ENTRY], [0u8; MAX_ENTRY]);
+    let in_size = h.entry_size as usize;
+    let out_size = out.len() / (h.entries as usize).max(1);
+    if in_size > MAX_ENTRY || out_size > MAX_ENTRY {
+        return Err(BootstrapRefusal::Exported(RecordSetError::EntrySize {
+            kind: h.kind.get(),
+            entry_size: h.entry_size,
+            expected: MAX_ENTRY,
+        }));
+    }
+    for (index, dst) in out.chunks_exact_mut(out_size.max(1)).enumerate() {
+        let mut len = in_size;
+        a[..len].copy_from_slice(record.entry(index));
+        for stage in plan.stages() {
+            match stage {
+                Stage::Fields { plan: p, .. } => {
+                    by_fields::apply(p, &a[..len], &mut b);
+                    len = p.size as usize;
+                }
+                Stage::Converter(s) => {
+                    let Some(step) = image.step(h.kind, s.from) else {
+                        return Err(BootstrapRefusal::NoConverterCode {
+                            kind: h.kind,
+                            from: s.from,
+                        });
+                    };
+                    step.run(&a[..len], &mut b[..step.to_size])
+                        .map_err(|error| BootstrapRefusal::Entry {
+                            kind: h.kind,
+                            index,
+                            from: s.from,
+                            error,
+                        })?;
+                    len = step.to_size;
+                }
+            }
+            a[..len].copy_from_slice(&b[..len]);
+        }
+        dst.copy_from_slice(&a[..dst.len()]);
     }
     Ok(())
 }
 
-/// Every task-table entry names a kind this image knows (or is optional), and every
-/// kept task has exactly one state entry. Returns (kept, dropped).
-fn validate_tasks<E: TaskEntry>(
-    set: &RecordSet<'_>,
-    image: &Image<'_>,
-) -> Result<(u32, u32), BootstrapRefusal> {
-    let table = set
+/// Per task kind, how many tasks the table has (at most one slot per record).
+struct Counts {
+    kinds: [(TaskKind, u32); MAX_RECORDS],
+    len: usize,
+}
+
+impl Counts {
+    fn add(&mut self, kind: TaskKind) -> Result<(), ()> {
+        if let Some(slot) = self.kinds[..self.len].iter_mut().find(|(k, _)| *k == kind) {
+            slot.1 += 1;
+            return Ok(());
+        }
+        let slot = self.kinds.get_mut(self.len).ok_or(())?;
+        *slot = (kind, 1);
+        self.len += 1;
+        Ok(())
+    }
+    fn get(&self, kind: TaskKind) -> u32 {
+        self.kinds[..self.len]
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+/// Every task-table entry names a kind this image knows (or is optional); the run
+/// queues add up to the table; every kind has exactly as many states as tasks (the
+/// n-th task of a kind, in table order, owns the n-th state). Returns (kept, dropped).
+fn validate_tasks<'a, 'o, E: TaskEntry>(
+    directory: &Directory,
+    entries_of: &impl Fn(Written) -> &'o [u8],
+    image: &Image<'a>,
+) -> Result<(u32, u32), BootstrapRefusal<'a>> {
+    let table = directory
         .find(kinds::TASK_TABLE)
         .ok_or(BootstrapRefusal::NoTaskTable)?;
-    table
-        .check_size::<E>(false)
-        .map_err(|_| BootstrapRefusal::EntrySize {
-            kind: kinds::TASK_TABLE,
-            version: table.header.schema,
-            found: table.header.entry_size as usize,
-            expected: E::SIZE,
-        })?;
-    // Export writes states in task-table order, and conversion keeps the order, so the
-    // n-th task of a kind owns the n-th entry of that kind's state record. One cursor
-    // per record of the set (a set has at most `MAX_RECORDS`).
-    let records: [Option<RecordRef<'_>>; crate::recordset::MAX_RECORDS] = {
-        let mut r = [None; crate::recordset::MAX_RECORDS];
-        for (slot, record) in r.iter_mut().zip(set.records()) {
-            *slot = Some(record);
-        }
-        r
+    let queues = directory
+        .find(kinds::RUN_QUEUES)
+        .ok_or(BootstrapRefusal::NoRunQueues)?;
+    let queued: u64 = crate::record::entries::<run_queues::V1>(entries_of(queues))
+        .map_err(BootstrapRefusal::TaskTable)?
+        .iter()
+        .map(|q| u64::from(q.tasks))
+        .sum();
+    if queued != u64::from(table.entries) {
+        return Err(BootstrapRefusal::RunQueues {
+            queued,
+            tasks: table.entries,
+        });
+    }
+    let tasks: &[E] = crate::record::entries(entries_of(table)).map_err(|e| match e {
+        PlainError::Invalid { index } => BootstrapRefusal::TaskEntry {
+            index,
+            error: E::decode(&entries_of(table)[index * E::SIZE..])
+                .err()
+                .unwrap_or(WireError::Short {
+                    needed: E::SIZE,
+                    available: 0,
+                }),
+        },
+        other => BootstrapRefusal::TaskTable(other),
+    })?;
+    let mut counts = Counts {
+        kinds: [(TaskKind::from_raw(0), 0); MAX_RECORDS],
+        len: 0,
     };
-    let mut cursors = [0usize; crate::recordset::MAX_RECORDS];
     let (mut kept, mut dropped) = (0u32, 0u32);
-    for (index, entry) in table.decode::<E>().enumerate() {
-        let entry = entry.map_err(|error| BootstrapRefusal::TaskEntry { index, error })?;
-        let (task, kind) = (entry.id(), entry.kind());
+    for entry in tasks {
+        let kind = entry.kind();
         if !image.knows_task_kind(kind) {
             if entry.flags() & task_flags::OPTIONAL != 0 {
                 dropped += 1;
                 continue;
             }
-            return Err(BootstrapRefusal::UnknownKind { task, kind });
+            return Err(BootstrapRefusal::UnknownKind {
+                task: entry.id(),
+                kind,
+            });
         }
-        let Some(at) = records
-            .iter()
-            .position(|r| r.is_some_and(|r| r.header.kind == kind.state_record()))
-        else {
-            return Err(BootstrapRefusal::NoStateRecord { task, kind });
-        };
-        let (Some(states), Some(cursor)) = (records[at], cursors.get_mut(at)) else {
-            return Err(BootstrapRefusal::NoStateRecord { task, kind });
-        };
-        let j = *cursor;
-        *cursor += 1;
-        let found = j < states.header.entries as usize && key_of(states.entry(j)) == Ok(task);
-        if !found {
-            return Err(BootstrapRefusal::NoStateEntry { task, kind });
-        }
+        counts
+            .add(kind)
+            .map_err(|()| BootstrapRefusal::TooManyKinds)?;
         kept += 1;
+    }
+    // Every state record of a kind this image has matches its tasks, and every kind
+    // with tasks has its states.
+    for r in image.description.records() {
+        let Some(kind) = r.kind.task_kind() else {
+            continue;
+        };
+        let tasks = counts.get(kind);
+        let states = directory.find(r.kind).map_or(0, |w| w.entries);
+        if tasks != states && !(tasks == 0 && directory.find(r.kind).is_none()) {
+            return Err(BootstrapRefusal::StateCount {
+                kind,
+                tasks,
+                states,
+            });
+        }
     }
     Ok((kept, dropped))
 }
@@ -500,12 +687,12 @@ fn validate_tasks<E: TaskEntry>(
 /// Hotpatches fix the exact build they were made for. Into another build they are
 /// dropped (that build is expected to contain the fixes; a warning names each); into
 /// the same build the fixes would silently vanish, so the swap is refused.
-fn patch_rule<L: Log>(
+fn patch_rule<'a, L: Log>(
     set: &RecordSet<'_>,
     running: &Running<'_>,
-    image: &Image<'_>,
+    image: &Image<'a>,
     log: &mut L,
-) -> Result<(), BootstrapRefusal> {
+) -> Result<(), BootstrapRefusal<'a>> {
     let Some(patches) = set.find(kinds::PATCH_SET) else {
         return Ok(());
     };

@@ -1,32 +1,43 @@
-//! A record set: the exported (or converted) state of a kernel, as one byte string in the
-//! hand-off region.
+//! A record set: a kernel's state as records in an area of the hand-off region — a
+//! directory, and for each record its entries and its field table (so a reader needs
+//! none of the writer's types).
+//!
+//! Offsets are from the start of the **area**, not of the set: several sets share an
+//! area, and a converted set may point at entries of the exported set where they stand
+//! instead of copying them (a record whose layout did not change costs nothing to hand
+//! over). A set's header and directory are at the offset it is given:
 //!
 //! | offset | size | field |
 //! | --- | --- | --- |
-//! | 0 | 8 | magic `HKRECSET` |
-//! | 8 | 4 | layout version (1) |
+//! | 0 | 8 | magic `HKRECST2` |
+//! | 8 | 4 | layout version (2) |
 //! | 12 | 4 | record count (≤ [`MAX_RECORDS`]) |
-//! | 16 | 8 | total length in bytes |
-//! | 24 | 8 | FNV-1a 64 of everything after the header |
-//! | 32 | 32 × [`MAX_RECORDS`] | directory: per record kind u16, schema u16, flags u16, 0 u16, entry size u32, entry count u32, offset u64, length u64 |
-//! | 1056 | … | record payloads (8-byte aligned), each `entry count × entry size` bytes |
+//! | 16 | 8 | end: the area offset past everything this set wrote |
+//! | 24 | 8 | FNV-1a 64 of the directory |
+//! | 32 | 48 × [`MAX_RECORDS`] | directory: per record kind `u16`, schema `u16`, flags `u16`, 0 `u16`, entry size `u32`, entry count `u32`, entries offset `u64`, entries length `u64`, table fingerprint `u64`, table offset `u32`, table length `u32` |
 //!
-//! Entries of task-state records start with the task id (u32) followed by the state.
-//! Writing needs no allocation (the bootstrap has no heap); reading validates every
-//! offset and length and never panics.
+//! Entries are `entry count × entry size` bytes (8-byte aligned); the table is the
+//! `crate::table` encoding of the entries' layout. The n-th entry of a task kind's state
+//! record belongs to the n-th task of that kind in the task table.
+//!
+//! The checksum covers the directory (every offset, size and fingerprint): damage to it
+//! is found before anything is read through it. Entries are not hashed — that would be
+//! a pass over every task in the stopped section — but every entry is decoded with its
+//! bounds and values checked. Writing needs no allocation (the bootstrap has no heap);
+//! reading validates every offset and length and never panics.
 
 use crate::record::Record;
-use crate::records::{Keyed, RecordKind, SchemaVersion};
+use crate::records::{RecordKind, SchemaVersion};
+use crate::table::{TableError, TableView};
 use crate::wire::{Reader, WireError, Writer};
 
-pub const MAGIC: [u8; 8] = *b"HKRECSET";
-pub const LAYOUT_VERSION: u32 = 1;
+pub const MAGIC: [u8; 8] = *b"HKRECST2";
+pub const LAYOUT_VERSION: u32 = 2;
 pub const MAX_RECORDS: usize = 32;
 const HEADER: usize = 32;
-const DIR_ENTRY: usize = 32;
-const PAYLOAD_START: usize = HEADER + DIR_ENTRY * MAX_RECORDS;
-/// Bytes of the task id that starts every entry of a task-state record.
-pub const KEY: usize = 4;
+const DIR_ENTRY: usize = 48;
+/// Bytes of a set's header and directory.
+pub const DIRECTORY_SIZE: usize = HEADER + DIR_ENTRY * MAX_RECORDS;
 
 /// Record flags.
 pub mod flags {
@@ -59,35 +70,33 @@ pub enum RecordSetError {
     Duplicate {
         kind: u16,
     },
+    Table {
+        kind: u16,
+        error: TableError,
+    },
 }
 
 impl core::fmt::Display for RecordSetError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            RecordSetError::BadMagic => write!(f, "record set has no HKRECSET magic"),
+            RecordSetError::BadMagic => write!(f, "record set has no HKRECST2 magic"),
             RecordSetError::UnknownLayout(v) => {
-                write!(f, "record set layout {v} is not understood (1 is)")
+                write!(f, "record set layout {v} is not understood ({LAYOUT_VERSION} is)")
             }
             RecordSetError::TooManyRecords => write!(f, "more than {MAX_RECORDS} records"),
-            RecordSetError::OutOfSpace { needed, available } => {
-                write!(
-                    f,
-                    "record area too small: {needed} bytes needed, {available} available"
-                )
-            }
-            RecordSetError::Truncated { kind } => {
-                write!(
-                    f,
-                    "record {} extends past the end of the set",
-                    KindText(*kind)
-                )
-            }
-            RecordSetError::Checksum { expected, found } => {
-                write!(
-                    f,
-                    "record set checksum {found:#x}, expected {expected:#x}: the set was damaged"
-                )
-            }
+            RecordSetError::OutOfSpace { needed, available } => write!(
+                f,
+                "record area too small: {needed} bytes needed, {available} available"
+            ),
+            RecordSetError::Truncated { kind } => write!(
+                f,
+                "record {} extends past the end of its area",
+                KindText(*kind)
+            ),
+            RecordSetError::Checksum { expected, found } => write!(
+                f,
+                "record set directory checksum {found:#x}, expected {expected:#x}: the set was damaged"
+            ),
             RecordSetError::EntrySize {
                 kind,
                 entry_size,
@@ -99,6 +108,9 @@ impl core::fmt::Display for RecordSetError {
             ),
             RecordSetError::Duplicate { kind } => {
                 write!(f, "record {} appears twice", KindText(*kind))
+            }
+            RecordSetError::Table { kind, error } => {
+                write!(f, "record {}: {error}", KindText(*kind))
             }
         }
     }
@@ -114,11 +126,6 @@ impl core::fmt::Display for KindText {
             Err(_) => write!(f, "kind-0"),
         }
     }
-}
-
-/// The task id at the start of a task-state entry.
-pub fn key_of(entry: &[u8]) -> Result<u32, WireError> {
-    <u32 as crate::record::Field>::get(entry)
 }
 
 /// FNV-1a, 64 bits: cheap damage detection (not a security digest).
@@ -139,6 +146,8 @@ pub struct RecordHeader {
     pub flags: u16,
     pub entry_size: u32,
     pub entries: u32,
+    /// The fingerprint of the entries' field table.
+    pub fingerprint: u64,
 }
 
 impl RecordHeader {
@@ -147,164 +156,259 @@ impl RecordHeader {
     }
 }
 
-/// Builds a record set in a caller-provided buffer.
+/// Where a record's entries and table are in the area (for a set that refers to
+/// another set's record instead of copying it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub entries: (u64, u64),
+    pub table: (u32, u32),
+}
+
+/// Builds a record set in an area.
+///
+/// It writes into `out`, a part of the area that starts at area offset `base`, so that
+/// the rest of the area (an exported set this one refers to) stays readable meanwhile.
 pub struct RecordSetWriter<'a> {
-    buf: &'a mut [u8],
+    out: &'a mut [u8],
+    /// The area offset of `out[0]`.
+    base: usize,
     count: usize,
+    /// Next free byte (offset in `out`).
     end: usize,
 }
 
 impl<'a> RecordSetWriter<'a> {
-    pub fn new(buf: &'a mut [u8]) -> Result<Self, RecordSetError> {
-        if buf.len() < PAYLOAD_START {
+    /// A set at the start of `out`, which is the area from offset `base` on; the set's
+    /// header is at `base` and everything it writes stays inside `out`.
+    pub fn new(out: &'a mut [u8], base: usize) -> Result<Self, RecordSetError> {
+        if out.len() < DIRECTORY_SIZE {
             return Err(RecordSetError::OutOfSpace {
-                needed: PAYLOAD_START,
-                available: buf.len(),
+                needed: DIRECTORY_SIZE,
+                available: out.len(),
             });
         }
-        buf[..PAYLOAD_START].fill(0);
+        out[..DIRECTORY_SIZE].fill(0);
         Ok(Self {
-            buf,
+            out,
+            base,
             count: 0,
-            end: PAYLOAD_START,
+            end: DIRECTORY_SIZE,
         })
     }
 
-    /// Adds a record of `entries` entries of `entry_size` bytes, entry `i` written into
-    /// its `entry_size` bytes by `write(i, bytes)`.
+    /// A set at the start of `area`.
+    pub fn whole(area: &'a mut [u8]) -> Result<Self, RecordSetError> {
+        Self::new(area, 0)
+    }
+
+    /// Reserves `len` bytes aligned to `align` (in the area: `base` is 8-aligned by
+    /// the caller's contract); returns their offset in `out`.
+    fn allocate(&mut self, len: usize, align: usize) -> Result<usize, RecordSetError> {
+        let start = (self.base + self.end).next_multiple_of(align) - self.base;
+        let end = start
+            .checked_add(len)
+            .filter(|&e| e <= self.out.len())
+            .ok_or(RecordSetError::OutOfSpace {
+                needed: start.saturating_add(len),
+                available: self.out.len(),
+            })?;
+        self.end = end;
+        Ok(start)
+    }
+
+    /// Bytes still free.
+    pub fn remaining(&self) -> usize {
+        self.out.len() - self.end
+    }
+
+    fn directory(
+        &mut self,
+        h: &RecordHeader,
+        place: Placement,
+    ) -> Result<Placement, RecordSetError> {
+        if self.count == MAX_RECORDS {
+            return Err(RecordSetError::TooManyRecords);
+        }
+        let d = HEADER + self.count * DIR_ENTRY;
+        let mut w = Writer::new(&mut self.out[d..d + DIR_ENTRY]);
+        w.u16(h.kind.get());
+        w.u16(h.schema.get());
+        w.u16(h.flags);
+        w.u16(0);
+        w.u32(h.entry_size);
+        w.u32(h.entries);
+        w.u64(place.entries.0);
+        w.u64(place.entries.1);
+        w.u64(h.fingerprint);
+        w.u32(place.table.0);
+        w.u32(place.table.1);
+        self.count += 1;
+        Ok(place)
+    }
+
+    /// Copies `table` in; returns its placement (area offsets).
+    fn table(&mut self, table: TableView<'_>) -> Result<(u32, u32), RecordSetError> {
+        let bytes = table.bytes();
+        let at = self.allocate(bytes.len(), 1)?;
+        self.out[at..at + bytes.len()].copy_from_slice(bytes);
+        Ok(((self.base + at) as u32, bytes.len() as u32))
+    }
+
+    /// Adds a record of `entries` entries of `entry_size` bytes laid out as `table`,
+    /// entry `i` written into its `entry_size` bytes by `write(i, bytes)`.
+    #[allow(clippy::too_many_arguments, reason = "a directory entry's fields")]
     pub fn add_raw(
         &mut self,
         kind: RecordKind,
         schema: SchemaVersion,
         flags: u16,
+        table: TableView<'_>,
         entry_size: usize,
         entries: usize,
         mut write: impl FnMut(usize, &mut [u8]),
-    ) -> Result<(), RecordSetError> {
-        let (start, len) = self.reserve(kind, schema, flags, entry_size, entries)?;
-        for i in 0..entries {
-            let at = start + i * entry_size;
-            write(i, &mut self.buf[at..at + entry_size]);
-        }
-        debug_assert_eq!(len, entry_size * entries);
-        Ok(())
-    }
-
-    /// Adds a record whose entries are `bytes` as they stand (`entries` entries of
-    /// `entry_size` bytes): one copy, no per-entry work.
-    pub fn add_bytes(
-        &mut self,
-        kind: RecordKind,
-        schema: SchemaVersion,
-        flags: u16,
-        entry_size: usize,
-        entries: usize,
-        bytes: &[u8],
-    ) -> Result<(), RecordSetError> {
-        let (start, len) = self.reserve(kind, schema, flags, entry_size, entries)?;
-        if bytes.len() != len {
-            return Err(RecordSetError::EntrySize {
-                kind: kind.get(),
-                entry_size: entry_size as u32,
-                expected: bytes.len() / entries.max(1),
-            });
-        }
-        self.buf[start..start + len].copy_from_slice(bytes);
-        Ok(())
-    }
-
-    /// Makes room for a record and writes its directory entry; returns where its
-    /// entries go and their total length.
-    fn reserve(
-        &mut self,
-        kind: RecordKind,
-        schema: SchemaVersion,
-        flags: u16,
-        entry_size: usize,
-        entries: usize,
-    ) -> Result<(usize, usize), RecordSetError> {
-        if self.count == MAX_RECORDS {
-            return Err(RecordSetError::TooManyRecords);
-        }
+    ) -> Result<Placement, RecordSetError> {
         let len = entry_size
             .checked_mul(entries)
             .ok_or(RecordSetError::OutOfSpace {
                 needed: usize::MAX,
-                available: self.buf.len(),
+                available: self.out.len(),
             })?;
-        let start = self.end.next_multiple_of(8);
-        if start + len > self.buf.len() {
-            return Err(RecordSetError::OutOfSpace {
-                needed: start + len,
-                available: self.buf.len(),
-            });
+        let table_at = self.table(table)?;
+        let start = self.allocate(len, 8)?;
+        for (i, entry) in self.out[start..start + len]
+            .chunks_exact_mut(entry_size.max(1))
+            .take(entries)
+            .enumerate()
+        {
+            write(i, entry);
         }
-        let d = HEADER + self.count * DIR_ENTRY;
-        let mut w = Writer::new(&mut self.buf[d..d + DIR_ENTRY]);
-        w.u16(kind.get());
-        w.u16(schema.get());
-        w.u16(flags);
-        w.u16(0);
-        w.u32(entry_size as u32);
-        w.u32(entries as u32);
-        w.u64(start as u64);
-        w.u64(len as u64);
-        self.count += 1;
-        self.end = start + len;
-        Ok((start, len))
+        self.directory(
+            &RecordHeader {
+                kind,
+                schema,
+                flags,
+                entry_size: entry_size as u32,
+                entries: entries as u32,
+                fingerprint: table.fingerprint(),
+            },
+            Placement {
+                entries: ((self.base + start) as u64, len as u64),
+                table: table_at,
+            },
+        )
     }
 
-    /// Adds a record of plain entries.
-    pub fn add<R: Record>(&mut self, flags: u16, entries: &[R]) -> Result<(), RecordSetError> {
+    /// Adds a record whose entries are `bytes` as they stand: one copy, no per-entry
+    /// work.
+    pub fn add_bytes(
+        &mut self,
+        header: RecordHeader,
+        table: TableView<'_>,
+        bytes: &[u8],
+    ) -> Result<Placement, RecordSetError> {
+        if bytes.len() as u64 != u64::from(header.entry_size) * u64::from(header.entries) {
+            return Err(RecordSetError::EntrySize {
+                kind: header.kind.get(),
+                entry_size: header.entry_size,
+                expected: bytes.len() / (header.entries as usize).max(1),
+            });
+        }
+        let table_at = self.table(table)?;
+        let start = self.allocate(bytes.len(), 8)?;
+        self.out[start..start + bytes.len()].copy_from_slice(bytes);
+        self.directory(
+            &header,
+            Placement {
+                entries: ((self.base + start) as u64, bytes.len() as u64),
+                table: table_at,
+            },
+        )
+    }
+
+    /// Adds a record whose `entries × entry_size` bytes are written in one piece by
+    /// `fill` (several slices copied one after the other, or a conversion).
+    pub fn add_filled(
+        &mut self,
+        header: RecordHeader,
+        table: TableView<'_>,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<Placement, RecordSetError> {
+        let len = u64::from(header.entry_size) * u64::from(header.entries);
+        let len = usize::try_from(len).map_err(|_| RecordSetError::OutOfSpace {
+            needed: usize::MAX,
+            available: self.out.len(),
+        })?;
+        let table_at = self.table(table)?;
+        let start = self.allocate(len, 8)?;
+        fill(&mut self.out[start..start + len]);
+        self.directory(
+            &header,
+            Placement {
+                entries: ((self.base + start) as u64, len as u64),
+                table: table_at,
+            },
+        )
+    }
+
+    /// Adds a record that is already in the area (another set's), without copying it.
+    pub fn add_reference(
+        &mut self,
+        header: RecordHeader,
+        place: Placement,
+    ) -> Result<Placement, RecordSetError> {
+        self.directory(&header, place)
+    }
+
+    /// Adds a record of `entries`, encoded one by one, with `table` (the encoding of
+    /// `R::LAYOUT`, which a caller has as bytes: `crate::table::encoded`).
+    pub fn add<R: Record>(
+        &mut self,
+        flags: u16,
+        table: TableView<'_>,
+        entries: &[R],
+    ) -> Result<Placement, RecordSetError> {
         self.add_raw(
             R::KIND,
             R::SCHEMA,
             flags,
+            table,
             R::SIZE,
             entries.len(),
             |i, out| entries[i].encode(out),
         )
     }
 
-    /// Adds a task-state record from `(task id, state)` pairs produced by `each`.
-    pub fn add_keyed<R: Record>(
-        &mut self,
-        flags: u16,
-        count: usize,
-        mut each: impl FnMut(usize) -> (u32, R),
-    ) -> Result<(), RecordSetError> {
-        self.add_raw(R::KIND, R::SCHEMA, flags, KEY + R::SIZE, count, |i, out| {
-            let (task, state) = each(i);
-            out[..KEY].copy_from_slice(&task.to_le_bytes());
-            state.encode(&mut out[KEY..]);
-        })
-    }
-
-    /// Writes the header and checksum; returns the set's length.
+    /// Writes the header and checksum; returns the area offset past the set.
     pub fn finish(self) -> usize {
-        let checksum = fnv1a(&self.buf[HEADER..self.end]);
-        let mut w = Writer::new(&mut self.buf[..HEADER]);
+        let checksum = fnv1a(&self.out[HEADER..DIRECTORY_SIZE]);
+        let end = self.base + self.end;
+        let mut w = Writer::new(&mut self.out[..HEADER]);
         w.bytes(&MAGIC);
         w.u32(LAYOUT_VERSION);
         w.u32(self.count as u32);
-        w.u64(self.end as u64);
+        w.u64(end as u64);
         w.u64(checksum);
-        self.end
+        end
     }
 }
 
 /// A validated record set.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordSet<'a> {
-    bytes: &'a [u8],
+    area: &'a [u8],
+    at: usize,
     count: usize,
+    end: usize,
 }
 
-/// One record of a set: its directory entry and its entries' bytes.
+/// One record of a set: its directory entry, its entries' bytes, its field table.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordRef<'a> {
     pub header: RecordHeader,
     pub bytes: &'a [u8],
+    pub table: TableView<'a>,
+    /// Where it is in the area.
+    pub placement: Placement,
 }
 
 impl<'a> RecordRef<'a> {
@@ -320,28 +424,13 @@ impl<'a> RecordRef<'a> {
         (0..this.header.entries as usize).map(move |i| R::decode(this.entry(i)))
     }
 
-    /// Decodes every entry of a task-state record as `(task id, R)`.
-    pub fn decode_keyed<R: Record>(
-        &self,
-    ) -> impl Iterator<Item = Result<Keyed<R>, WireError>> + 'a {
-        let this = *self;
-        (0..this.header.entries as usize).map(move |i| {
-            let entry = this.entry(i);
-            Ok(Keyed {
-                task: key_of(entry)?,
-                state: R::decode(entry.get(KEY..).unwrap_or(&[]))?,
-            })
-        })
-    }
-
-    /// Whether the entries have the size `R` (plain) needs.
-    pub fn check_size<R: Record>(&self, keyed: bool) -> Result<(), RecordSetError> {
-        let expected = R::SIZE + if keyed { KEY } else { 0 };
-        if self.header.entry_size as usize != expected {
+    /// Whether the entries have the size `R` needs.
+    pub fn check_size<R: Record>(&self) -> Result<(), RecordSetError> {
+        if self.header.entry_size as usize != R::SIZE {
             return Err(RecordSetError::EntrySize {
                 kind: self.header.kind.get(),
                 entry_size: self.header.entry_size,
-                expected,
+                expected: R::SIZE,
             });
         }
         Ok(())
@@ -349,41 +438,48 @@ impl<'a> RecordRef<'a> {
 }
 
 impl<'a> RecordSet<'a> {
-    /// Validates a set: magic, layout, bounds of every record, checksum, no duplicates.
-    pub fn parse(bytes: &'a [u8]) -> Result<Self, RecordSetError> {
-        if bytes.len() < HEADER {
-            return Err(RecordSetError::BadMagic);
-        }
-        let mut r = Reader::new(bytes);
-        let magic: [u8; 8] = r.array().map_err(|_| RecordSetError::BadMagic)?;
+    /// Validates the set at `at` in `area`: magic, layout, checksum of the directory,
+    /// bounds of every record and table, tables that parse, no duplicates.
+    pub fn parse(area: &'a [u8], at: usize) -> Result<Self, RecordSetError> {
+        let header = at
+            .checked_add(DIRECTORY_SIZE)
+            .and_then(|end| area.get(at..end))
+            .ok_or(RecordSetError::BadMagic)?;
+        let mut r = Reader::new(header);
+        let short = |_| RecordSetError::BadMagic;
+        let magic: [u8; 8] = r.array().map_err(short)?;
         if magic != MAGIC {
             return Err(RecordSetError::BadMagic);
         }
-        let layout = r.u32().map_err(|_| RecordSetError::BadMagic)?;
+        let layout = r.u32().map_err(short)?;
         if layout != LAYOUT_VERSION {
             return Err(RecordSetError::UnknownLayout(layout));
         }
-        let count = r.u32().map_err(|_| RecordSetError::BadMagic)? as usize;
-        let total = r.u64().map_err(|_| RecordSetError::BadMagic)?;
-        let checksum = r.u64().map_err(|_| RecordSetError::BadMagic)?;
+        let count = r.u32().map_err(short)? as usize;
+        let end = r.u64().map_err(short)?;
+        let checksum = r.u64().map_err(short)?;
         if count > MAX_RECORDS {
             return Err(RecordSetError::TooManyRecords);
         }
-        if total < PAYLOAD_START as u64 || total > bytes.len() as u64 {
+        if end > area.len() as u64 {
             return Err(RecordSetError::OutOfSpace {
-                needed: total as usize,
-                available: bytes.len(),
+                needed: end as usize,
+                available: area.len(),
             });
         }
-        let bytes = &bytes[..total as usize];
-        let found = fnv1a(&bytes[HEADER..]);
+        let found = fnv1a(&header[HEADER..]);
         if found != checksum {
             return Err(RecordSetError::Checksum {
                 expected: checksum,
                 found,
             });
         }
-        let set = RecordSet { bytes, count };
+        let set = RecordSet {
+            area,
+            at,
+            count,
+            end: end as usize,
+        };
         for i in 0..count {
             let rec = set.get(i)?;
             for j in 0..i {
@@ -398,8 +494,8 @@ impl<'a> RecordSet<'a> {
     }
 
     fn get(&self, i: usize) -> Result<RecordRef<'a>, RecordSetError> {
-        let d = HEADER + i * DIR_ENTRY;
-        let mut r = Reader::new(&self.bytes[d..d + DIR_ENTRY]);
+        let d = self.at + HEADER + i * DIR_ENTRY;
+        let mut r = Reader::new(&self.area[d..d + DIR_ENTRY]);
         let short = |_| RecordSetError::BadMagic;
         let kind = r.u16().map_err(short)?;
         let schema = r.u16().map_err(short)?;
@@ -409,27 +505,47 @@ impl<'a> RecordSet<'a> {
         let entries = r.u32().map_err(short)?;
         let offset = r.u64().map_err(short)?;
         let len = r.u64().map_err(short)?;
-        let schema =
-            SchemaVersion::try_new(schema).map_err(|_| RecordSetError::Truncated { kind })?;
-        let end = offset
-            .checked_add(len)
-            .ok_or(RecordSetError::Truncated { kind })?;
-        if offset < PAYLOAD_START as u64
-            || end > self.bytes.len() as u64
+        let fingerprint = r.u64().map_err(short)?;
+        let table_at = r.u32().map_err(short)?;
+        let table_len = r.u32().map_err(short)?;
+        let truncated = RecordSetError::Truncated { kind };
+        let schema = SchemaVersion::try_new(schema).map_err(|_| truncated)?;
+        let end = offset.checked_add(len).ok_or(truncated)?;
+        if end > self.area.len() as u64
             || (entry_size as u64).checked_mul(entries as u64) != Some(len)
             || entry_size == 0 && entries != 0
         {
-            return Err(RecordSetError::Truncated { kind });
+            return Err(truncated);
+        }
+        let table_end = table_at as usize + table_len as usize;
+        let table_bytes = self
+            .area
+            .get(table_at as usize..table_end)
+            .ok_or(truncated)?;
+        let table = TableView::parse_exact(table_bytes)
+            .map_err(|error| RecordSetError::Table { kind, error })?;
+        if table.fingerprint() != fingerprint || (table.size() != entry_size && entries != 0) {
+            return Err(RecordSetError::EntrySize {
+                kind,
+                entry_size,
+                expected: table.size() as usize,
+            });
         }
         Ok(RecordRef {
             header: RecordHeader {
-                kind: RecordKind::try_new(kind).map_err(|_| RecordSetError::Truncated { kind })?,
+                kind: RecordKind::try_new(kind).map_err(|_| truncated)?,
                 schema,
                 flags,
                 entry_size,
                 entries,
+                fingerprint,
             },
-            bytes: &self.bytes[offset as usize..end as usize],
+            bytes: &self.area[offset as usize..end as usize],
+            table,
+            placement: Placement {
+                entries: (offset, len),
+                table: (table_at, table_len),
+            },
         })
     }
 
@@ -443,9 +559,9 @@ impl<'a> RecordSet<'a> {
         self.records().find(|r| r.header.kind == kind)
     }
 
-    /// Length of the set in bytes.
-    pub fn len(&self) -> usize {
-        self.bytes.len()
+    /// The area offset past everything the set wrote.
+    pub fn end(&self) -> usize {
+        self.end
     }
 
     pub fn is_empty(&self) -> bool {
@@ -454,132 +570,4 @@ impl<'a> RecordSet<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::records::{kinds, task_table, TaskKind};
-    use proptest::prelude::*;
-    use std::vec::Vec;
-
-    /// A task-state record for the tests.
-    #[derive(Debug, Clone, PartialEq, crate::Record)]
-    #[record(kind = TaskKind::COUNTER.state_record(), version = 1)]
-    #[repr(C)]
-    struct Count {
-        count: u64,
-    }
-
-    fn sample(buf: &mut [u8]) -> usize {
-        let mut w = RecordSetWriter::new(buf).unwrap();
-        let table = [
-            task_table::V1 {
-                id: 1,
-                kind: TaskKind::COUNTER,
-                affinity: 0xffff,
-                period_us: 1000,
-                flags: 0,
-                steps: 7,
-            },
-            task_table::V1 {
-                id: 2,
-                kind: TaskKind::COUNTER,
-                affinity: 1,
-                period_us: 1000,
-                flags: 0,
-                steps: 9,
-            },
-        ];
-        w.add(0, &table).unwrap();
-        w.add_keyed(0, 2, |i| {
-            (
-                i as u32 + 1,
-                Count {
-                    count: 100 + i as u64,
-                },
-            )
-        })
-        .unwrap();
-        w.finish()
-    }
-
-    #[test]
-    fn round_trip() {
-        let mut buf = [0u8; 4096];
-        let len = sample(&mut buf);
-        let set = RecordSet::parse(&buf[..len]).unwrap();
-        let table = set.find(kinds::TASK_TABLE).unwrap();
-        let entries: Vec<task_table::V1> = table.decode().map(Result::unwrap).collect();
-        assert_eq!(entries[1].steps, 9);
-        let counters = set.find(TaskKind::COUNTER.state_record()).unwrap();
-        counters.check_size::<Count>(true).unwrap();
-        let states: Vec<_> = counters
-            .decode_keyed::<Count>()
-            .map(Result::unwrap)
-            .collect();
-        assert_eq!((states[1].task, states[1].state.count), (2, 101));
-    }
-
-    #[test]
-    fn a_copied_record_equals_the_original() {
-        let mut buf = [0u8; 4096];
-        let len = sample(&mut buf);
-        let set = RecordSet::parse(&buf[..len]).unwrap();
-        let mut out = [0u8; 4096];
-        let mut w = RecordSetWriter::new(&mut out).unwrap();
-        for r in set.records() {
-            let h = r.header;
-            w.add_bytes(
-                h.kind,
-                h.schema,
-                h.flags,
-                h.entry_size as usize,
-                h.entries as usize,
-                r.bytes,
-            )
-            .unwrap();
-        }
-        let n = w.finish();
-        assert_eq!(&out[..n], &buf[..len]);
-    }
-
-    #[test]
-    fn damage_is_detected() {
-        let mut buf = [0u8; 4096];
-        let len = sample(&mut buf);
-        buf[len - 3] ^= 0x40;
-        assert!(matches!(
-            RecordSet::parse(&buf[..len]),
-            Err(RecordSetError::Checksum { .. })
-        ));
-    }
-
-    #[test]
-    fn a_full_area_is_refused_not_overrun() {
-        let mut buf = [0u8; PAYLOAD_START + 16];
-        let mut w = RecordSetWriter::new(&mut buf).unwrap();
-        let many = [Count { count: 1 }, Count { count: 2 }, Count { count: 3 }];
-        assert!(matches!(
-            w.add(0, &many),
-            Err(RecordSetError::OutOfSpace { .. })
-        ));
-    }
-
-    proptest! {
-        #[test]
-        fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-            let _ = RecordSet::parse(&bytes).map(|s| s.records().count());
-        }
-
-        #[test]
-        fn parse_never_panics_on_mutations(at in 0usize..1200, value: u8, cut in 0usize..1200) {
-            let mut buf = [0u8; 4096];
-            let len = sample(&mut buf);
-            buf[at % len] = value;
-            let end = len - cut % len;
-            if let Ok(set) = RecordSet::parse(&buf[..end]) {
-                for r in set.records() {
-                    let _ = r.decode_keyed::<Count>().count();
-                }
-            }
-        }
-    }
-}
+mod tests;

@@ -15,6 +15,7 @@ pub(crate) struct CounterV1 {
 
 #[derive(Debug, Clone, PartialEq, crate::Record)]
 #[record(kind = KIND, version = 2)]
+#[record(padded)]
 #[repr(C)]
 pub(crate) struct CounterV2 {
     pub count: u64,

@@ -14,7 +14,7 @@ const KIND: RecordKind = TaskKind::COUNTER.state_record();
 macro_rules! record {
     ($name:ident $v:literal { $($(#[$a:meta])* $field:ident: $ty:ty),* }) => {
         #[derive(Debug, Clone, PartialEq, crate::Record)]
-        #[record(kind = KIND, version = $v)]
+        #[record(kind = KIND, version = $v, padded)]
         #[repr(C)]
         struct $name { $($(#[$a])* $field: $ty),* }
     };
@@ -128,7 +128,7 @@ fn a_mechanical_change_is_converted_by_fields() {
         .unwrap()
         .unwrap();
     assert_eq!(p.method(), Method::ByFields);
-    let Some(Stage::Fields(f)) = p.stages().next() else {
+    let Some(Stage::Fields { plan: f, .. }) = p.stages().next() else {
         panic!("a field stage");
     };
     assert_eq!(f.added(), ["stride"]);
@@ -150,7 +150,7 @@ fn converters_run_where_present_and_fields_fill_the_gaps() {
     let stages: std::vec::Vec<&str> = p
         .stages()
         .map(|s| match s {
-            Stage::Fields(_) => "fields",
+            Stage::Fields { .. } => "fields",
             Stage::Converter(_) => "converter",
         })
         .collect();
@@ -228,4 +228,46 @@ fn the_descriptor_layout_is_guarded_by_the_abi_version() {
     let e = descriptor(&a, &b).unwrap_err();
     assert_eq!(e, PlanRefusal::DescriptorUnbumped { abi: 1 });
     assert!(e.to_string().contains("bump it"), "{e}");
+}
+
+description!(other_kind, records: [crate::records::task_table::V1], steps: [], regions: [heap(0x1000), HANDOFF]);
+
+#[test]
+fn a_whole_swap_is_planned_record_by_record() {
+    let mut seen = std::vec::Vec::new();
+    let resizes = swap(&parse(&running_v1::BYTES), &parse(&by_fields::BYTES), |c| {
+        seen.push(match c {
+            Carried::Read(p) => (p.kind, p.method().to_string()),
+            Carried::Dropped { kind, .. } => (kind, "dropped".to_string()),
+            Carried::New { kind, .. } => (kind, "new".to_string()),
+        })
+    })
+    .unwrap();
+    assert_eq!(seen, [(KIND, "converted by fields".to_string())]);
+    let r: std::vec::Vec<_> = resizes.iter().collect();
+    assert_eq!((r[0].name, r[0].running, r[0].new), ("heap", 0x1000, 0x2000));
+
+    // The new image does not read the (required) counter record, and has a new one.
+    let e = swap(&parse(&running_v1::BYTES), &parse(&other_kind::BYTES), |_| {}).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the running kernel exports counter-state v1, which the new image does not read and which is not optional: keep the record kind in the new image"
+    );
+    let mut new = std::vec::Vec::new();
+    swap(&parse(&other_kind::BYTES), &parse(&other_kind::BYTES), |c| {
+        if let Carried::New { kind, .. } = c {
+            new.push(kind);
+        }
+    })
+    .unwrap();
+    assert!(new.is_empty());
+    // The guard, the regions and the descriptor come first.
+    assert!(matches!(
+        swap(&parse(&running_v1::BYTES), &parse(&unbumped::BYTES), |_| {}),
+        Err(PlanRefusal::Unbumped { .. })
+    ));
+    assert!(matches!(
+        swap(&parse(&running_v1::BYTES), &parse(&moved::BYTES), |_| {}),
+        Err(PlanRefusal::RegionMoved { .. })
+    ));
 }

@@ -11,12 +11,13 @@ pub const MAX_ENTRIES: usize = 64;
 #[repr(C)]
 pub struct V1 {
     pub boot_seq: u64,
-    pub version: [u16; 3],
-    pub build_id: [u8; 32],
-    pub label: [u8; 32],
     pub started_ns: u64,
     pub downtime_ns: u64,
     pub request_seq: u64,
+    pub build_id: [u8; 32],
+    pub label: [u8; 32],
+    pub version: [u16; 3],
+    pub reserved: u16,
 }
 
 #[cfg(test)]
@@ -34,6 +35,7 @@ mod tests {
             started_ns: 123,
             downtime_ns: 456,
             request_seq: 9,
+            reserved: 0,
         });
     }
 }

@@ -21,8 +21,6 @@ pub struct MemoryRegion {
     pub kind: u64,
 }
 
-impl crate::record::Element for MemoryRegion {}
-
 /// How an ISA interrupt line is wired: global system interrupt and mode bits
 /// (bit 0 active low, bit 1 level triggered).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, crate::Record)]

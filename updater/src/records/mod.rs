@@ -1,29 +1,25 @@
-//! The update machinery's own hand-off records: the machine, the task table, the update
-//! history and the patch set. Every kernel exports them; task kinds add their state
-//! records, declared with the kind in the kernel (`kernel/src/tasks/`).
+//! The update machinery's own hand-off records: the machine, the task table, the run
+//! queues, the update history and the patch set. Every kernel exports them; task kinds
+//! add their state records, declared with the kind in the kernel (`kernel/src/tasks/`).
 //!
 //! Each schema version of a record kind is its own type (`V1`, `V2`, …) with
-//! `#[derive(Record)]`: its encoding and field table come from its definition. A kernel
-//! keeps its live state in the version it reads, so exporting is encoding and importing
-//! is decoding. Older versions stay as long as an image converts from them: the
-//! converter from N to N+1 needs both.
+//! `#[derive(Record)]`: its encoding and field table come from its definition, and its
+//! memory is its encoding. A kernel keeps its live state in the version it reads, so
+//! exporting tasks is one copy of their records and importing them is adopting those
+//! bytes in place. Older versions stay as long as an image carries a converter from them
+//! (a converter from N to N+1 needs both); a layout change that is mechanical needs no
+//! old type at all (`crate::convert::fields`).
 
 pub mod history;
 pub mod machine;
 pub mod patch_set;
+pub mod run_queues;
 pub mod task_table;
 
 pub use image_format::kinds::{self, RecordKind, TaskKind};
 pub use image_format::SchemaVersion;
 
 pub use crate::record::Record;
-
-/// A task-state entry: the task it belongs to and its state.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Keyed<S> {
-    pub task: u32,
-    pub state: S,
-}
 
 #[cfg(test)]
 pub(crate) mod testing {

@@ -13,14 +13,14 @@ use super::kinds;
 #[repr(C)]
 pub struct V1 {
     pub id: u64,
+    /// Patch memory: first page and page count.
+    pub memory: u64,
+    pub pages: u32,
     pub version: u32,
     /// Place in the stack (1 = bottom).
     pub sequence: u32,
     /// Sites (function entries) it wrote.
     pub sites: u32,
-    /// Patch memory: first page and page count.
-    pub memory: u64,
-    pub pages: u32,
     /// Label (NUL-padded UTF-8).
     pub label: [u8; 32],
 }

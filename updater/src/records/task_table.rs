@@ -22,7 +22,7 @@ pub mod flags {
 
 /// What the scheduler and the reconcile need from a task-table entry, whatever its
 /// version.
-pub trait TaskEntry: crate::record::Record {
+pub trait TaskEntry: crate::record::Record + crate::record::Plain {
     fn id(&self) -> u32;
     fn kind(&self) -> TaskKind;
     /// CPU index the task is pinned to, if any.

@@ -41,6 +41,7 @@ fn convert<A: Record, B: Record>(
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default, crate::Record)]
+#[record(padded)]
 #[repr(C)]
 struct Pos {
     x: i16,
@@ -49,6 +50,7 @@ struct Pos {
 
 #[derive(Debug, Clone, PartialEq, crate::Record)]
 #[record(kind = KIND, version = 1)]
+#[record(padded)]
 #[repr(C)]
 struct Old {
     count: u32,
@@ -64,6 +66,7 @@ struct Old {
 /// field widened, a renamed field through its alias.
 #[derive(Debug, Clone, PartialEq, crate::Record)]
 #[record(kind = KIND, version = 2)]
+#[record(padded)]
 #[repr(C)]
 struct New {
     #[record(default = 7)]
@@ -80,6 +83,7 @@ struct New {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default, crate::Record)]
+#[record(padded)]
 #[repr(C)]
 struct PosWide {
     y: u16,
@@ -87,9 +91,6 @@ struct PosWide {
     #[record(default = 1)]
     z: u8,
 }
-
-impl crate::record::Element for Pos {}
-impl crate::record::Element for PosWide {}
 
 fn any_old() -> impl Strategy<Value = Old> {
     (
@@ -144,7 +145,7 @@ proptest! {
 macro_rules! record {
     ($name:ident, $v:literal, $($field:ident: $ty:ty),*) => {
         #[derive(Debug, Clone, PartialEq, crate::Record)]
-        #[record(kind = KIND, version = $v)]
+        #[record(kind = KIND, version = $v, padded)]
         #[repr(C)]
         struct $name { $($field: $ty),* }
     };

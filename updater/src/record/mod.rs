@@ -36,6 +36,9 @@ pub use image_format::{RecordKind, SchemaVersion, TaskKind};
 
 pub use crate::wire::WireError;
 
+mod plain;
+pub use plain::{bytes_of, bytes_of_mut, entries, entries_mut, AnyBits, Plain, PlainError};
+
 /// The type of one field, as the field table names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldType {
@@ -110,6 +113,11 @@ pub trait Field: Sized {
     fn put(&self, out: &mut [u8]);
     /// Reads the encoding at the start of `bytes`.
     fn get(bytes: &[u8]) -> Result<Self, WireError>;
+    /// Whether [`get`](Self::get) would accept `bytes`, without building the value (the
+    /// check behind adopting records in place: for integers, only the length).
+    fn check(bytes: &[u8]) -> bool {
+        Self::get(bytes).is_ok()
+    }
 }
 
 /// A hand-off record kind in one schema version.
@@ -154,6 +162,9 @@ macro_rules! integer {
                     None => Err(short(Self::SIZE, bytes.len())),
                 }
             }
+            fn check(bytes: &[u8]) -> bool {
+                bytes.len() >= Self::SIZE
+            }
         }
     )*};
 }
@@ -178,6 +189,9 @@ impl Field for bool {
             None => Err(short(1, 0)),
         }
     }
+    fn check(bytes: &[u8]) -> bool {
+        matches!(bytes.first(), Some(0 | 1))
+    }
 }
 
 impl Field for TaskKind {
@@ -188,6 +202,9 @@ impl Field for TaskKind {
     }
     fn get(bytes: &[u8]) -> Result<Self, WireError> {
         u16::get(bytes).map(TaskKind::from_raw)
+    }
+    fn check(bytes: &[u8]) -> bool {
+        bytes.len() >= 2
     }
 }
 
@@ -223,11 +240,14 @@ impl<const N: usize> Field for [u8; N] {
         out.copy_from_slice(b);
         Ok(out)
     }
+    fn check(bytes: &[u8]) -> bool {
+        bytes.len() >= N
+    }
 }
 
 /// Marks the element types of [`FieldType::Array`] (every field type but `u8`, whose
-/// arrays are [`FieldType::Bytes`]).
-pub trait Element: Field + Copy {}
+/// arrays are [`FieldType::Bytes`]; `#[derive(Record)]` marks derived structs).
+pub trait Element: Field {}
 
 impl Element for u16 {}
 impl Element for u32 {}
@@ -248,6 +268,9 @@ impl<T: Element, const N: usize> Field for [T; N] {
         for (i, v) in self.iter().enumerate() {
             v.put(&mut out[i * T::SIZE..(i + 1) * T::SIZE]);
         }
+    }
+    fn check(bytes: &[u8]) -> bool {
+        bytes.len() >= Self::SIZE && (0..N).all(|i| T::check(&bytes[i * T::SIZE..]))
     }
     fn get(bytes: &[u8]) -> Result<Self, WireError> {
         if bytes.len() < Self::SIZE {
@@ -273,6 +296,7 @@ mod tests {
     use crate::records::kinds;
 
     #[derive(Debug, Clone, Copy, PartialEq, Default, crate::Record)]
+    #[record(padded)]
     #[repr(C)]
     struct Inner {
         a: u16,
@@ -281,6 +305,7 @@ mod tests {
 
     #[derive(Debug, Clone, PartialEq, crate::Record)]
     #[record(kind = kinds::HISTORY, version = 3)]
+    #[record(padded)]
     #[repr(C)]
     struct Outer {
         small: u8,
@@ -294,8 +319,6 @@ mod tests {
         nested: [Inner; 2],
         kind: TaskKind,
     }
-
-    impl Element for Inner {}
 
     fn sample() -> Outer {
         Outer {
