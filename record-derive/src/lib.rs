@@ -100,6 +100,17 @@ fn field_attr(attrs: &[Attribute]) -> syn::Result<FieldAttr> {
     Ok(out)
 }
 
+fn is_packed(attrs: &[Attribute]) -> bool {
+    attrs.iter().filter(|a| a.path().is_ident("repr")).any(|a| {
+        let mut packed = false;
+        let _ = a.parse_nested_meta(|meta| {
+            packed |= meta.path.is_ident("packed");
+            Ok(())
+        });
+        packed
+    })
+}
+
 fn is_repr_c(attrs: &[Attribute]) -> bool {
     attrs.iter().filter(|a| a.path().is_ident("repr")).any(|a| {
         let mut c = false;
@@ -138,6 +149,8 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
         ));
     };
     let rt = quote!(::updater::record);
+    // Fields of a packed struct cannot be borrowed: they are copied out to be encoded.
+    let packed = is_packed(&input.attrs);
 
     let mut descs = Vec::new();
     let mut puts = Vec::new();
@@ -170,8 +183,15 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
                 alias: #alias,
             }
         });
-        puts.push(quote! {
-            #rt::Field::put(&self.#ident, &mut out[#at..#at + #size]);
+        puts.push(if packed {
+            quote! {
+                let value = self.#ident;
+                #rt::Field::put(&value, &mut out[#at..#at + #size]);
+            }
+        } else {
+            quote! {
+                #rt::Field::put(&self.#ident, &mut out[#at..#at + #size]);
+            }
         });
         gets.push(quote! {
             #ident: <#ty as #rt::Field>::get(&bytes[#at..#at + #size])?,

@@ -17,13 +17,26 @@
 //! | `0x10000` | 64 KiB | the BSP's stack while the bootstrap runs |
 //! | `0x20000` | 64 KiB | update history |
 //! | `0x30000` | 64 KiB | frames the overlay unmapped from the image (freed by the new kernel) |
-//! | `0x40000` | 1.75 MiB | exported record set (old kernel's schemas) |
-//! | `0x200000` | 2 MiB | converted record set (new kernel's schemas) |
+//! | `0x40000` | 3.875 MiB | record half 0 |
+//! | `0x420000` | 3.875 MiB | record half 1 |
+//!
+//! **Record halves.** A swap's exported set and the converted set after it are written
+//! into one half (the converted set right after the exported one, referring to its
+//! entries where their layout did not change). The new kernel then runs on those
+//! records where they stand — its task pools *are* the converted set's entries — so its
+//! own next export goes into the other half. Which half a swap uses is in the
+//! descriptor ([`Descriptor::record_half`]); offsets in a set are from the start of its
+//! half.
+//!
+//! The layout of the descriptor and the park control block is guarded: every image
+//! describes it ([`Abi`]'s field table, fingerprinted in its `.hk_schema`), and a
+//! change under the same [`HANDOFF_ABI_VERSION`] is refused at staging and again by
+//! the bootstrap ([`Descriptor::layout_fingerprint`]).
 
 use core::sync::atomic::{AtomicU32, AtomicU64};
 
 /// Version of this layout. Both images must have the same.
-pub const HANDOFF_ABI_VERSION: u32 = 1;
+pub const HANDOFF_ABI_VERSION: u32 = 2;
 /// Magic at the start of the descriptor.
 pub const DESCRIPTOR_MAGIC: [u8; 8] = *b"HKHANDOF";
 
@@ -40,12 +53,16 @@ pub const RECLAIM_OFFSET: u64 = 0x30000;
 pub const RECLAIM_SIZE: u64 = 0x10000;
 /// Most frames the overlay can hand back (one per switched page).
 pub const MAX_RECLAIM: usize = (RECLAIM_SIZE / 8) as usize;
-pub const EXPORT_OFFSET: u64 = 0x40000;
-pub const EXPORT_SIZE: u64 = 0x1c0000;
-pub const CONVERTED_OFFSET: u64 = 0x200000;
-pub const CONVERTED_SIZE: u64 = 0x200000;
+/// The two record halves (see the module doc).
+pub const RECORDS_OFFSET: u64 = 0x40000;
+pub const RECORD_HALF_SIZE: u64 = 0x3e0000;
 /// Total size the region must have.
-pub const REGION_SIZE: u64 = 0x400000;
+pub const REGION_SIZE: u64 = 0x800000;
+
+/// The region offset of record half `half` (0 or 1).
+pub const fn record_half_offset(half: u32) -> u64 {
+    RECORDS_OFFSET + (half as u64 & 1) * RECORD_HALF_SIZE
+}
 
 /// Most CPUs the park structures hold.
 pub const MAX_CPUS: usize = 16;
@@ -56,7 +73,8 @@ pub const STACK_DEPTH: usize = 16;
 
 /// A descriptor-table register image (`lgdt`/`lidt` operand): limit then base.
 #[repr(C, packed)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, crate::Record)]
+#[record(padded)]
 pub struct TableRegister {
     pub limit: u16,
     pub base: u64,
@@ -64,6 +82,8 @@ pub struct TableRegister {
 
 /// One CPU's place in the park protocol.
 #[repr(C)]
+#[derive(crate::Record)]
+#[record(shared)]
 pub struct ParkSlot {
     /// CPU index (argument of the new kernel's AP entry).
     pub cpu_index: AtomicU64,
@@ -93,6 +113,8 @@ pub struct ParkSlot {
 /// or, at worst, by its next timer tick; it does not spin, because spinning vCPUs starve
 /// the coordinator when there are more vCPUs than host cores.
 #[repr(C)]
+#[derive(crate::Record)]
+#[record(shared)]
 pub struct ParkControl {
     pub request: AtomicU64,
     pub release: AtomicU64,
@@ -117,7 +139,8 @@ pub struct ParkControl {
 
 /// Phase timestamps of one swap, TSC values (0 = not reached).
 #[repr(C)]
-#[derive(Debug, Default)]
+#[derive(Debug, Default, crate::Record)]
+#[record(shared)]
 pub struct SwapClock {
     pub park_ipi: AtomicU64,
     pub all_parked: AtomicU64,
@@ -131,7 +154,7 @@ pub struct SwapClock {
 
 /// A segment of the new image: where it goes relative to the base, and its rights.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, crate::Record)]
 pub struct SegmentDesc {
     /// Offset from the image base (page-aligned).
     pub offset: u64,
@@ -145,7 +168,7 @@ pub struct SegmentDesc {
 
 /// The image a swap replaces or installs.
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, crate::Record)]
 pub struct ImageRef {
     pub version: [u16; 4],
     pub build_id: [u8; 32],
@@ -211,29 +234,73 @@ pub mod inject {
 pub const PREFLIGHT_OK: u64 = 2;
 
 /// Most conversion steps logged.
-pub const MAX_CONVERSIONS: usize = 32;
+pub const MAX_CONVERSIONS: usize = 24;
 /// Most warnings logged.
 pub const MAX_WARNINGS: usize = 8;
 
-/// One logged conversion: `count` entries of `kind` went from `from` to `to`.
+/// How a record crossed a swap ([`ConversionLog::method`]).
+pub mod method {
+    /// Its layout did not change: referred to where it stood.
+    pub const UNCHANGED: u16 = 0;
+    /// By the new image's converter.
+    pub const CONVERTER: u16 = 1;
+    /// By field (`names` lists what was added with its default and what was dropped).
+    pub const FIELDS: u16 = 2;
+}
+
+/// One logged record: `count` entries of `kind` went from `from` to `to` by `method`
+/// (one entry per stage of a conversion).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, crate::Record)]
 pub struct ConversionLog {
     pub kind: u16,
     pub from: u16,
     pub to: u16,
-    pub _pad: u16,
+    /// A [`method`] value.
+    pub method: u16,
     pub count: u32,
-    pub _pad2: u32,
+    /// Fields added and dropped (by field only; all of them, `names` may list fewer).
+    pub added: u16,
+    pub dropped: u16,
+    /// `+added −dropped` names, space-separated, NUL-padded (cut at a name boundary).
+    pub names: [u8; 48],
+}
+
+impl ConversionLog {
+    pub const EMPTY: ConversionLog = ConversionLog {
+        kind: 0,
+        from: 0,
+        to: 0,
+        method: 0,
+        count: 0,
+        added: 0,
+        dropped: 0,
+        names: [0; 48],
+    };
+}
+
+/// Where a record set is in its half.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, crate::Record)]
+pub struct SetPlace {
+    /// Offset from the start of the half.
+    pub at: u64,
+    /// Bytes (0: none written).
+    pub len: u64,
 }
 
 /// The update descriptor: page 0 of the region.
 #[repr(C)]
+#[derive(crate::Record)]
+#[record(shared)]
 pub struct Descriptor {
     pub magic: [u8; 8],
     pub abi_version: u32,
     /// A [`SwapState`] value.
     pub state: AtomicU32,
+    /// The fingerprint of [`Abi`]'s field table in the image that wrote the
+    /// descriptor: the bootstrap refuses a descriptor of another layout.
+    pub layout_fingerprint: u64,
     /// Sequence number of the mailbox request that started this swap.
     pub request_seq: u64,
     /// [`inject`] bits.
@@ -251,9 +318,11 @@ pub struct Descriptor {
     pub segments: [SegmentDesc; MAX_SEGMENTS],
     /// The span currently mapped at the base (old image plus growth pages prepared).
     pub mapped_span: u64,
-    /// Exported and converted record sets: offset from the region start and length.
-    pub exported: (u64, u64),
-    pub converted: (u64, u64),
+    /// The record half this swap's sets are in (0 or 1), and where they are in it.
+    pub record_half: u32,
+    pub _pad_half: u32,
+    pub exported: SetPlace,
+    pub converted: SetPlace,
     pub clock: SwapClock,
     pub cpus_parked: u32,
     pub tasks_before: u32,
@@ -294,7 +363,7 @@ pub const MAX_COPY_RUNS: usize = 64;
 
 /// A run of pages the overlay copies.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, crate::Record)]
 pub struct CopyRun {
     pub first_page: u32,
     pub pages: u32,
@@ -342,12 +411,26 @@ pub fn text(field: &[u8]) -> &str {
     }
 }
 
+/// The shared structures of the hand-off ABI, as one field table for the guard (never
+/// instantiated: the region places them at their own offsets).
+#[repr(C)]
+#[derive(crate::Record)]
+#[record(shared)]
+pub struct Abi {
+    pub descriptor: Descriptor,
+    pub park_control: ParkControl,
+}
+
+/// The fingerprint of the hand-off ABI's layout ([`Abi`]).
+pub const LAYOUT_FINGERPRINT: u64 = crate::table::fingerprint(crate::record::layout_of(
+    &<Abi as crate::record::Field>::TYPE,
+));
+
 const _: () = {
     assert!(core::mem::size_of::<Descriptor>() <= 4096);
     assert!(core::mem::size_of::<ParkControl>() <= 8192);
     assert!(core::mem::size_of::<ParkSlot>() == 256);
-    assert!(EXPORT_OFFSET + EXPORT_SIZE <= CONVERTED_OFFSET);
-    assert!(CONVERTED_OFFSET + CONVERTED_SIZE <= REGION_SIZE);
+    assert!(record_half_offset(1) + RECORD_HALF_SIZE <= REGION_SIZE);
 };
 
 #[cfg(test)]

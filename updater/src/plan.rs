@@ -425,12 +425,10 @@ pub fn swap<'a>(
     for r in running.records() {
         match record_plan(new, r.kind, r.version, r.table) {
             Ok(Some(plan)) => each(Carried::Read(&plan)),
-            Ok(None) | Err(PlanRefusal::Downgrade { .. }) if r.optional => {
-                each(Carried::Dropped {
-                    kind: r.kind,
-                    version: r.version,
-                })
-            }
+            Ok(None) | Err(PlanRefusal::Downgrade { .. }) if r.optional => each(Carried::Dropped {
+                kind: r.kind,
+                version: r.version,
+            }),
             Ok(None) => {
                 return Err(PlanRefusal::NotRead {
                     kind: r.kind,

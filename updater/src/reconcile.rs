@@ -103,6 +103,9 @@ pub struct Request {
     pub abi_version: u32,
     /// The descriptor carried the right magic.
     pub magic_ok: bool,
+    /// The fingerprint of the hand-off layout the old kernel was built with
+    /// (`Descriptor::layout_fingerprint`).
+    pub layout_fingerprint: u64,
     /// A test asked for a refusal (fault injection).
     pub inject_failure: bool,
 }
@@ -193,6 +196,11 @@ pub enum BootstrapRefusal<'a> {
         found: u32,
         expected: u32,
     },
+    /// The descriptor has this ABI version but another layout.
+    AbiLayout {
+        found: u64,
+        expected: u64,
+    },
     /// Versions or capabilities (the staging check, again).
     Incompatible(Incompatibility),
     /// A test asked for it.
@@ -261,6 +269,10 @@ impl core::fmt::Display for BootstrapRefusal<'_> {
             BootstrapRefusal::Abi { found, expected } => write!(
                 f,
                 "hand-off ABI {found} is not this image's ({expected}): both images must be built with the same `updater::handoff` layout"
+            ),
+            BootstrapRefusal::AbiLayout { found, expected } => write!(
+                f,
+                "the hand-off descriptor's layout ({found:016x}) is not this image's ({expected:016x}) under the same ABI version: bump HANDOFF_ABI_VERSION (updater::handoff)"
             ),
             BootstrapRefusal::Incompatible(e) => write!(f, "{e}"),
             BootstrapRefusal::Injected => {
@@ -375,6 +387,13 @@ pub fn reconcile<'a, E: TaskEntry, L: Log>(
         return Err(BootstrapRefusal::Abi {
             found: request.abi_version,
             expected,
+        });
+    }
+    let layout = crate::handoff::LAYOUT_FINGERPRINT;
+    if request.layout_fingerprint != layout {
+        return Err(BootstrapRefusal::AbiLayout {
+            found: request.layout_fingerprint,
+            expected: layout,
         });
     }
     let identity = image.identity;

@@ -70,6 +70,9 @@ pub enum RecordSetError {
     Duplicate {
         kind: u16,
     },
+    Overlap {
+        kind: u16,
+    },
     Table {
         kind: u16,
         error: TableError,
@@ -109,6 +112,11 @@ impl core::fmt::Display for RecordSetError {
             RecordSetError::Duplicate { kind } => {
                 write!(f, "record {} appears twice", KindText(*kind))
             }
+            RecordSetError::Overlap { kind } => write!(
+                f,
+                "the entries of record {} overlap another record's",
+                KindText(*kind)
+            ),
             RecordSetError::Table { kind, error } => {
                 write!(f, "record {}: {error}", KindText(*kind))
             }
@@ -482,9 +490,17 @@ impl<'a> RecordSet<'a> {
         };
         for i in 0..count {
             let rec = set.get(i)?;
+            let (a, a_len) = rec.placement.entries;
             for j in 0..i {
-                if set.get(j)?.header.kind == rec.header.kind {
+                let other = set.get(j)?;
+                if other.header.kind == rec.header.kind {
                     return Err(RecordSetError::Duplicate {
+                        kind: rec.header.kind.get(),
+                    });
+                }
+                let (b, b_len) = other.placement.entries;
+                if a_len > 0 && b_len > 0 && a < b + b_len && b < a + a_len {
+                    return Err(RecordSetError::Overlap {
                         kind: rec.header.kind.get(),
                     });
                 }
@@ -566,6 +582,52 @@ impl<'a> RecordSet<'a> {
 
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+}
+
+/// The entries of every record of a set, as disjoint writable slices of its area: what
+/// a kernel adopts in place (its live records are the set's entries).
+pub struct EntriesMut<'a> {
+    items: [Option<(RecordHeader, &'a mut [u8])>; MAX_RECORDS],
+}
+
+impl<'a> EntriesMut<'a> {
+    /// Splits `area` into the entries of the set at `at` (validated as by
+    /// [`RecordSet::parse`], which also guarantees the records do not overlap).
+    pub fn split(area: &'a mut [u8], at: usize) -> Result<Self, RecordSetError> {
+        let mut places = [None; MAX_RECORDS];
+        {
+            let set = RecordSet::parse(area, at)?;
+            for (slot, r) in places.iter_mut().zip(set.records()) {
+                *slot = Some((r.header, r.placement.entries));
+            }
+        }
+        places.sort_unstable_by_key(|p| p.map_or(u64::MAX, |(_, (offset, _))| offset));
+        let mut items = [const { None }; MAX_RECORDS];
+        let mut rest: &'a mut [u8] = area;
+        let mut consumed = 0u64;
+        for (slot, place) in items.iter_mut().zip(places) {
+            let Some((header, (offset, len))) = place else {
+                break;
+            };
+            // Parsed: in bounds, and sorted disjoint ranges never go backwards.
+            let skip = usize::try_from(offset.saturating_sub(consumed)).unwrap_or(usize::MAX);
+            let taken = core::mem::take(&mut rest);
+            let (_, tail) = taken.split_at_mut(skip.min(taken.len()));
+            let (mine, tail) = tail.split_at_mut((len as usize).min(tail.len()));
+            rest = tail;
+            consumed = consumed.max(offset + len);
+            *slot = Some((header, mine));
+        }
+        Ok(EntriesMut { items })
+    }
+
+    /// Takes the entries of `kind` (once).
+    pub fn take(&mut self, kind: RecordKind) -> Option<(RecordHeader, &'a mut [u8])> {
+        self.items
+            .iter_mut()
+            .find(|i| i.as_ref().is_some_and(|(h, _)| h.kind == kind))
+            .and_then(Option::take)
     }
 }
 

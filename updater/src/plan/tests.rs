@@ -245,20 +245,32 @@ fn a_whole_swap_is_planned_record_by_record() {
     .unwrap();
     assert_eq!(seen, [(KIND, "converted by fields".to_string())]);
     let r: std::vec::Vec<_> = resizes.iter().collect();
-    assert_eq!((r[0].name, r[0].running, r[0].new), ("heap", 0x1000, 0x2000));
+    assert_eq!(
+        (r[0].name, r[0].running, r[0].new),
+        ("heap", 0x1000, 0x2000)
+    );
 
     // The new image does not read the (required) counter record, and has a new one.
-    let e = swap(&parse(&running_v1::BYTES), &parse(&other_kind::BYTES), |_| {}).unwrap_err();
+    let e = swap(
+        &parse(&running_v1::BYTES),
+        &parse(&other_kind::BYTES),
+        |_| {},
+    )
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
         "the running kernel exports counter-state v1, which the new image does not read and which is not optional: keep the record kind in the new image"
     );
     let mut new = std::vec::Vec::new();
-    swap(&parse(&other_kind::BYTES), &parse(&other_kind::BYTES), |c| {
-        if let Carried::New { kind, .. } = c {
-            new.push(kind);
-        }
-    })
+    swap(
+        &parse(&other_kind::BYTES),
+        &parse(&other_kind::BYTES),
+        |c| {
+            if let Carried::New { kind, .. } = c {
+                new.push(kind);
+            }
+        },
+    )
     .unwrap();
     assert!(new.is_empty());
     // The guard, the regions and the descriptor come first.

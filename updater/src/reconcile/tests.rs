@@ -219,6 +219,7 @@ fn request() -> Request {
     Request {
         abi_version: HANDOFF_ABI_VERSION,
         magic_ok: true,
+        layout_fingerprint: crate::handoff::LAYOUT_FINGERPRINT,
         inject_failure: false,
     }
 }
@@ -583,6 +584,14 @@ fn each_refusal_says_what_to_do() {
         running(),
     );
     assert!(matches!(e, BootstrapRefusal::Abi { .. }), "{e}");
+    let e = go(
+        Request {
+            layout_fingerprint: 1,
+            ..request()
+        },
+        running(),
+    );
+    assert!(e.to_string().contains("bump HANDOFF_ABI_VERSION"), "{e}");
     let e = go(
         request(),
         Running {

@@ -227,6 +227,9 @@ macro_rules! atomic {
 
 atomic!(core::sync::atomic::AtomicU32 => u32, core::sync::atomic::AtomicU64 => u64);
 
+impl Element for core::sync::atomic::AtomicU32 {}
+impl Element for core::sync::atomic::AtomicU64 {}
+
 /// Byte arrays are their own field type ([`FieldType::Bytes`]).
 impl<const N: usize> Field for [u8; N] {
     const TYPE: FieldType = FieldType::Bytes(N as u32);

@@ -216,3 +216,49 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn entries_can_be_taken_writable_and_disjoint() {
+    let mut a = area(8192);
+    let buf = bytes(&mut a);
+    sample(buf);
+    let mut split = EntriesMut::split(buf, 0).unwrap();
+    let (h, counters) = split.take(TaskKind::COUNTER.state_record()).unwrap();
+    assert_eq!(h.entries, 2);
+    let (_, table) = split.take(kinds::TASK_TABLE).unwrap();
+    assert!(split.take(kinds::TASK_TABLE).is_none(), "taken once");
+    let counts: &mut [Count] = crate::record::entries_mut(counters).unwrap();
+    counts[1].count = 555;
+    let entries: &mut [task_table::V1] = crate::record::entries_mut(table).unwrap();
+    entries[0].steps = 1;
+    let set = RecordSet::parse(buf, 0).unwrap();
+    let c: Vec<Count> = set
+        .find(TaskKind::COUNTER.state_record())
+        .unwrap()
+        .decode()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(c[1].count, 555, "written where it stands");
+}
+
+#[test]
+fn overlapping_records_are_refused() {
+    let mut a = area(16384);
+    let buf = bytes(&mut a);
+    let end = sample(buf);
+    let at = end.next_multiple_of(8);
+    let (before, after) = buf.split_at_mut(at);
+    let first = RecordSet::parse(before, 0).unwrap();
+    let counters = first.find(TaskKind::COUNTER.state_record()).unwrap();
+    let mut w = RecordSetWriter::new(after, at).unwrap();
+    w.add_reference(counters.header, counters.placement)
+        .unwrap();
+    let mut other = counters.header;
+    other.kind = TaskKind::LCG.state_record();
+    w.add_reference(other, counters.placement).unwrap();
+    w.finish();
+    assert!(matches!(
+        RecordSet::parse(buf, at),
+        Err(RecordSetError::Overlap { .. })
+    ));
+}
