@@ -37,7 +37,12 @@ pub fn check(exported: &RecordSet<'_>) -> Result<Continuity, String> {
         .filter_map(Result::ok)
         .map(|e| (e.id(), e))
         .collect();
-    let states = tasks::decode_all(exported);
+    let order: alloc::vec::Vec<_> = table
+        .decode::<TaskEntry>()
+        .filter_map(Result::ok)
+        .map(|e| (e.id(), e.kind()))
+        .collect();
+    let states = tasks::decode_all(exported, order.into_iter());
 
     let parked = x86_64::instructions::interrupts::without_interrupts(|| {
         quiesce::park_others(Duration::from_millis(500), None)

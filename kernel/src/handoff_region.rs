@@ -3,20 +3,27 @@
 //!
 //! The descriptor is written only by the CPU coordinating an update (the BSP), while
 //! every other CPU is parked or not yet interested, so [`descriptor`] hands out a
-//! mutable view under a lock. The record areas (exported and converted sets, the
-//! frames the overlay reclaimed) belong to whoever holds that lock: they are reached
-//! only through the guard ([`DescriptorGuard::areas`]), so two views of them cannot
-//! coexist. The park control block is all atomics and is shared.
+//! mutable view under a lock. The park control block is all atomics and is shared.
+//!
+//! The two record halves: the one the swap into this kernel left its records in is
+//! this kernel's *live* half — its run queues adopted those records in place
+//! ([`adopt_half`], once, at resume), and nothing else touches it. The other half is
+//! the export half: the exported and converted sets of the next swap go there, and it
+//! belongs, with the reclaim list, to whoever holds the descriptor lock
+//! ([`DescriptorGuard::areas`]). At first boot nothing is live and half 0 is the export
+//! half.
 //!
 //! The one exception is the new image's bootstrap, which runs with that image's own
 //! statics (its lock is not this one): the old kernel holds the guard while it runs,
-//! and the bootstrap reaches the areas through [`RecordAreas::for_bootstrap`].
+//! and the bootstrap reaches the half through [`RecordAreas::for_bootstrap`].
+
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use spin::{Mutex, MutexGuard};
 use updater::handoff::{
-    Descriptor, ParkControl, CONVERTED_OFFSET, CONVERTED_SIZE, DESCRIPTOR_MAGIC, DESCRIPTOR_OFFSET,
-    EXPORT_OFFSET, EXPORT_SIZE, HANDOFF_ABI_VERSION, MAX_RECLAIM, PARK_CONTROL_OFFSET,
-    PARK_GDT_OFFSET, PARK_IDT_OFFSET, PARK_STUB_OFFSET, RECLAIM_OFFSET, REGION_SIZE,
+    record_half_offset, Descriptor, ParkControl, DESCRIPTOR_MAGIC, DESCRIPTOR_OFFSET,
+    HANDOFF_ABI_VERSION, LAYOUT_FINGERPRINT, MAX_RECLAIM, PARK_CONTROL_OFFSET, PARK_GDT_OFFSET,
+    PARK_IDT_OFFSET, PARK_STUB_OFFSET, RECLAIM_OFFSET, RECORD_HALF_SIZE, REGION_SIZE,
 };
 use x86_64::structures::paging::PageTableFlags;
 
@@ -28,9 +35,43 @@ use crate::memory::{
 };
 
 const _: () = assert!(HANDOFF.len >= REGION_SIZE);
-const _: () = assert!(EXPORT_OFFSET + EXPORT_SIZE <= CONVERTED_OFFSET);
 
 static DESCRIPTOR_LOCK: Mutex<()> = Mutex::new(());
+
+/// The live half (0 or 1), or [`NONE_LIVE`] before any swap into this kernel.
+static LIVE_HALF: AtomicU32 = AtomicU32::new(NONE_LIVE);
+const NONE_LIVE: u32 = u32::MAX;
+
+/// The half the next export goes to: the one that is not live.
+pub fn export_half() -> u32 {
+    match LIVE_HALF.load(Ordering::Relaxed) {
+        NONE_LIVE => 0,
+        live => 1 - live,
+    }
+}
+
+fn half_ptr(half: u32) -> *mut u8 {
+    (HANDOFF.start + record_half_offset(half)) as *mut u8
+}
+
+/// The record half the swap into this kernel left (`half`), for its run queues to
+/// adopt: this kernel's records live there from now on. Once per kernel.
+///
+/// # Panics
+/// On a second call (two owners of the live half).
+pub fn adopt_half(half: u32) -> &'static mut [u8] {
+    let half = half & 1;
+    if LIVE_HALF
+        .compare_exchange(NONE_LIVE, half, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        panic!("the live record half is adopted once");
+    }
+    // SAFETY: the half is mapped for the kernel's life and lies in the region; from now
+    // on nothing else reaches it: `RecordAreas` hands out only the other half, and this
+    // function refuses a second call.
+    unsafe { core::slice::from_raw_parts_mut(half_ptr(half), RECORD_HALF_SIZE as usize) }
+}
 
 /// Exclusive access to the descriptor and the record areas.
 pub struct DescriptorGuard {
@@ -62,8 +103,9 @@ impl DescriptorGuard {
     /// The descriptor and the record areas, both borrowed from the guard.
     pub fn areas(&mut self) -> (&mut Descriptor, RecordAreas<'_>) {
         // SAFETY: the guard gives exclusive access to the descriptor and the areas
-        // (module doc); the areas are disjoint from the descriptor's page.
-        unsafe { (&mut *descriptor_ptr(), RecordAreas::new()) }
+        // (module doc); the areas are disjoint from the descriptor's page; the export
+        // half is not the live one.
+        unsafe { (&mut *descriptor_ptr(), RecordAreas::new(export_half())) }
     }
 
     /// The descriptor as the bootstrap's argument (valid while the guard is held).
@@ -79,50 +121,48 @@ pub fn descriptor() -> DescriptorGuard {
     }
 }
 
-/// The byte areas of the region that hold record sets and the reclaim list.
+/// The byte areas of the region a swap writes: its record half and the reclaim list.
 ///
 /// Invariant: at most one `RecordAreas` is alive at a time, handed out by the
-/// [`DescriptorGuard`] (or, in the bootstrap, by the old kernel's guard it runs under).
+/// [`DescriptorGuard`] (or, in the bootstrap, by the old kernel's guard it runs under),
+/// and its half is never the live one.
 pub struct RecordAreas<'a> {
-    /// The exported record set's area (`EXPORT_SIZE` bytes).
-    pub export: &'a mut [u8],
-    /// The converted record set's area (`CONVERTED_SIZE` bytes).
-    pub converted: &'a mut [u8],
+    /// The record half for the exported and converted sets (`RECORD_HALF_SIZE` bytes).
+    pub records: &'a mut [u8],
     /// Frames the overlay unmapped from the image (`MAX_RECLAIM` physical addresses).
     pub reclaim: &'a mut [u64],
 }
 
 impl<'a> RecordAreas<'a> {
     /// # Safety
-    /// - no other view of the areas may be alive (the type's invariant).
-    unsafe fn new() -> Self {
-        let at = |offset: u64| (HANDOFF.start + offset) as *mut u8;
-        // SAFETY: the three areas lie inside the mapped region and are disjoint
-        // (`updater::handoff` layout, checked above); exclusivity is the caller's
-        // contract; the reclaim area is 8-byte aligned and any bit pattern is a u64.
+    /// - no other view of the areas may be alive (the type's invariant), and `half` is
+    ///   not the live half of the kernel whose statics are running.
+    unsafe fn new(half: u32) -> Self {
+        let half = half & 1;
+        // SAFETY: the half and the reclaim list lie inside the mapped region and are
+        // disjoint (`updater::handoff` layout); exclusivity is the caller's contract; the
+        // reclaim area is 8-byte aligned and any bit pattern is a u64.
         unsafe {
             RecordAreas {
-                export: core::slice::from_raw_parts_mut(at(EXPORT_OFFSET), EXPORT_SIZE as usize),
-                converted: core::slice::from_raw_parts_mut(
-                    at(CONVERTED_OFFSET),
-                    CONVERTED_SIZE as usize,
-                ),
+                records: core::slice::from_raw_parts_mut(half_ptr(half), RECORD_HALF_SIZE as usize),
                 reclaim: core::slice::from_raw_parts_mut(
-                    at(RECLAIM_OFFSET) as *mut u64,
+                    (HANDOFF.start + RECLAIM_OFFSET) as *mut u64,
                     MAX_RECLAIM,
                 ),
             }
         }
     }
 
-    /// The areas for the new image's bootstrap, which cannot take this image's lock.
+    /// The areas for the new image's bootstrap, which cannot take this image's lock:
+    /// `half` is the one the old kernel exported into (the descriptor says which).
     ///
     /// # Safety
     /// - called by the bootstrap entry only, under the contract of `hk_bootstrap`: the
-    ///   old kernel holds its descriptor guard and waits, every other CPU is parked.
-    pub unsafe fn for_bootstrap() -> Self {
+    ///   old kernel holds its descriptor guard and waits, every other CPU is parked, and
+    ///   `half` is the descriptor's record half (never the old kernel's live one).
+    pub unsafe fn for_bootstrap(half: u32) -> Self {
         // SAFETY: forwarded contract: the old kernel's guard makes this view unique.
-        unsafe { Self::new() }
+        unsafe { Self::new(half) }
     }
 }
 
@@ -145,6 +185,7 @@ pub fn init_first_boot() {
         let mut d = descriptor();
         d.magic = DESCRIPTOR_MAGIC;
         d.abi_version = HANDOFF_ABI_VERSION;
+        d.layout_fingerprint = LAYOUT_FINGERPRINT;
     }
     // SAFETY: the control block page is mapped writable and no CPU is parked yet.
     let control = unsafe { &mut *((HANDOFF.start + PARK_CONTROL_OFFSET) as *mut ParkControl) };

@@ -24,6 +24,7 @@ fn own_entry(downtime_ns: u64, request_seq: u64) -> Entry {
         started_ns: time::since_boot().as_nanos() as u64,
         downtime_ns,
         request_seq,
+        reserved: 0,
     }
 }
 

@@ -11,7 +11,7 @@
 use image_format::{Capabilities, EmbeddedIdentity, ImageVersion, SchemaEntry, VersionRange};
 use updater::convert::Step;
 use updater::reconcile::{Image, RecordDecl};
-use updater::records::{history, machine, patch_set, TaskKind};
+use updater::records::{history, machine, patch_set, run_queues, TaskKind};
 
 use crate::sched::{self, TaskEntry};
 use crate::tasks::{self, pipeline};
@@ -46,6 +46,7 @@ const CAPS_REQUIRED: Capabilities = Capabilities::HANDOFF_V1
 const SYSTEM_RECORDS: &[RecordDecl] = &[
     RecordDecl::of::<machine::V1>(false),
     RecordDecl::of::<TaskEntry>(false),
+    RecordDecl::of::<run_queues::V1>(false),
     RecordDecl::of::<pipeline::ChannelV1>(false),
     RecordDecl::of::<history::V1>(false),
     RecordDecl::of::<patch_set::V1>(false),
@@ -142,7 +143,7 @@ pub fn image(build_id: &[u8]) -> Image<'_> {
     Image {
         identity: &IDENTITY,
         build_id,
-        records: &RECORDS,
+        description: crate::schema::description(),
         steps: &STEPS,
         init_kinds: &KIND_IDS,
     }

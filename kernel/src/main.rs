@@ -32,6 +32,7 @@ mod panic;
 mod quiesce;
 mod resume;
 mod sched;
+mod schema;
 mod selftest;
 mod shell;
 mod smp;

@@ -39,10 +39,12 @@ hk_resume:
 /// guard (its lock, in this image's statics, is free).
 extern "C" fn resume_main(_descriptor: *mut Descriptor) -> ! {
     let mut guard = handoff_region::descriptor();
-    let (d, areas) = guard.areas();
-    let converted = &areas.converted[..(d.converted.1 as usize).min(areas.converted.len())];
-    let set = RecordSet::parse(converted).expect("converted records (checked by the bootstrap)");
-    let m = import::machine(&set);
+    let d = &mut *guard;
+    // The half the swap left its records in is this kernel's live records now.
+    let at = d.converted.at as usize;
+    let records = handoff_region::adopt_half(d.record_half);
+    // The machine record first: it says where the heap and the frames are.
+    let mut m = import::machine(&converted_set(records, at));
 
     console::init(log::LevelFilter::Info);
     time::init(m.tsc_hz, m.boot_tsc);
@@ -57,7 +59,12 @@ extern "C" fn resume_main(_descriptor: *mut Descriptor) -> ! {
             m.phys_offset,
         )
     };
+    // This image's heap, over what the old kernel mapped (it mapped a larger one at
+    // staging; the tail of a smaller one is freed here).
+    m.heap = memory::adopt_heap(m.heap);
     machine::adopt(m);
+    // With a heap: everything else the set carries, before the queues adopt the tasks.
+    let carried = import::read(&converted_set(records, at));
     boot::register_hooks();
     smp::register_cpus(false).expect("CPU stacks exist after a swap");
     smp::init_this_cpu(cpu::get(CpuId::BSP).expect("BSP registered"));
@@ -78,10 +85,12 @@ extern "C" fn resume_main(_descriptor: *mut Descriptor) -> ! {
     drivers::doorbell::init();
     routing::route_isa_lines();
     drivers::mailbox::adopt();
-    import::tasks(&set);
-    crate::history::adopt(import::history(&set), 0, d.request_seq);
+    import::channels(carried.channels);
+    let adopted = import::adopt_tasks(records, at, &carried.queues);
+    crate::history::adopt(carried.history, 0, d.request_seq);
     import::meet_init_requirements(d.init_requirements);
     d.tasks_after = sched::task_count() as u32;
+    import::note_adopted(adopted);
     // Every task is on a queue: wake the CPUs that idled while the queues filled.
     quiesce::wake_parked(cpu::count() - 1);
     d.clock.reinitialised.store(tsc::read(), Ordering::Relaxed);
@@ -98,6 +107,14 @@ extern "C" fn resume_main(_descriptor: *mut Descriptor) -> ! {
         crate::selftest::after_self_swap();
     }
     sched::run()
+}
+
+/// The converted set in the adopted half (the bootstrap checked it).
+fn converted_set(records: &[u8], at: usize) -> RecordSet<'_> {
+    match RecordSet::parse(records, at) {
+        Ok(set) => set,
+        Err(e) => panic!("converted records (checked by the bootstrap): {e}"),
+    }
 }
 
 /// Where released application processors enter this kernel (from the park stub, on

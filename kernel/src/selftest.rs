@@ -168,8 +168,8 @@ pub fn run() -> ! {
 
 fn exported_set(guard: &mut handoff_region::DescriptorGuard) -> Result<RecordSet<'_>, String> {
     let (d, areas) = guard.areas();
-    let len = (d.exported.1 as usize).min(areas.export.len());
-    RecordSet::parse(&areas.export[..len]).map_err(|e| format!("exported set unreadable: {e}"))
+    RecordSet::parse(areas.records, d.exported.at as usize)
+        .map_err(|e| format!("exported set unreadable: {e}"))
 }
 
 /// Continuity of every task against the last exported set.

@@ -1,6 +1,6 @@
 //! Reports as JSON, for `--json` outputs (swap, demo, bench).
 
-use image_format::mailbox::report::{Outcome, SwapReport};
+use image_format::mailbox::report::{Method, Outcome, SwapReport};
 use serde_json::{json, Value};
 
 /// One swap as a JSON object: `from`, `to`, `downtime_us`, `phases` (µs), tasks before
@@ -27,7 +27,13 @@ pub fn swap_json(r: &SwapReport, state_ok: Option<bool>) -> Value {
         "tasks_after": r.tasks_after,
         "cpus_parked": r.cpus_parked,
         "conversions": r.conversions.iter().map(|c| json!({
-            "kind": c.kind.to_string(), "from": c.from.get(), "to": c.to.get(), "entries": c.entries
+            "kind": c.kind.to_string(), "from": c.from.get(), "to": c.to.get(), "entries": c.entries,
+            "method": match c.method {
+                Method::Unchanged => "unchanged",
+                Method::Converter => "converter",
+                Method::Fields => "fields",
+            },
+            "fields_added": c.added, "fields_dropped": c.dropped, "field_names": c.names,
         })).collect::<Vec<_>>(),
         "warnings": r.warnings,
         "state_ok": state_ok,

@@ -5,8 +5,11 @@
 //!
 //! The candidate must: name the running version in the versions it replaces; require no
 //! capability the running kernel lacks; and read every record kind the running kernel
-//! exports in the version it exports, or convert from it. A record the running kernel
-//! exports as optional may be unreadable: it will be dropped with a warning.
+//! exports. A record the running kernel exports as optional may be unread: it will be
+//! dropped with a warning. *Whether* the candidate can read each record from the
+//! version exported — by its converters, by field, or not at all — is not decided here
+//! but from the two images' field tables ([`crate::plan`]): versions alone cannot tell
+//! a mechanical change from one that needs a converter.
 
 use image_format::{
     Capabilities, EmbeddedIdentity, ImageVersion, RecordKind, SchemaVersion, VersionRange,
@@ -30,13 +33,6 @@ pub enum Incompatibility {
         kind: RecordKind,
         exported: SchemaVersion,
     },
-    /// The candidate reads the record, but not from the exported version.
-    Unconvertible {
-        kind: RecordKind,
-        exported: SchemaVersion,
-        current: SchemaVersion,
-        min_from: SchemaVersion,
-    },
 }
 
 impl core::fmt::Display for Incompatibility {
@@ -51,10 +47,6 @@ impl core::fmt::Display for Incompatibility {
             Incompatibility::Unread { kind, exported } => write!(
                 f,
                 "the image does not read {kind}, which the running kernel exports ({exported}) and cannot drop"
-            ),
-            Incompatibility::Unconvertible { kind, exported, current, min_from } => write!(
-                f,
-                "the image reads {kind} {current} and converts from {min_from} up; the running kernel exports {exported}"
             ),
         }
     }
@@ -102,23 +94,12 @@ pub fn check(
     let mut dropped = DropList::default();
     for exported in running.schemas() {
         let (kind, v) = (exported.kind(), exported.current());
-        let readable = match candidate.schema(kind) {
-            Some(read) if read.reads(v) => true,
-            Some(read) if !exported.is_optional() => {
-                return Err(Incompatibility::Unconvertible {
-                    kind,
-                    exported: v,
-                    current: read.current(),
-                    min_from: read.min_from(),
-                })
-            }
+        match candidate.schema(kind) {
+            Some(_) => {}
             None if !exported.is_optional() => {
                 return Err(Incompatibility::Unread { kind, exported: v })
             }
-            _ => false,
-        };
-        if !readable {
-            dropped.push(Dropped { kind, exported: v });
+            None => dropped.push(Dropped { kind, exported: v }),
         }
     }
     Ok(dropped)
@@ -215,15 +196,12 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("TEST_UNPROVIDED"), "{e}");
-        let e = check(
+        // A version gap is not refused here: the field tables decide (`plan`).
+        check(
             &v1(),
-            &candidate(1, CAPS, &[SchemaEntry::new(kinds::TASK_TABLE, 5, 4)]),
+            &candidate(1, CAPS, &[SchemaEntry::new(kinds::TASK_TABLE, 5, 5)]),
         )
-        .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "the image reads task-table v5 and converts from v4 up; the running kernel exports v1"
-        );
+        .unwrap();
         let e = check(
             &v1(),
             &candidate(1, CAPS, &[SchemaEntry::new(kinds::TICKER, 1, 1)]),

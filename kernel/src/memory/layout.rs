@@ -6,6 +6,8 @@
 //! against its own constants. See `docs/ARCHITECTURE.md`, "Virtual address map".
 #![deny(unsafe_code)]
 
+use updater::describe::{RegionDecl, RegionRule};
+
 /// A fixed virtual region: start and length in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Region {
@@ -47,7 +49,7 @@ pub const DEVICES: Region = Region::new(0xffff_9800_0000_0000, GIB);
 /// The staging buffer: raw package bytes copied from the mailbox.
 pub const STAGING_BUFFER: Region = Region::new(0xffff_a000_0000_0000, 16 * MIB);
 /// The hand-off region: the one place both images of a swap read and write.
-pub const HANDOFF: Region = Region::new(0xffff_a800_0000_0000, 4 * MIB);
+pub const HANDOFF: Region = Region::new(0xffff_a800_0000_0000, 8 * MIB);
 /// Where the bootloader's own dynamic mappings (boot info, framebuffer) may go.
 pub const BOOTLOADER_DYNAMIC: Region = Region::new(0xffff_c000_0000_0000, 0x2000_0000_0000);
 /// The kernel image base and its growth window.
@@ -58,6 +60,41 @@ pub const STAGING_WINDOW: Region = Region::new(0xffff_ffff_9000_0000, 256 * MIB)
 pub const OVERLAY_SOURCE: Region = Region::new(0xffff_ffff_a000_0000, 256 * MIB);
 /// Hotpatch code, within reach of a `jmp rel32` from anywhere in the image.
 pub const PATCH_AREA: Region = Region::new(0xffff_ffff_c000_0000, 64 * MIB);
+
+/// Most CPUs the stack slots are laid out for.
+pub const STACK_SLOTS: u64 = 16;
+
+/// The regions a kernel inherits from the one it replaces, as this image declares them
+/// in its description (`schema.rs`). At staging the running kernel compares them with
+/// the candidate's (`updater::plan::regions`): the heap may change size (a larger one
+/// is mapped before anything stops, the tail of a smaller one is freed by the new
+/// kernel); every other region must stay where it is, at its size, because the swap
+/// itself runs in it or the new kernel adopts it as it stands.
+pub const INHERITED: [RegionDecl; 9] = [
+    RegionDecl {
+        name: "heap",
+        start: HEAP.start,
+        len: HEAP.len,
+        rule: RegionRule::Resizable,
+    },
+    fixed("stacks", Region::new(STACKS, STACK_SLOTS * STACK_SLOT)),
+    fixed("devices", DEVICES),
+    fixed("staging-buffer", STAGING_BUFFER),
+    fixed("hand-off", HANDOFF),
+    fixed("kernel-image", KERNEL_IMAGE),
+    fixed("staging-window", STAGING_WINDOW),
+    fixed("overlay-source", OVERLAY_SOURCE),
+    fixed("patch-area", PATCH_AREA),
+];
+
+const fn fixed(name: &'static str, r: Region) -> RegionDecl {
+    RegionDecl {
+        name,
+        start: r.start,
+        len: r.len,
+        rule: RegionRule::Fixed,
+    }
+}
 
 /// Physical page where the AP real-mode trampoline runs (SIPI vector 0x08).
 pub const TRAMPOLINE_PHYS: u64 = 0x8000;

@@ -134,6 +134,34 @@ pub fn init_first_boot(boot_info: &BootInfo) -> Result<(), MemoryError> {
     })
 }
 
+/// The heap of this image after a swap, over the one the previous kernel had
+/// (`running`, from its machine record): a larger one was mapped by the previous
+/// kernel at staging; the tail of a smaller one is unmapped and its frames freed here.
+/// Returns this image's heap span (for the machine record).
+pub fn adopt_heap(running: updater::records::machine::Span) -> updater::records::machine::Span {
+    let heap = layout::HEAP;
+    if running.start == heap.start && running.len > heap.len {
+        let tail = running.len - heap.len;
+        if let Err(e) = with_tables(|t| t.unmap(heap.end(), tail, true)) {
+            log::warn!("the heap shrank, but its old tail could not be freed: {e}");
+        }
+    }
+    updater::records::machine::Span {
+        start: heap.start,
+        len: heap.len,
+    }
+}
+
+/// Maps `[start, start + len)` with fresh frames (a region that grows, at staging).
+pub fn map_fresh(start: u64, len: u64) -> Result<(), MapError> {
+    with_tables(|t| t.map_fresh(start, len, DATA))
+}
+
+/// Unmaps `[start, start + len)` and frees its frames (growth a refused swap did not use).
+pub fn unmap_and_free(start: u64, len: u64) -> Result<(), MapError> {
+    with_tables(|t| t.unmap(start, len, true))
+}
+
 /// After a swap: adopt the frame bitmap and the page tables another kernel left, and
 /// start an empty heap over the heap region.
 ///

@@ -12,8 +12,6 @@
 pub mod queue;
 pub mod task;
 
-use alloc::boxed::Box;
-use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 pub use queue::{AllTasks, RunQueue};
@@ -70,12 +68,7 @@ pub fn reserve_ids_through(id: u32) {
 }
 
 /// A new task of `state`'s kind (its task-table entry created by this kernel).
-pub fn new_task(
-    state: TaskState,
-    affinity: Option<CpuId>,
-    period_us: u32,
-    flags: u32,
-) -> Box<Task> {
+pub fn new_task(state: TaskState, affinity: Option<CpuId>, period_us: u32, flags: u32) -> Task {
     let id = next_task_id();
     let entry = TaskEntry::create(
         id.0,
@@ -85,11 +78,7 @@ pub fn new_task(
         flags,
         crate::machine::boot_seq(),
     );
-    Box::new(Task {
-        entry,
-        state,
-        wake_at: 0,
-    })
+    Task { entry, state }
 }
 
 /// The CPU a task goes to: its pinned CPU, or the one whose queue is shortest by `len`.
@@ -101,36 +90,17 @@ fn target(task: &Task, len: impl Fn(usize) -> usize) -> usize {
 }
 
 /// Places `task` on its pinned CPU, or else on the registered CPU with the fewest tasks.
-pub fn place(task: Box<Task>) {
+pub fn place(task: Task) {
     TASKS.fetch_add(1, Ordering::Relaxed);
     let to = target(&task, |i| QUEUES[i].len());
     QUEUES[to].push(task);
 }
 
-/// Places `tasks` in order as [`place`] would, but takes each run queue's lock once:
-/// after a swap the released CPUs already run their schedulers while the BSP imports,
-/// and a lock per task would make the import contend with them.
-#[allow(
-    clippy::vec_box,
-    reason = "tasks move between queues as boxes: one pointer each"
-)]
-pub fn place_all(tasks: Vec<Box<Task>>) {
-    TASKS.fetch_add(tasks.len(), Ordering::Relaxed);
-    let mut lens = [0usize; MAX_CPUS];
-    for (i, len) in lens.iter_mut().enumerate().take(cpu::count()) {
-        *len = QUEUES[i].len();
-    }
-    let mut batches: [Vec<Box<Task>>; MAX_CPUS] = core::array::from_fn(|_| Vec::new());
-    for task in tasks {
-        let to = target(&task, |i| lens[i]);
-        lens[to] = lens[to].saturating_add(1);
-        batches[to].push(task);
-    }
-    for (i, batch) in batches.into_iter().enumerate() {
-        if !batch.is_empty() {
-            QUEUES[i].push_all(batch);
-        }
-    }
+/// Gives CPU `cpu` the tasks a swap left for it, where they stand (see
+/// [`RunQueue::adopt`]).
+pub fn adopt_queue(cpu: CpuId, entries: tasks::Pool<TaskEntry>, states: tasks::Pools) {
+    TASKS.fetch_add(entries.len(), Ordering::Relaxed);
+    QUEUES[cpu.index()].adopt(entries, states);
 }
 
 /// Total tasks on all run queues.
@@ -177,9 +147,10 @@ impl Census for Queues {
 pub fn run_one(me: &'static cpu::Cpu) -> bool {
     let doorbell = me.id == CpuId::BSP && drivers::doorbell::rung();
     let q = queue(me.id);
-    let Some(mut task) = q.pop_ready(time::now().ticks(), doorbell) else {
+    let Some(mut taken) = q.take_ready(time::now().ticks(), doorbell) else {
         return false;
     };
+    let task = &mut taken.task;
     let ctx = Ctx {
         cpu: me.id,
         task: task.id().0,
@@ -199,8 +170,7 @@ pub fn run_one(me: &'static cpu::Cpu) -> bool {
         tasks::Next::Period => Duration::from_micros(task.entry.period_us() as u64),
         tasks::Next::After(d) => d,
     };
-    task.wake_at = time::now().ticks() + time::duration_to_ticks(delay);
-    q.push(task);
+    q.put_back(taken, time::now().ticks() + time::duration_to_ticks(delay));
     true
 }
 

@@ -1,5 +1,5 @@
-//! A task: its table entry (in this kernel's schema version), its state, and when it
-//! may run next. Tasks run to completion: a step is a function call that returns.
+//! A task: its table entry (in this kernel's schema version) and its state. Tasks run
+//! to completion: a step is a function call that returns.
 
 use updater::records::task_table::TaskEntry as _;
 use updater::records::TaskKind;
@@ -22,13 +22,14 @@ impl core::fmt::Display for TaskId {
     }
 }
 
+/// A task, by value: what is placed on a run queue, taken out to be stepped, or seen
+/// by a census (queues keep tasks as records, see `queue.rs`).
+#[derive(Clone)]
 pub struct Task {
     /// The scheduler's record of the task (the task-table entry that crosses a swap).
     pub entry: TaskEntry,
     /// The task's own state (its kind's record).
     pub state: TaskState,
-    /// TSC value before which the task does not run.
-    pub wake_at: u64,
 }
 
 impl Task {

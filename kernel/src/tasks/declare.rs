@@ -7,8 +7,11 @@
 //! - `step` and `observe`, dispatching by variant (a `match`, no function pointers);
 //! - `KINDS` (id, name, continuity rule), `STATE_RECORDS` (for the identity and the
 //!   bootstrap), `STEPS` (each kind's converters);
-//! - `export_states` (one record per kind, tasks in the order given), `Importer` (takes
-//!   each task's state back in that order) and `decode_all` (by task id);
+//! - `Pools` (one [`Pool`](super::Pool) of states per kind: a run queue's states) and
+//!   `KindIndex`;
+//! - `export_states` (one record per kind: every queue's pool, one copy each),
+//!   `Adopter` (hands the converted states to the queues where they stand) and
+//!   `decode_all` (an exported set's states by task id);
 //! - `initial_tasks` (the initialisation requirement of a kind new to the machine).
 
 /// See the module documentation.
@@ -72,71 +75,215 @@ macro_rules! declare_kinds {
             }
         };
 
-        /// Writes one state record per kind: the states of `tasks` (in their order) of
-        /// that kind, each keyed by its task id.
-        pub fn export_states<'a, I>(
+        /// A kind's place in [`KINDS`] (and in every per-kind table of this image).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct KindIndex(u8);
+
+        impl KindIndex {
+            /// The index, for per-kind arrays.
+            pub fn get(self) -> usize {
+                self.0 as usize
+            }
+        }
+
+        /// The index of `kind` in this image, if it has the kind.
+        pub fn kind_index(kind: TaskKind) -> Option<KindIndex> {
+            KINDS.iter().position(|k| k.id == kind).map(|i| KindIndex(i as u8))
+        }
+
+        /// The states of one run queue's tasks: one pool per kind, each in the order of
+        /// that kind's tasks on the queue.
+        #[allow(non_snake_case)]
+        pub struct Pools {
+            $($variant: Pool<<$kind as Kind>::State>,)*
+        }
+
+        impl Pools {
+            /// No states.
+            pub const fn new() -> Self {
+                Pools {
+                    $($variant: Pool::new(),)*
+                }
+            }
+
+            /// Appends `state` to its kind's pool; returns where it went.
+            pub fn push(&mut self, state: TaskState) -> (KindIndex, u32) {
+                let mut _i = 0u8;
+                $(
+                    if let TaskState::$variant(s) = state {
+                        return (KindIndex(_i), self.$variant.push(s) as u32);
+                    }
+                    _i += 1;
+                )*
+                unreachable!("every state is of a kind of this image")
+            }
+
+            /// A copy of the state at `at` of kind `kind`.
+            ///
+            /// # Panics
+            /// If there is no such state (a scheduler bug).
+            pub fn get(&self, kind: KindIndex, at: u32) -> TaskState {
+                let mut _i = 0u8;
+                $(
+                    if kind.0 == _i {
+                        return TaskState::$variant(self.$variant.as_slice()[at as usize].clone());
+                    }
+                    _i += 1;
+                )*
+                unreachable!("kind index {} is not of this image", kind.0)
+            }
+
+            /// Writes `state` back at `at` (it must be of kind `kind`).
+            pub fn put(&mut self, kind: KindIndex, at: u32, state: TaskState) {
+                let mut _i = 0u8;
+                $(
+                    if kind.0 == _i {
+                        if let TaskState::$variant(s) = state {
+                            self.$variant.as_mut_slice()[at as usize] = s;
+                            return;
+                        }
+                    }
+                    _i += 1;
+                )*
+                unreachable!("a state written back under another kind")
+            }
+
+            /// States of kind `kind`.
+            pub fn len(&self, kind: KindIndex) -> usize {
+                let mut _i = 0u8;
+                $(
+                    if kind.0 == _i {
+                        return self.$variant.len();
+                    }
+                    _i += 1;
+                )*
+                0
+            }
+
+            /// Pools that hold states: (how many, of which where the swap into this
+            /// kernel left them).
+            pub fn held(&self) -> (usize, usize) {
+                let held = 0 $(+ usize::from(self.$variant.len() > 0))*;
+                let adopted = 0 $(+ usize::from(self.$variant.len() > 0 && self.$variant.is_adopted()))*;
+                (held, adopted)
+            }
+        }
+
+        /// Writes one state record per kind: the states of every pool of `pools`, in
+        /// order, each pool one copy of its bytes. Tables come from `description`
+        /// (this image's own).
+        pub fn export_states<'p>(
             w: &mut RecordSetWriter<'_>,
-            tasks: I,
-        ) -> Result<(), RecordSetError>
-        where
-            I: Iterator<Item = (u32, &'a TaskState)> + Clone,
-        {
+            description: &Description<'_>,
+            pools: impl Iterator<Item = &'p Pools> + Clone,
+        ) -> Result<(), RecordSetError> {
             $(
                 {
                     type S = <$kind as Kind>::State;
+                    let kind = <S as Record>::KIND;
                     let flags = if <$kind as Kind>::OPTIONAL { record_flags::OPTIONAL } else { 0 };
-                    let mut states = tasks.clone().filter_map(|(id, s)| match s {
-                        TaskState::$variant(state) => Some((id, state)),
-                        #[allow(unreachable_patterns)]
-                        _ => None,
-                    });
-                    let count = states.clone().count();
-                    w.add_keyed::<S>(flags, count, |_| match states.next() {
-                        Some((id, state)) => (id, state.clone()),
-                        None => unreachable!("counted above"),
+                    let table = description
+                        .record(kind)
+                        .expect("this image's description has every record it writes")
+                        .table;
+                    let entries: usize = pools.clone().map(|p| p.$variant.len()).sum();
+                    let header = RecordHeader {
+                        kind,
+                        schema: <S as Record>::SCHEMA,
+                        flags,
+                        entry_size: <S as Field>::SIZE as u32,
+                        entries: entries as u32,
+                        fingerprint: table.fingerprint(),
+                    };
+                    let each = pools.clone();
+                    w.add_filled(header, table, |out| {
+                        let mut at = 0;
+                        for p in each {
+                            let bytes = p.$variant.bytes();
+                            out[at..at + bytes.len()].copy_from_slice(bytes);
+                            at += bytes.len();
+                        }
                     })?;
                 }
             )*
             Ok(())
         }
 
-        /// Takes the states of a converted set back, one per task, in the order they
-        /// were exported.
+        /// Why the states of a converted set cannot be adopted (a bug in this image
+        /// or its bootstrap: the bootstrap checked the set).
+        #[derive(Debug)]
+        pub struct AdoptError {
+            pub kind: TaskKind,
+            pub error: updater::record::PlainError,
+        }
+
+        /// Hands out the states of a converted set, queue by queue, where they stand.
         #[allow(non_snake_case)]
-        pub struct Importer<'a> {
-            $($variant: States<'a, <$kind as Kind>::State>,)*
+        pub struct Adopter {
+            $($variant: &'static mut [<$kind as Kind>::State],)*
         }
 
-        impl<'a> Importer<'a> {
-            /// Ready to take the states of `set`.
-            pub fn new(set: &RecordSet<'a>) -> Self {
-                Importer {
-                    $($variant: States::new(set.find(<$kind as Kind>::ID.state_record())),)*
-                }
+        impl Adopter {
+            /// Takes each kind's state record out of `entries`.
+            pub fn new(entries: &mut EntriesMut<'static>) -> Result<Self, AdoptError> {
+                Ok(Adopter {
+                    $($variant: match entries.take(<$kind as Kind>::ID.state_record()) {
+                        Some((_, bytes)) => updater::record::entries_mut(bytes).map_err(|error| {
+                            AdoptError { kind: <$kind as Kind>::ID, error }
+                        })?,
+                        None => &mut [],
+                    },)*
+                })
             }
 
-            /// The next state of `kind`, which must belong to task `id`; `None` if this
-            /// image has no such kind or the state is not that task's.
-            pub fn take(&mut self, kind: TaskKind, id: u32) -> Option<TaskState> {
+            /// The next `counts[k]` states of each kind `k` (indexed by [`KindIndex`]),
+            /// as one queue's pools. `None` if a kind has fewer states left.
+            pub fn take(&mut self, counts: &[u32]) -> Option<Pools> {
+                let mut _i = 0usize;
                 $(
-                    if kind == <$kind as Kind>::ID {
-                        return self.$variant.take(id).map(TaskState::$variant);
+                    let n = counts.get(_i).copied().unwrap_or(0) as usize;
+                    if self.$variant.len() < n {
+                        return None;
                     }
+                    _i += 1;
                 )*
-                None
+                let mut _i = 0usize;
+                Some(Pools {
+                    $($variant: {
+                        let n = counts.get(_i).copied().unwrap_or(0) as usize;
+                        _i += 1;
+                        let (mine, rest) = core::mem::take(&mut self.$variant).split_at_mut(n);
+                        self.$variant = rest;
+                        Pool::Adopted(mine)
+                    },)*
+                })
             }
         }
 
-        /// Every task state of `set`, by task id.
-        pub fn decode_all(set: &RecordSet<'_>) -> alloc::collections::BTreeMap<u32, TaskState> {
+        /// Every task state of `set` by task id, for `tasks` (id and kind of each task,
+        /// in task-table order: the n-th task of a kind owns the n-th state).
+        pub fn decode_all(
+            set: &RecordSet<'_>,
+            tasks: impl Iterator<Item = (u32, TaskKind)>,
+        ) -> alloc::collections::BTreeMap<u32, TaskState> {
             let mut all = alloc::collections::BTreeMap::new();
-            $(
-                if let Some(record) = set.find(<$kind as Kind>::ID.state_record()) {
-                    for k in record.decode_keyed::<<$kind as Kind>::State>().flatten() {
-                        all.insert(k.task, TaskState::$variant(k.state));
+            let mut next = [0usize; KINDS.len()];
+            for (id, kind) in tasks {
+                let Some(k) = kind_index(kind) else { continue };
+                let n = next[k.get()];
+                next[k.get()] += 1;
+                let mut _i = 0usize;
+                $(
+                    if k.get() == _i {
+                        if let Some(record) = set.find(<$kind as Kind>::ID.state_record()) {
+                            if let Some(Ok(s)) = record.decode::<<$kind as Kind>::State>().nth(n) {
+                                all.insert(id, TaskState::$variant(s));
+                            }
+                        }
                     }
-                }
-            )*
+                    _i += 1;
+                )*
+            }
             all
         }
 
@@ -160,33 +307,3 @@ macro_rules! declare_kinds {
 }
 
 pub(crate) use declare_kinds;
-
-/// One kind's states in a converted set, taken in order.
-pub struct States<'a, S> {
-    record: Option<updater::recordset::RecordRef<'a>>,
-    next: usize,
-    _state: core::marker::PhantomData<S>,
-}
-
-impl<'a, S: updater::record::Record> States<'a, S> {
-    pub fn new(record: Option<updater::recordset::RecordRef<'a>>) -> Self {
-        States {
-            record,
-            next: 0,
-            _state: core::marker::PhantomData,
-        }
-    }
-
-    /// The next state, if it is task `id`'s.
-    pub fn take(&mut self, id: u32) -> Option<S> {
-        let record = self.record?;
-        if self.next >= record.header.entries as usize {
-            return None;
-        }
-        let entry = record.entry(self.next);
-        self.next += 1;
-        let key = updater::recordset::key_of(entry).ok()?;
-        let state = S::decode(entry.get(updater::recordset::KEY..)?).ok()?;
-        (key == id).then_some(state)
-    }
-}

@@ -9,7 +9,7 @@
 
 use updater::continuity::Clause;
 use updater::convert::Step;
-use updater::record::Record;
+use updater::record::{Plain, Record};
 use updater::records::TaskKind;
 
 use crate::cpu::CpuId;
@@ -24,10 +24,12 @@ pub trait Kind {
     const ID: TaskKind;
     /// Its name in logs, snapshots and reports.
     const NAME: &'static str;
-    /// Its state, in the schema version this image reads and writes. A layout change
-    /// is a new version (and, where the change is not mechanical, a converter in
-    /// [`STEPS`](Self::STEPS)).
-    type State: Record;
+    /// Its state, in the schema version this image reads and writes: a
+    /// `#[derive(Record)]` struct without padding, so that the states of a run queue
+    /// cross a swap as one copy and are adopted where they stand. A layout change is a
+    /// new version; where the change is not mechanical (see `docs/EXTENDING.md`), a
+    /// converter in [`STEPS`](Self::STEPS) too.
+    type State: Record + Plain;
     /// The converters of its state this image carries (N → N+1 each).
     const STEPS: &'static [Step] = &[];
     /// Whether an image without this kind may drop its tasks (with a warning) instead

@@ -11,6 +11,7 @@
 
 mod declare;
 pub mod kind;
+pub mod pool;
 
 pub mod counter;
 pub mod heartbeat;
@@ -20,13 +21,17 @@ pub mod ticker;
 pub mod update_service;
 pub mod workload;
 
-pub use declare::States;
 pub use kind::{state_record, Census, Ctx, Kind, KindInfo, Next};
+pub use pool::Pool;
 
 use updater::convert::Step;
+use updater::describe::Description;
 use updater::reconcile::RecordDecl;
+use updater::record::{Field, Record};
 use updater::records::TaskKind;
-use updater::recordset::{flags as record_flags, RecordSet, RecordSetError, RecordSetWriter};
+use updater::recordset::{
+    flags as record_flags, EntriesMut, RecordHeader, RecordSet, RecordSetError, RecordSetWriter,
+};
 
 declare::declare_kinds! {
     Counter => counter::Counter,

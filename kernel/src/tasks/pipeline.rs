@@ -24,6 +24,7 @@ pub const CHANNEL_CAPACITY: usize = 64;
 #[repr(C)]
 pub struct ProducerV1 {
     pub channel: u32,
+    pub reserved: u32,
     /// The next value to send (= values sent so far).
     pub next: u64,
 }
@@ -34,6 +35,7 @@ pub struct ProducerV1 {
 #[repr(C)]
 pub struct ConsumerV1 {
     pub channel: u32,
+    pub reserved: u32,
     /// The value the consumer expects next (= values received so far).
     pub expected: u64,
     /// Sum of values received (wrapping).
@@ -118,12 +120,17 @@ pub fn create_channel() -> u32 {
 }
 
 pub fn producer(channel: u32) -> ProducerV1 {
-    ProducerV1 { channel, next: 0 }
+    ProducerV1 {
+        channel,
+        reserved: 0,
+        next: 0,
+    }
 }
 
 pub fn consumer(channel: u32) -> ConsumerV1 {
     ConsumerV1 {
         channel,
+        reserved: 0,
         expected: 0,
         sum: 0,
         errors: 0,

@@ -15,10 +15,10 @@ use core::fmt::Write as _;
 use core::sync::atomic::Ordering;
 
 use updater::handoff::{
-    inject, set_text, ConversionLog, Descriptor, ImageRef, SwapState, DESCRIPTOR_MAGIC,
-    PREFLIGHT_OK,
+    inject, method, set_text, ConversionLog, Descriptor, ImageRef, SetPlace, SwapState,
+    DESCRIPTOR_MAGIC, PREFLIGHT_OK,
 };
-use updater::reconcile::{self, Log, Reconciled, Request, Running, Warning};
+use updater::reconcile::{self, By, Log, Reconciled, Request, Running, Warning};
 use updater::records::{RecordKind, SchemaVersion};
 
 use crate::arch::tsc;
@@ -37,19 +37,69 @@ struct DescriptorLog<'a> {
     d: &'a mut Descriptor,
 }
 
-impl Log for DescriptorLog<'_> {
-    fn converted(&mut self, kind: RecordKind, from: SchemaVersion, to: SchemaVersion, count: u32) {
+impl DescriptorLog<'_> {
+    fn push(&mut self, entry: ConversionLog) {
         let i = self.d.conversion_count as usize;
         if let Some(slot) = self.d.conversions.get_mut(i) {
-            *slot = ConversionLog {
-                kind: kind.get(),
-                from: from.get(),
-                to: to.get(),
-                count,
-                ..Default::default()
-            };
+            *slot = entry;
         }
         self.d.conversion_count += 1;
+    }
+}
+
+/// `+added −dropped` names into a NUL-padded field, whole names only.
+fn names(field: &mut [u8; 48], added: &[&str], dropped: &[&str]) {
+    let mut text = FixedText::<48>::new();
+    let signed = added
+        .iter()
+        .map(|n| ('+', *n))
+        .chain(dropped.iter().map(|n| ('-', *n)));
+    for (i, (sign, name)) in signed.enumerate() {
+        let sep = if i == 0 { "" } else { " " };
+        let before = text.len;
+        if write!(text, "{sep}{sign}{name}").is_err() {
+            text.len = before; // a name that does not fit is left out whole
+            break;
+        }
+    }
+    set_text(field, text.as_str());
+}
+
+impl Log for DescriptorLog<'_> {
+    fn unchanged(&mut self, kind: RecordKind, version: SchemaVersion, count: u32) {
+        self.push(ConversionLog {
+            kind: kind.get(),
+            from: version.get(),
+            to: version.get(),
+            method: method::UNCHANGED,
+            count,
+            ..ConversionLog::EMPTY
+        });
+    }
+
+    fn converted(
+        &mut self,
+        kind: RecordKind,
+        from: SchemaVersion,
+        to: SchemaVersion,
+        count: u32,
+        by: By<'_>,
+    ) {
+        let mut entry = ConversionLog {
+            kind: kind.get(),
+            from: from.get(),
+            to: to.get(),
+            method: method::CONVERTER,
+            count,
+            ..ConversionLog::EMPTY
+        };
+        if let By::Fields(plan) = by {
+            entry.method = method::FIELDS;
+            entry.added = plan.added_count as u16;
+            entry.dropped = plan.dropped_count as u16;
+            names(&mut entry.names, plan.added(), plan.dropped());
+        }
+        self.push(entry);
     }
 
     fn warn(&mut self, warning: Warning) {
@@ -105,12 +155,9 @@ fn build_id(r: &ImageRef) -> &[u8] {
     &r.build_id[..(r.build_id_len as usize).min(r.build_id.len())]
 }
 
-/// Runs reconcile on the descriptor's request and the record areas.
-fn reconcile(
-    d: &mut Descriptor,
-    export: &[u8],
-    converted: &mut [u8],
-) -> Result<Reconciled, reconcile::BootstrapRefusal> {
+/// Runs reconcile on the descriptor's request and the record half: the exported set is
+/// where the descriptor says, the converted set goes right after it.
+fn reconcile(d: &mut Descriptor, half: &mut [u8]) -> Result<Reconciled, FixedText<160>> {
     let (old, new) = (d.old_image, d.new_image);
     let running = Running {
         version: version_of(old.version),
@@ -120,18 +167,29 @@ fn reconcile(
     let request = Request {
         abi_version: d.abi_version,
         magic_ok: d.magic == DESCRIPTOR_MAGIC,
+        layout_fingerprint: d.layout_fingerprint,
         inject_failure: d.inject & inject::RECONCILE_FAIL != 0,
     };
-    let exported_len = (d.exported.1 as usize).min(export.len());
+    let exported = d.exported;
+    let end = (exported.at.saturating_add(exported.len) as usize)
+        .next_multiple_of(8)
+        .min(half.len());
+    let (exported_part, out) = half.split_at_mut(end);
     let image = identity::image(build_id(&new));
     reconcile::reconcile::<TaskEntry, _>(
         request,
         &running,
         &image,
-        &export[..exported_len],
-        converted,
+        exported_part,
+        exported.at as usize,
+        out,
         &mut DescriptorLog { d },
     )
+    .map_err(|refusal| {
+        let mut text = FixedText::<160>::new();
+        let _ = write!(text, "{refusal}");
+        text
+    })
 }
 
 /// The bootstrap entry. Returns only to refuse (status [`REFUSED`]) or, in a dry run,
@@ -145,12 +203,16 @@ fn reconcile(
 pub unsafe extern "C" fn hk_bootstrap(descriptor: *mut Descriptor) -> u64 {
     // SAFETY: caller contract: the descriptor is valid and exclusively ours.
     let d = unsafe { &mut *descriptor };
-    // SAFETY: caller contract: the old kernel holds the guard and waits for us.
-    let areas = unsafe { RecordAreas::for_bootstrap() };
+    // SAFETY: caller contract: the old kernel holds the guard and waits for us, and
+    // the descriptor's record half is the one it exported into.
+    let areas = unsafe { RecordAreas::for_bootstrap(d.record_half) };
     let dry_run = d.inject & inject::DRY_RUN != 0;
-    match reconcile(d, areas.export, areas.converted) {
+    match reconcile(d, areas.records) {
         Ok(r) => {
-            d.converted.1 = r.len as u64;
+            d.converted = SetPlace {
+                at: r.at as u64,
+                len: (r.end - r.at) as u64,
+            };
             d.tasks_after = r.tasks_kept;
             d.init_requirements = r.init_required;
             if dry_run {
@@ -163,9 +225,7 @@ pub unsafe extern "C" fn hk_bootstrap(descriptor: *mut Descriptor) -> u64 {
             // bootstrap's (interrupts off, others parked, on the hand-off stack).
             unsafe { overlay::overlay_and_resume(d, areas.reclaim) }
         }
-        Err(reason) => {
-            let mut text = FixedText::<160>::new();
-            let _ = write!(text, "{reason}");
+        Err(text) => {
             set_text(&mut d.failure, text.as_str());
             if !dry_run {
                 d.state

@@ -1,84 +1,150 @@
 //! Import: the new kernel turns the converted records into its own live state — the
-//! machine record, the tasks on their CPUs' run queues, the channels, the history.
+//! machine record, the channels, the history, and the tasks, which it *adopts where
+//! they stand*: each CPU's run queue takes its slice of the task table and of every
+//! kind's states in the record half (the exported entries where their layout did not
+//! change, the bootstrap's conversions where it did). Nothing is copied per task; the
+//! half is this kernel's live records from now on (`handoff_region::adopt_half`).
 //!
-//! The bootstrap validated the set before committing, so a failure here is a bug in this
-//! image, not bad input: it stops the kernel with a message rather than guessing.
+//! The small records are read first ([`read`]), while the half can still be read as a
+//! set; then [`adopt_tasks`] splits it among the queues. The bootstrap validated the
+//! set before committing, so a failure here is a bug in this image, not bad input: it
+//! stops the kernel with a message rather than guessing.
 #![deny(unsafe_code)]
 
-use alloc::boxed::Box;
 use alloc::vec::Vec;
 
+use spin::Mutex;
+use updater::record::entries_mut;
 use updater::records::machine::V1 as MachineRecord;
 use updater::records::task_table::TaskEntry as _;
-use updater::records::{history, kinds};
-use updater::recordset::RecordSet;
+use updater::records::{history, kinds, patch_set, run_queues};
+use updater::recordset::{EntriesMut, RecordSet};
 
-use crate::identity;
-use crate::sched::{self, Task, TaskEntry};
-use crate::tasks::{self, pipeline};
+use crate::cpu::CpuId;
+use crate::sched::{self, TaskEntry};
+use crate::tasks::{self, pipeline, Pool};
 
-/// The machine record of a converted set.
+/// What a converted set carries besides the machine record and the tasks.
+pub struct Carried {
+    pub history: Vec<history::V1>,
+    pub channels: Vec<pipeline::ChannelV1>,
+    pub queues: Vec<run_queues::V1>,
+}
+
+/// The hotpatches the previous kernel had applied (their memory is freed once the swap
+/// is reported).
+static HANDED_OVER: Mutex<Vec<patch_set::V1>> = Mutex::new(Vec::new());
+
+fn all<R: updater::record::Record>(set: &RecordSet<'_>) -> Vec<R> {
+    set.find(R::KIND).map_or_else(Vec::new, |r| {
+        r.decode::<R>()
+            .map(|e| e.unwrap_or_else(|e| panic!("{} entry does not decode: {e}", R::KIND)))
+            .collect()
+    })
+}
+
+/// The machine record of a converted set (before the heap exists: no allocation).
 pub fn machine(set: &RecordSet<'_>) -> MachineRecord {
-    let record = set
-        .find(kinds::MACHINE)
-        .expect("converted set has a machine record (checked by the bootstrap)");
-    record
-        .decode::<MachineRecord>()
-        .next()
-        .expect("one machine entry")
-        .expect("machine record decodes")
+    match set.find(kinds::MACHINE).and_then(|r| r.decode::<MachineRecord>().next()) {
+        Some(Ok(m)) => m,
+        Some(Err(e)) => panic!("machine record does not decode: {e}"),
+        None => panic!("converted set has a machine record (checked by the bootstrap)"),
+    }
 }
 
-/// Places every task of the set on a run queue; returns how many.
-pub fn tasks(set: &RecordSet<'_>) -> usize {
-    let table = set
-        .find(kinds::TASK_TABLE)
+/// Reads everything but the machine and the tasks out of the converted set.
+pub fn read(set: &RecordSet<'_>) -> Carried {
+    *HANDED_OVER.lock() = all::<patch_set::V1>(set);
+    Carried {
+        history: all(set),
+        channels: all(set),
+        queues: all(set),
+    }
+}
+
+/// Tasks adopted at resume, and how many of the queues' record pools that held records
+/// were adopted where they stood (tasks, pools in place, pools).
+static ADOPTED: Mutex<(usize, usize, usize)> = Mutex::new((0, 0, 0));
+
+/// Counts what the queues adopted (at resume, right after [`adopt_tasks`]).
+pub fn note_adopted(tasks: usize) {
+    let (pools, in_place) = sched::lock_all()
+        .queues()
+        .map(|q| q.pools())
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+    *ADOPTED.lock() = (tasks, in_place, pools);
+}
+
+/// What [`note_adopted`] counted.
+pub fn adopted() -> (usize, usize, usize) {
+    *ADOPTED.lock()
+}
+
+/// The previous kernel's hotpatches (once).
+pub fn take_handed_over_patches() -> Vec<patch_set::V1> {
+    core::mem::take(&mut *HANDED_OVER.lock())
+}
+
+/// The channels, before the tasks: the released CPUs step producers and consumers as
+/// soon as their queues hold them, and must find the values in flight.
+pub fn channels(channels: Vec<pipeline::ChannelV1>) {
+    pipeline::import_channels(channels.into_iter());
+}
+
+/// Gives every CPU its tasks, where they stand in `half` (the converted set at `at`);
+/// returns how many tasks were placed.
+pub fn adopt_tasks(half: &'static mut [u8], at: usize, queues: &[run_queues::V1]) -> usize {
+    let mut entries = EntriesMut::split(half, at)
+        .unwrap_or_else(|e| panic!("converted set (checked by the bootstrap): {e}"));
+    let (_, table) = entries
+        .take(kinds::TASK_TABLE)
         .expect("task table (checked by the bootstrap)");
-    let mut states = tasks::Importer::new(set);
-    let mut placed = Vec::with_capacity(table.header.entries as usize);
-    for entry in table.decode::<TaskEntry>() {
-        let entry = entry.expect("task-table entry decodes");
-        let id = entry.id();
-        // Ids are never reused, not even those of tasks dropped here.
-        sched::reserve_ids_through(id);
-        if !identity::knows_task_kind(entry.kind()) {
-            continue; // optional, checked by the bootstrap
+    let mut rest: &'static mut [TaskEntry] =
+        entries_mut(table).unwrap_or_else(|e| panic!("task table in place: {e}"));
+    let mut states = tasks::Adopter::new(&mut entries)
+        .unwrap_or_else(|e| panic!("{} states in place: {}", e.kind, e.error));
+    let mut placed = 0;
+    for q in queues {
+        let n = (q.tasks as usize).min(rest.len());
+        let (mine, tail) = core::mem::take(&mut rest).split_at_mut(n);
+        rest = tail;
+        let mut counts = [0u32; tasks::KINDS.len()];
+        let mut all_known = true;
+        for e in mine.iter() {
+            // Ids are never reused, not even those of tasks dropped here.
+            sched::reserve_ids_through(e.id());
+            match tasks::kind_index(e.kind()) {
+                Some(k) => counts[k.get()] += 1,
+                None => all_known = false, // optional, checked by the bootstrap
+            }
         }
-        let Some(state) = states.take(entry.kind(), id) else {
-            panic!("task {id} lost its state between bootstrap and import")
+        let Some(pools) = states.take(&counts) else {
+            panic!(
+                "CPU {} lost task states between bootstrap and import",
+                q.cpu
+            )
         };
-        placed.push(Box::new(Task {
-            entry,
-            state,
-            wake_at: 0,
-        }));
+        let entries = if all_known {
+            Pool::Adopted(mine)
+        } else {
+            Pool::Owned(
+                mine.iter()
+                    .filter(|e| tasks::kind_index(e.kind()).is_some())
+                    .cloned()
+                    .collect(),
+            )
+        };
+        placed += entries.len();
+        sched::adopt_queue(CpuId::new(q.cpu as usize), entries, pools);
     }
-    // The channels first: the released CPUs step producers and consumers as soon as
-    // they are placed, and must find the values in flight.
-    if let Some(channels) = set.find(kinds::CHANNELS) {
-        pipeline::import_channels(
-            channels
-                .decode::<pipeline::ChannelV1>()
-                .map(|c| c.expect("channel decodes")),
-        );
-    }
-    let count = placed.len();
-    sched::place_all(placed);
-    count
-}
-
-/// The update history of a converted set (oldest first).
-pub fn history(set: &RecordSet<'_>) -> Vec<history::V1> {
-    set.find(kinds::HISTORY)
-        .map(|r| r.decode::<history::V1>().filter_map(Result::ok).collect())
-        .unwrap_or_default()
+    placed
 }
 
 /// Creates the first tasks of every kind the bootstrap found new to the machine
 /// (`bits`: bit `i` is `identity::KIND_IDS[i]`). Returns (kind, tasks created) of each.
 pub fn meet_init_requirements(bits: u64) -> Vec<(updater::records::TaskKind, usize)> {
     let mut created = Vec::new();
-    for (i, &kind) in identity::KIND_IDS.iter().enumerate().take(64) {
+    for (i, &kind) in crate::identity::KIND_IDS.iter().enumerate().take(64) {
         if bits & (1 << i) == 0 {
             continue;
         }

@@ -14,7 +14,7 @@
 
 use alloc::string::String;
 
-use updater::handoff::{inject, text, EXPORT_OFFSET, PREFLIGHT_OK};
+use updater::handoff::{inject, text, SetPlace, PREFLIGHT_OK};
 
 use crate::handoff_region;
 use crate::update::prepare::{self, ImageSource, Prepared};
@@ -40,8 +40,13 @@ pub fn run<I: Iterator<Item = (u64, i64)> + Clone>(
     swap::reset(&mut guard, prepared, 0, inject::DRY_RUN);
     {
         let (d, areas) = guard.areas();
-        match export::export(areas.export) {
-            Ok(e) => d.exported = (EXPORT_OFFSET, e.bytes as u64),
+        match export::export(areas.records) {
+            Ok(e) => {
+                d.exported = SetPlace {
+                    at: 0,
+                    len: e.end as u64,
+                }
+            }
             Err(e) => return Preflight::ExportFailed(alloc::format!("{e}")),
         }
     }

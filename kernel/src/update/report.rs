@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
 use image_format::mailbox::report::{
-    Conversion, KindInfo, Outcome, PhaseId, PhaseTime, Snapshot, SwapReport, TaskSnapshot,
+    Conversion, KindInfo, Method, Outcome, PhaseId, PhaseTime, Snapshot, SwapReport, TaskSnapshot,
 };
 use image_format::mailbox::{GuestState, GuestStatus};
 use image_format::{BuildId, ImageSummary, ImageVersion, Label, RecordKind, SchemaVersion};
@@ -108,7 +108,11 @@ pub fn swap_report(d: &Descriptor, outcome: Outcome) -> SwapReport {
                 kind: RecordKind::try_new(l.kind).ok()?,
                 from: SchemaVersion::try_new(l.from).ok()?,
                 to: SchemaVersion::try_new(l.to).ok()?,
+                method: Method::from_code(l.method)?,
                 entries: l.count,
+                added: l.added,
+                dropped: l.dropped,
+                names: String::from(text(&l.names)),
             })
         })
         .collect();

@@ -268,9 +268,10 @@ fn continue_staging(mb: &SharedMemory, state: &mut Service) -> Option<Next> {
                         Preflight::ExportFailed(why) => alloc::format!("the trial export failed: {why}"),
                     };
                     let mut message = alloc::format!(
-                        "accepted {} ({} pages to overlay); {verdict}",
+                        "accepted {} ({} pages to overlay); {verdict}; {}",
                         s.summary,
-                        s.prepared.pages_to_copy
+                        s.prepared.pages_to_copy,
+                        s.plan.summary()
                     );
                     for drop in &s.drops {
                         message.push_str("; ");
@@ -316,21 +317,14 @@ fn finish_swap(mb: &SharedMemory) -> bool {
     crate::history::set_own_downtime(r.downtime_ns);
     let (d, areas) = guard.areas();
     // The previous kernel's hotpatches never run here: free their memory.
-    let converted = &areas.converted[..(d.converted.1 as usize).min(areas.converted.len())];
-    if let Ok(set) = updater::recordset::RecordSet::parse(converted) {
-        if let Some(record) = set.find(image_format::kinds::PATCH_SET) {
-            let patches: alloc::vec::Vec<_> = record
-                .decode::<updater::records::patch_set::V1>()
-                .flatten()
-                .collect();
-            crate::hotpatch::free_handed_over(&patches);
-        }
-    }
+    crate::hotpatch::free_handed_over(&crate::update::import::take_handed_over_patches());
     log::info!(
         "resumed as {} (kernel #{})",
         crate::identity::describe(),
         crate::machine::boot_seq()
     );
+    let (tasks, in_place, pools) = crate::update::import::adopted();
+    log::info!("adopted {tasks} tasks: {in_place} of {pools} record pools where they stood");
     log::info!(
         "swap {} → {}: downtime {} µs, {} tasks before, {} after",
         r.from,

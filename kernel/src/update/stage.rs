@@ -17,14 +17,16 @@ use image_format::package::{parse_header, Header};
 use image_format::{ImageSummary, PAGE_SIZE};
 use sha2::{Digest as _, Sha256};
 use spin::Mutex;
+use updater::describe::{Description, RegionRule};
 use updater::handoff::{set_text, ImageRef};
+use updater::plan::{self, Carried, Method, PlanRefusal};
 
 use crate::drivers::mailbox::SharedMemory;
-use crate::identity;
 use crate::memory::layout::STAGING_BUFFER;
 use crate::time::{self, Instant};
 use crate::update::preflight::{self, Preflight};
 use crate::update::prepare::{self, ImageSource, Prepared, SegmentSource};
+use crate::{identity, memory, schema};
 
 /// Bytes copied and hashed per service step.
 const CHUNK: u64 = 512 * 1024;
@@ -73,6 +75,8 @@ pub struct Staged {
     pub load_us: u64,
     /// Optional records the image will drop (for the report).
     pub drops: Vec<String>,
+    /// How the image will read this kernel's records and take over its regions.
+    pub plan: Planned,
     /// What the dry run of the new image's bootstrap found.
     pub preflight: Preflight,
     /// The hotpatch generation the layout compared against ([`refresh_for_patches`]).
@@ -113,6 +117,157 @@ impl StagingBuffer {
     }
 }
 
+/// What staging decided from the two descriptions (`updater::plan::swap`).
+pub struct Planned {
+    /// Record kinds the new image converts: one line each, as the report says it.
+    pub converted: Vec<String>,
+    /// Record kinds taken as they stand.
+    pub unchanged: usize,
+    /// Regions that grow, mapped now (unmapped again if this package is dropped).
+    pub grown: Vec<Grown>,
+    /// Regions that shrink (the new kernel frees their tails).
+    pub shrunk: Vec<String>,
+}
+
+/// A region's growth, mapped at staging with fresh frames. Dropping it (another
+/// package staged, or this one discarded) unmaps it again; after a swap the new kernel
+/// owns it (this value is never dropped: it lived in the old kernel's heap).
+pub struct Grown {
+    pub name: &'static str,
+    pub start: u64,
+    pub len: u64,
+    pub from: u64,
+    pub to: u64,
+}
+
+impl Drop for Grown {
+    fn drop(&mut self) {
+        if let Err(e) = memory::unmap_and_free(self.start, self.len) {
+            log::warn!("could not unmap the growth of `{}`: {e}", self.name);
+        }
+    }
+}
+
+impl Planned {
+    /// One clause per decision, for the stage response.
+    pub fn summary(&self) -> String {
+        let mut out = format!("{} records unchanged", self.unchanged);
+        for c in &self.converted {
+            out.push_str(", ");
+            out.push_str(c);
+        }
+        for g in &self.grown {
+            out.push_str(&format!(
+                "; {} grows {} → {} KiB ({} pages mapped now)",
+                g.name,
+                g.from / 1024,
+                g.to / 1024,
+                g.len / 4096
+            ));
+        }
+        for s in &self.shrunk {
+            out.push_str("; ");
+            out.push_str(s);
+        }
+        out
+    }
+}
+
+/// The status of a plan refusal.
+fn plan_status(e: &PlanRefusal<'_>) -> Status {
+    match e {
+        PlanRefusal::Unbumped { .. } | PlanRefusal::DescriptorUnbumped { .. } => {
+            Status::LayoutUnbumped
+        }
+        PlanRefusal::RegionMissing { .. }
+        | PlanRefusal::RegionNew { .. }
+        | PlanRefusal::RegionMoved { .. } => Status::RegionMismatch,
+        PlanRefusal::Abi { .. } => Status::Incompatible,
+        _ => Status::SchemaUnconvertible,
+    }
+}
+
+/// The plan of a swap from this kernel to the image `header` describes: refused with
+/// the kind, the fields and the rule, or the decisions (nothing mapped yet).
+fn plan_for(
+    header: &Header<'_>,
+) -> Result<(Planned, Vec<(&'static str, u64, u64, u64)>), StageRefusal> {
+    let theirs = Description::parse(package_description(header)).map_err(|e| {
+        StageRefusal::new(
+            Status::Malformed,
+            format!("the package's image description: {e}"),
+        )
+    })?;
+    let ours = schema::description();
+    let mut planned = Planned {
+        converted: Vec::new(),
+        unchanged: 0,
+        grown: Vec::new(),
+        shrunk: Vec::new(),
+    };
+    let resizes = plan::swap(&ours, &theirs, |c| match c {
+        Carried::Read(p) if p.method() == Method::Unchanged => planned.unchanged += 1,
+        Carried::Read(p) => {
+            planned
+                .converted
+                .push(format!("{} {}→{} {}", p.kind, p.from, p.to, p.method()))
+        }
+        Carried::Dropped { .. } | Carried::New { .. } => {}
+    })
+    .map_err(|e| StageRefusal::new(plan_status(&e), e.to_string()))?;
+    let mut grow = Vec::new();
+    for r in resizes.iter() {
+        // Only this kernel's own region names are mapped (they are `'static`).
+        let Some(own) = ours.region(r.name) else {
+            continue;
+        };
+        let name = crate::memory::layout::INHERITED
+            .iter()
+            .find(|d| d.name == own.name && d.rule == RegionRule::Resizable)
+            .map(|d| d.name);
+        match name {
+            Some(name) if r.new > r.running => grow.push((name, r.start, r.running, r.new)),
+            Some(name) => planned.shrunk.push(format!(
+                "{name} shrinks {} → {} KiB (the new kernel frees the rest)",
+                r.running / 1024,
+                r.new / 1024
+            )),
+            None => {}
+        }
+    }
+    Ok((planned, grow))
+}
+
+/// Maps the growth of every region that grows (before anything stops).
+fn map_growth(
+    planned: &mut Planned,
+    grow: Vec<(&'static str, u64, u64, u64)>,
+) -> Result<(), StageRefusal> {
+    for (name, start, from, to) in grow {
+        let (at, len) = (start + from, to - from);
+        memory::map_fresh(at, len).map_err(|e| {
+            let _ = memory::unmap_and_free(at, len);
+            StageRefusal::new(
+                Status::RegionMismatch,
+                format!(
+                    "the new image's `{name}` is {} KiB, this kernel's {} KiB, and the {} KiB more cannot be mapped: {e}",
+                    to / 1024,
+                    from / 1024,
+                    len / 1024
+                ),
+            )
+        })?;
+        planned.grown.push(Grown {
+            name,
+            start: at,
+            len,
+            from,
+            to,
+        });
+    }
+    Ok(())
+}
+
 fn refusal_of(e: &image_format::FormatError) -> StageRefusal {
     StageRefusal::new(Status::from_error(e), e.to_string())
 }
@@ -133,7 +288,7 @@ fn compatible(header: &Header<'_>) -> Result<Vec<String>, StageRefusal> {
             let status = match e {
                 updater::compat::Incompatibility::Version { .. } => Status::Incompatible,
                 updater::compat::Incompatibility::Capability { .. } => Status::CapabilityMissing,
-                _ => Status::SchemaUnconvertible,
+                updater::compat::Incompatibility::Unread { .. } => Status::SchemaUnconvertible,
             };
             Err(StageRefusal::new(status, e.to_string()))
         }
@@ -183,6 +338,7 @@ pub fn begin(mailbox: &SharedMemory, request: &Request) -> Result<StagingOp, Sta
         ));
     }
     compatible(&header)?;
+    plan_for(&header)?;
     *STAGED.lock() = None;
     prepare::release_staging();
     Ok(StagingOp {
@@ -240,6 +396,8 @@ fn finish(op: &mut StagingOp, buffer: &StagingBuffer) -> Result<(), StageRefusal
         .check_payload_digest(&digest)
         .map_err(|e| refusal_of(&e))?;
     let drops = compatible(&header)?;
+    let (mut plan, grow) = plan_for(&header)?;
+    map_growth(&mut plan, grow)?;
     let staging_us = op.started.elapsed().as_micros() as u64;
     let hash_us = time::ticks_to_nanos(op.hash_ticks) / 1000;
 
@@ -255,6 +413,7 @@ fn finish(op: &mut StagingOp, buffer: &StagingBuffer) -> Result<(), StageRefusal
         hash_us,
         load_us,
         drops,
+        plan,
         patch_generation: crate::hotpatch::generation(),
     });
     Ok(())
@@ -333,4 +492,9 @@ pub fn refresh_for_patches() -> Result<bool, StageRefusal> {
             Err(e)
         }
     }
+}
+
+// MERGE: replaced by `Header::description` when package format 2 lands.
+fn package_description<'a>(_header: &Header<'a>) -> &'a [u8] {
+    &schema::DESCRIPTION
 }

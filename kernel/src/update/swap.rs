@@ -12,8 +12,8 @@
 use core::sync::atomic::Ordering;
 
 use updater::handoff::{
-    inject, set_text, text, Descriptor, ImageRef, OverlayMethod, SwapClock, SwapState,
-    CONVERTED_OFFSET, CONVERTED_SIZE, EXPORT_OFFSET, MAX_RECLAIM,
+    inject, set_text, text, Descriptor, ImageRef, OverlayMethod, SetPlace, SwapClock, SwapState,
+    LAYOUT_FINGERPRINT, MAX_RECLAIM,
 };
 
 use alloc::string::String;
@@ -114,8 +114,10 @@ pub(crate) fn reset(d: &mut Descriptor, loaded: &Prepared, request_seq: u64, inj
     };
     d.reclaim_count = 0;
     include_patched_pages(d);
-    d.exported = (EXPORT_OFFSET, 0);
-    d.converted = (CONVERTED_OFFSET, CONVERTED_SIZE);
+    d.layout_fingerprint = LAYOUT_FINGERPRINT;
+    d.record_half = handoff_region::export_half();
+    d.exported = SetPlace::default();
+    d.converted = SetPlace::default();
     d.clock = SwapClock::default();
     d.cpus_parked = 0;
     d.tasks_before = 0;
@@ -188,9 +190,12 @@ fn stop_and_enter(guard: &mut handoff_region::DescriptorGuard, inject_bits: u64)
             .all_parked
             .store(parked.all_parked_at.ticks(), Ordering::Relaxed);
         d.cpus_parked = parked.cpus as u32;
-        match export::export(areas.export) {
+        match export::export(areas.records) {
             Ok(e) => {
-                d.exported = (EXPORT_OFFSET, e.bytes as u64);
+                d.exported = SetPlace {
+                    at: 0,
+                    len: e.end as u64,
+                };
                 d.tasks_before = e.tasks as u32;
             }
             Err(e) => {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use image_format::mailbox::report::{Outcome, Report, SwapReport};
+use image_format::mailbox::report::{Method, Outcome, Report, SwapReport};
 use image_format::mailbox::{RequestFlags, Response};
 
 use super::VmArgs;
@@ -195,11 +195,17 @@ pub fn print_swap(r: &SwapReport) {
         .map(|p| format!("{} {:.1}", p.phase.name(), p.ns as f64 / 1000.0))
         .collect();
     println!("  phases (µs): {}", phases.join(", "));
-    for c in &r.conversions {
-        println!(
-            "  converted {} {} → {} ({} entries)",
-            c.kind, c.from, c.to, c.entries
-        );
+    let unchanged: Vec<String> = r
+        .conversions
+        .iter()
+        .filter(|c| c.method == Method::Unchanged)
+        .map(|c| format!("{} {}", c.kind, c.from))
+        .collect();
+    if !unchanged.is_empty() {
+        println!("  unchanged (taken where they stood): {}", unchanged.join(", "));
+    }
+    for c in r.conversions.iter().filter(|c| c.method != Method::Unchanged) {
+        println!("  {c}");
     }
     for w in &r.warnings {
         println!("  warning: {w}");

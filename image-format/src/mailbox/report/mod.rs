@@ -36,7 +36,7 @@ pub use patch::{
 };
 pub use snapshot::{KindInfo, Snapshot, TaskSnapshot, MAX_CLAUSES, MAX_KINDS};
 pub use stage::StageReport;
-pub use swap::{Conversion, Outcome, PhaseId, PhaseTime, SwapReport};
+pub use swap::{Conversion, Method, Outcome, PhaseId, PhaseTime, SwapReport};
 
 use super::response::{ReportKind, Response};
 use crate::error::{FormatError, Result};

@@ -1,4 +1,4 @@
-//! [`SwapReport`] (report kind 3, version 1): what a swap did, applied or rolled back.
+//! [`SwapReport`] (report kind 3, version 2): what a swap did, applied or rolled back.
 //!
 //! | offset | size | field |
 //! | --- | --- | --- |
@@ -15,7 +15,7 @@
 //! | 224 | 8 | staging base |
 //! | 232 | … | rollback reason: text (empty when applied) |
 //! | | | phases: count `u16` (≤ 16), then per phase id `u16`, 0 `u16`, ns `u64` |
-//! | | | conversions: count `u16` (≤ 64), then per conversion kind `u16`, from `u16`, to `u16`, 0 `u16`, entries `u32` |
+//! | | | records: count `u16` (≤ 64), then per record (one per conversion stage) kind `u16`, from `u16`, to `u16`, method `u16` (0 unchanged, 1 by converter, 2 by fields), entries `u32`, fields added `u16`, fields dropped `u16`, their names: text (`+added −dropped`, may list fewer) |
 //! | | | warnings: count `u16` (≤ 32), then per warning a text |
 //!
 //! A text is a `u16` length and that many bytes of UTF-8 (at most 256).
@@ -36,7 +36,7 @@ use crate::wire::{Reader, Writer};
 
 const LAYOUT: Layout = Layout {
     kind: ReportKind::Swap,
-    version: 1,
+    version: 2,
     name: "swap report",
 };
 
@@ -104,17 +104,79 @@ pub struct PhaseTime {
     pub ns: u64,
 }
 
-/// One record kind converted during the swap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a record crossed the swap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum Method {
+    /// Its layout did not change: the new kernel took the entries where they stood.
+    Unchanged = 0,
+    /// The new image's converter (N → N+1).
+    Converter = 1,
+    /// Conversion by field: fields added with their defaults, dropped, moved, widened.
+    Fields = 2,
+}
+
+impl Method {
+    /// The method with `code`, if there is one.
+    pub const fn from_code(code: u16) -> Option<Self> {
+        Some(match code {
+            0 => Self::Unchanged,
+            1 => Self::Converter,
+            2 => Self::Fields,
+            _ => return None,
+        })
+    }
+}
+
+/// What became of one record kind in the swap (one entry per conversion stage: a chain
+/// of a converter and conversion by field is two).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conversion {
     /// The record kind.
     pub kind: RecordKind,
-    /// The version the old kernel exported.
+    /// The version before this stage.
     pub from: SchemaVersion,
-    /// The version the new kernel reads.
+    /// The version after it.
     pub to: SchemaVersion,
-    /// Entries converted.
+    /// How.
+    pub method: Method,
+    /// Entries it holds.
     pub entries: u32,
+    /// By fields: how many fields were added (with their defaults).
+    pub added: u16,
+    /// By fields: how many fields were dropped.
+    pub dropped: u16,
+    /// By fields: `+added −dropped` names (may list fewer than the counts).
+    pub names: String,
+}
+
+impl fmt::Display for Conversion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.method {
+            Method::Unchanged => write!(f, "{} {} unchanged", self.kind, self.from)?,
+            Method::Converter => write!(
+                f,
+                "{} {} -> {} converted by converter",
+                self.kind, self.from, self.to
+            )?,
+            Method::Fields => {
+                write!(
+                    f,
+                    "{} {} -> {} converted by fields",
+                    self.kind, self.from, self.to
+                )?;
+                if !self.names.is_empty() {
+                    write!(f, " ({})", self.names)?;
+                }
+                let listed = self.names.split_whitespace().count();
+                let all = usize::from(self.added) + usize::from(self.dropped);
+                if all > listed {
+                    write!(f, " and {} more", all - listed)?;
+                }
+            }
+        }
+        write!(f, ", {} entries", self.entries)
+    }
 }
 
 /// Whether the swap took effect.
@@ -224,8 +286,11 @@ impl SwapReport {
             w.u16(c.kind.get());
             w.u16(c.from.get());
             w.u16(c.to.get());
-            w.u16(0);
+            w.u16(c.method as u16);
             w.u32(c.entries);
+            w.u16(c.added);
+            w.u16(c.dropped);
+            write_text(w, &c.names);
         }
         w.u16(self.warnings.len() as u16);
         for text in &self.warnings {
@@ -284,19 +349,31 @@ impl SwapReport {
             "swap report conversion list",
             u64::from(count),
             MAX_CONVERSIONS,
-            12,
+            18,
         )?;
         let mut conversions = Vec::with_capacity(count);
         for _ in 0..count {
             let kind = RecordKind::try_new(r.u16()?)?;
             let from = SchemaVersion::try_new(r.u16()?)?;
             let to = SchemaVersion::try_new(r.u16()?)?;
-            let _reserved = r.u16()?;
+            let code = r.u16()?;
+            let method = Method::from_code(code).ok_or(FormatError::InvalidField {
+                field: "record method",
+                value: u64::from(code),
+                reason: "is not 0 (unchanged), 1 (converter) or 2 (fields)",
+            })?;
+            let entries = r.u32()?;
+            let added = r.u16()?;
+            let dropped = r.u16()?;
             conversions.push(Conversion {
                 kind,
                 from,
                 to,
-                entries: r.u32()?,
+                method,
+                entries,
+                added,
+                dropped,
+                names: read_text(r, "field names")?,
             });
         }
         let count = r.u16()?;
@@ -366,11 +443,7 @@ impl fmt::Display for SwapReport {
             self.old_image_base, self.new_image_base, self.staging_base
         )?;
         for c in &self.conversions {
-            writeln!(
-                f,
-                "  converted {} {} -> {} ({} entries)",
-                c.kind, c.from, c.to, c.entries
-            )?;
+            writeln!(f, "  record {c}")?;
         }
         for w in &self.warnings {
             writeln!(f, "  warning: {w}")?;

@@ -35,12 +35,28 @@ fn swap() -> SwapReport {
                 ns: 1000 * phase as u64,
             })
             .collect(),
-        conversions: vec![Conversion {
-            kind: kinds::COUNTER,
-            from: SchemaVersion::new(1),
-            to: SchemaVersion::new(2),
-            entries: 4,
-        }],
+        conversions: vec![
+            Conversion {
+                kind: kinds::COUNTER,
+                from: SchemaVersion::new(1),
+                to: SchemaVersion::new(2),
+                method: Method::Fields,
+                entries: 4,
+                added: 1,
+                dropped: 1,
+                names: "+stride -old".into(),
+            },
+            Conversion {
+                kind: kinds::TASK_TABLE,
+                from: SchemaVersion::new(1),
+                to: SchemaVersion::new(1),
+                method: Method::Unchanged,
+                entries: 16,
+                added: 0,
+                dropped: 0,
+                names: String::new(),
+            },
+        ],
         warnings: vec!["heartbeat record dropped (optional)".into()],
         outcome: Outcome::Applied,
         old_image_base: 0xffff_ffff_8000_0000,
@@ -135,10 +151,10 @@ fn refusals() {
     ));
     // A newer version.
     let mut newer = bytes.clone();
-    newer[4] = 2;
+    newer[4] = 3;
     assert_eq!(
         SwapReport::decode(&newer).unwrap_err().to_string(),
-        "swap report version 2 is newer than this kernel understands (1)"
+        "swap report version 3 is newer than this kernel understands (2)"
     );
     // Truncated, or with bytes left over.
     assert!(matches!(
@@ -215,13 +231,24 @@ fn swap_report() -> impl Strategy<Value = SwapReport> {
         phase: PhaseId::from_code(c).unwrap(),
         ns,
     });
-    let conversion =
-        (1u16.., 1u16.., 1u16.., any::<u32>()).prop_map(|(k, f, t, entries)| Conversion {
-            kind: crate::RecordKind::new(k),
-            from: SchemaVersion::new(f),
-            to: SchemaVersion::new(t),
-            entries,
-        });
+    let conversion = (
+        (1u16.., 1u16.., 1u16.., 0u16..3),
+        any::<u32>(),
+        any::<(u16, u16)>(),
+        "\\PC{0,40}",
+    )
+        .prop_map(
+            |((k, f, t, m), entries, (added, dropped), names)| Conversion {
+                kind: crate::RecordKind::new(k),
+                from: SchemaVersion::new(f),
+                to: SchemaVersion::new(t),
+                method: Method::from_code(m).unwrap(),
+                entries,
+                added,
+                dropped,
+                names,
+            },
+        );
     let outcome = prop_oneof![
         Just(Outcome::Applied),
         "\\PC{0,80}".prop_map(|reason| Outcome::RolledBack { reason })
