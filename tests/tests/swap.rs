@@ -12,8 +12,9 @@ use hotkernel::continuity::Continuity;
 use hotkernel::update::Refused;
 use hotkernel_tests::packages::package;
 use hotkernel_tests::{assert_continuous, tasks_of, Guest, StepRules, VmConfig};
-use image_format::kinds::TASK_TABLE;
-use image_format::mailbox::report::{Outcome, Report, Snapshot, SwapReport};
+use image_format::kinds::{COUNTER, LCG, TASK_TABLE};
+use image_format::mailbox::report::{Method, Outcome, Report, Snapshot, SwapReport};
+use image_format::RecordKind;
 use image_format::mailbox::{RequestFlags, Status};
 use image_format::package::parse_header;
 use image_format::TaskKind;
@@ -39,12 +40,21 @@ fn lcg_rules(s: &Snapshot) -> Vec<u64> {
         .collect()
 }
 
-/// The task-table conversions of a report, as `(from, to)` steps.
-fn task_table_steps(r: &SwapReport) -> Vec<(u16, u16)> {
+/// The conversions of `kind` in a report, as `(from, to, method)` stages (records that
+/// crossed unchanged are not conversions).
+fn steps_of(r: &SwapReport, kind: RecordKind) -> Vec<(u16, u16, Method)> {
     r.conversions
         .iter()
-        .filter(|c| c.kind == TASK_TABLE)
-        .map(|c| (c.from.get(), c.to.get()))
+        .filter(|c| c.kind == kind && c.method != Method::Unchanged)
+        .map(|c| (c.from.get(), c.to.get(), c.method))
+        .collect()
+}
+
+/// The task-table conversions of a report, as `(from, to)` steps.
+fn task_table_steps(r: &SwapReport) -> Vec<(u16, u16)> {
+    steps_of(r, TASK_TABLE)
+        .into_iter()
+        .map(|(from, to, _)| (from, to))
         .collect()
 }
 
@@ -57,7 +67,8 @@ fn print_report(name: &str, r: &SwapReport) {
     let conversions: Vec<String> = r
         .conversions
         .iter()
-        .map(|c| format!("{} {}→{} ({})", c.kind, c.from.get(), c.to.get(), c.entries))
+        .filter(|c| c.method != Method::Unchanged)
+        .map(|c| c.to_string())
         .collect();
     eprintln!(
         "{name}: {} → {}: {:?}, downtime {} µs, {} CPUs parked, tasks {} → {}\n  phases: {}\n  \
@@ -187,7 +198,24 @@ fn v1_to_v2_on(cpus: u32) {
         !rules.is_empty() && rules.iter().all(|&r| r == 2),
         "v2 runs LCG rule 2: {rules:?}"
     );
-    assert_eq!(task_table_steps(&s.report), [(1, 2)]);
+    // The task table's flags narrowed and the LCG value changed meaning: converters;
+    // the counter only gained fields with defaults: converted by field.
+    assert_eq!(steps_of(&s.report, TASK_TABLE), [(1, 2, Method::Converter)]);
+    assert_eq!(steps_of(&s.report, LCG), [(1, 2, Method::Converter)]);
+    assert_eq!(steps_of(&s.report, COUNTER), [(1, 2, Method::Fields)]);
+    let counter = s.report.conversions.iter().find(|c| c.kind == COUNTER).unwrap();
+    assert_eq!(
+        (counter.added, counter.dropped, counter.names.as_str()),
+        (2, 0, "+stride +last_cpu"),
+        "{counter}"
+    );
+    assert!(
+        tasks_of(&s.after, TaskKind::COUNTER)
+            .iter()
+            .all(|t| t.values[1] == 1),
+        "every v1 counter has v2's declared default stride, 1:\n{}",
+        s.after
+    );
     assert_eq!(s.continuity.tasks_compared, s.before.tasks.len());
     // Every task runs on under v2, on every CPU.
     let later = g.wait_all_progress(&s.after, &[]);
@@ -266,7 +294,11 @@ fn v1_to_v2_to_v3_converts_drops_tickers_and_adds_table_tasks() {
         &[TaskKind::TICKER],
         2,
     );
-    assert_eq!(task_table_steps(&second.report), [(2, 3)]);
+    // v2 → v3 is mechanical for the task table: by field, no converter.
+    assert_eq!(
+        steps_of(&second.report, TASK_TABLE),
+        [(2, 3, Method::Fields)]
+    );
     check_arrival_in_v3(&mut g, name, &second);
 }
 
@@ -275,9 +307,10 @@ fn v1_to_v3_converts_the_task_table_in_two_steps() {
     let name = "v1_to_v3_converts_the_task_table_in_two_steps";
     let mut g = Guest::boot(VmConfig::variant("v1").cpus(2));
     let s = swap_to(&mut g, name, "v3", &[TaskKind::TICKER], 1);
+    // A mixed chain: v2's converter (the flags narrow), then by field to v3.
     assert_eq!(
-        task_table_steps(&s.report),
-        [(1, 2), (2, 3)],
+        steps_of(&s.report, TASK_TABLE),
+        [(1, 2, Method::Converter), (2, 3, Method::Fields)],
         "{:?}",
         s.report.conversions
     );
@@ -339,7 +372,14 @@ fn twenty_swaps_in_a_row_between_v1_and_twin() {
         let s = swap_to(&mut g, &format!("{name} #{}", i + 1), variant, &[], i + 1);
         assert_eq!(s.report.to.label.as_str(), label);
         assert_eq!(s.continuity.tasks_compared, s.before.tasks.len());
-        assert!(task_table_steps(&s.report).is_empty(), "same schemas");
+        assert!(
+            s.report
+                .conversions
+                .iter()
+                .all(|c| c.method == Method::Unchanged),
+            "same schemas: every record taken where it stood: {:?}",
+            s.report.conversions
+        );
         assert_eq!(g.status().staging_capacity, capacity);
         downtimes.push(s.report.downtime_ns / 1000);
         if i % 2 == 1 {
