@@ -216,6 +216,7 @@ pub fn padded_package(size: usize) -> Result<Vec<u8>> {
         entries: h.geometry().entries,
         segments,
         relocations: h.relocations().collect(),
+        description: h.description().to_vec(),
     };
     spec.build()
         .map_err(|e| Error::Package(format!("padded package: {e}")))
