@@ -327,9 +327,16 @@ pub fn print_swap(r: &SwapReport) {
         .map(|c| format!("{} {}", c.kind, c.from))
         .collect();
     if !unchanged.is_empty() {
-        println!("  unchanged (taken where they stood): {}", unchanged.join(", "));
+        println!(
+            "  unchanged (taken where they stood): {}",
+            unchanged.join(", ")
+        );
     }
-    for c in r.conversions.iter().filter(|c| c.method != Method::Unchanged) {
+    for c in r
+        .conversions
+        .iter()
+        .filter(|c| c.method != Method::Unchanged)
+    {
         println!("  {c}");
     }
     for w in &r.warnings {

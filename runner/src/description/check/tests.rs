@@ -102,12 +102,13 @@ fn describe(records: &[RecordDecl], steps: &[Step], regions: &[RegionDecl]) -> V
     out
 }
 
+/// An image that reads `records` with no converters and the running kernel's regions.
+fn reading(records: &[RecordDecl]) -> Vec<u8> {
+    describe(records, &[], &[heap(0x1000), HANDOFF])
+}
+
 pub(crate) fn running_v1() -> Vec<u8> {
-    describe(
-        &[RecordDecl::of::<V1>(false)],
-        &[],
-        &[heap(0x1000), HANDOFF],
-    )
+    reading(&[RecordDecl::of::<V1>(false)])
 }
 
 /// v2 with the v1 → v2 converter and a heap twice as large.
@@ -127,17 +128,23 @@ fn plan_of(new: &[u8]) -> Result<HostPlan, HostRefusal> {
     plan(&parse(&running_v1()), &parse(new))
 }
 
+/// The identity of image version `major`.0.0 labelled `label`.
+fn identity(major: u16, label: &str) -> EmbeddedIdentity {
+    let zero = ImageVersion::new(0, 0, 0);
+    EmbeddedIdentity::new(
+        ImageVersion::new(major, 0, 0),
+        label,
+        VersionRange::new(zero, zero),
+        Capabilities::empty(),
+        Capabilities::empty(),
+        &[],
+    )
+}
+
 /// A small valid package whose header carries `description`.
 fn package(description: Vec<u8>) -> Vec<u8> {
     PackageSpec {
-        identity: EmbeddedIdentity::new(
-            ImageVersion::new(2, 0, 0),
-            "v2",
-            VersionRange::new(ImageVersion::new(1, 0, 0), ImageVersion::new(1, 9, 0)),
-            Capabilities::empty(),
-            Capabilities::empty(),
-            &[],
-        ),
+        identity: identity(2, "v2"),
         build_id: BuildId::new(&[0x42; 20]),
         entries: Entries {
             kernel: 0,
@@ -184,11 +191,7 @@ fn the_same_layouts_are_unchanged() {
 
 #[test]
 fn a_mechanical_change_passes_converted_by_fields_and_names_what_it_adds() {
-    let new = describe(
-        &[RecordDecl::of::<V2>(false)],
-        &[],
-        &[heap(0x1000), HANDOFF],
-    );
+    let new = reading(&[RecordDecl::of::<V2>(false)]);
     let p = plan_of(&new).unwrap();
     let Some(RecordOutcome::Read {
         method,
@@ -224,11 +227,7 @@ fn a_converter_and_a_larger_heap_pass() {
 
 #[test]
 fn the_layout_guard_refuses_a_changed_table_under_one_version() {
-    let new = describe(
-        &[RecordDecl::of::<V1Reordered>(false)],
-        &[],
-        &[heap(0x1000), HANDOFF],
-    );
+    let new = reading(&[RecordDecl::of::<V1Reordered>(false)]);
     let e = plan_of(&new).unwrap_err();
     assert_eq!(e.rule, Rule::LayoutGuard);
     assert_eq!(
@@ -247,11 +246,7 @@ fn the_layout_guard_refuses_a_changed_table_under_one_version() {
 
 #[test]
 fn a_narrowing_without_a_converter_is_refused_naming_the_field() {
-    let new = describe(
-        &[RecordDecl::of::<V2Narrow>(false)],
-        &[],
-        &[heap(0x1000), HANDOFF],
-    );
+    let new = reading(&[RecordDecl::of::<V2Narrow>(false)]);
     let e = plan_of(&new).unwrap_err();
     assert_eq!(e.rule, Rule::Fields);
     assert!(
@@ -270,7 +265,7 @@ fn a_moved_region_and_a_missing_record_are_refused() {
     let e = plan_of(&new).unwrap_err();
     assert_eq!(e.rule, Rule::Region);
     assert!(e.message.contains("the region `hand-off`"), "{e}");
-    let new = describe(&[], &[], &[heap(0x1000), HANDOFF]);
+    let new = reading(&[]);
     let e = plan_of(&new).unwrap_err();
     assert_eq!(e.rule, Rule::NotRead);
 }
@@ -340,18 +335,9 @@ fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
 #[test]
 fn the_running_elf_is_found_by_build_id_and_read_for_its_description() {
     let id = [0x7e; 20];
-    let mut elf = crate::hotpatch::elf::tests::tiny_elf(&id, &[0x90; 16]);
-    elf[6] = 1; // EI_VERSION, which the `object` crate requires
-    assert!(elf.starts_with(b"\x7fELF"));
+    let elf = crate::hotpatch::elf::tests::tiny_elf(&id, &[0x90; 16]);
     let path = temp_file("running.elf", &elf);
-    let image = image_format::EmbeddedIdentity::new(
-        ImageVersion::new(1, 0, 0),
-        "v1",
-        VersionRange::new(ImageVersion::new(0, 0, 0), ImageVersion::new(0, 0, 0)),
-        Capabilities::empty(),
-        Capabilities::empty(),
-        &[],
-    );
+    let image = identity(1, "v1");
     // Found by its build id, but it embeds no description: the note says so.
     let found = running_by_build_id(
         &image.summary(BuildId::new(&id)),
@@ -385,17 +371,9 @@ fn the_running_elf_is_found_by_build_id_and_read_for_its_description() {
 fn the_guest_status_names_the_image_to_look_for() {
     use image_format::mailbox::{GuestState, GuestStatus, DATA_OFFSET, STATUS_OFFSET};
     let id = [0x3c; 20];
-    let mut elf = crate::hotpatch::elf::tests::tiny_elf(&id, &[0x90; 16]);
-    elf[6] = 1;
+    let elf = crate::hotpatch::elf::tests::tiny_elf(&id, &[0x90; 16]);
     let elf_path = temp_file("status.elf", &elf);
-    let identity = EmbeddedIdentity::new(
-        ImageVersion::new(1, 0, 0),
-        "v1",
-        VersionRange::new(ImageVersion::new(0, 0, 0), ImageVersion::new(0, 0, 0)),
-        Capabilities::empty(),
-        Capabilities::empty(),
-        &[],
-    );
+    let image = identity(1, "v1");
     let status = GuestStatus {
         free_frames: 1,
         patches: 0,
@@ -404,7 +382,7 @@ fn the_guest_status_names_the_image_to_look_for() {
         state: GuestState::Running,
         cpus_online: 1,
         tasks: 1,
-        image: identity.summary(BuildId::new(&id)),
+        image: image.summary(BuildId::new(&id)),
         staging_capacity: 1 << 20,
         data_capacity: 1 << 20,
     };
