@@ -17,7 +17,7 @@ pub mod render;
 
 use std::path::Path;
 
-use image_format::package::{elf_description, parse_header};
+use image_format::package::parse_header;
 use updater::describe::Description;
 
 use crate::error::{Error, Result};
@@ -54,11 +54,6 @@ pub fn of_package<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a [u8]> {
     parse_header(bytes)
         .map(|h| h.description())
         .map_err(|e| Error::Package(format!("{}: {e}", path.display())))
-}
-
-/// The image description in the `.hk_schema` section of the kernel ELF in `bytes`.
-pub fn of_elf(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
-    elf_description(bytes).map_err(|e| Error::Package(format!("{}: {e}", path.display())))
 }
 
 /// Reads `bytes` (from `path`, for messages) as a description.

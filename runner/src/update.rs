@@ -53,7 +53,7 @@ pub struct PushOptions {
     /// Compare the running kernel's image description with the package's first, and
     /// refuse before pushing what the guest would refuse (on by default). Off sends the
     /// package to the guest's own staging check, as a test of that check does, or when
-    /// the caller ran [`check::before_push`] itself.
+    /// the caller ran [`check_before_push`] itself.
     pub host_check: bool,
 }
 
