@@ -36,6 +36,17 @@ fn segment(vaddr: u64, file: usize, mem: u64, flags: SegmentFlags) -> SegmentSpe
     }
 }
 
+/// An image description of `len` bytes (at least 40): the header of
+/// `updater::describe`'s format with no entries, and zeros after it.
+fn description(len: u32) -> Vec<u8> {
+    let mut d = vec![0u8; len as usize];
+    d[..8].copy_from_slice(&image_format::package::DESCRIPTION_MAGIC);
+    d[8..12].copy_from_slice(&1u32.to_le_bytes());
+    d[12..16].copy_from_slice(&len.to_le_bytes());
+    d[16..20].copy_from_slice(&1u32.to_le_bytes());
+    d
+}
+
 fn main() {
     let root = std::env::args()
         .nth(1)
@@ -113,6 +124,7 @@ fn packages(root: &str) {
             entries,
             segments,
             relocations,
+            description: description(40 + 24 * i as u32),
         };
         let bytes = spec.build().unwrap_or_else(|e| panic!("seed {i}: {e}"));
         for target in ["parse", "parse_resealed"] {

@@ -155,6 +155,11 @@ pub enum FormatError {
         /// The digest of the payload bytes.
         computed: Digest,
     },
+    /// The image description the package header carries does not begin like one.
+    Description {
+        /// What is wrong with it.
+        problem: DescriptionProblem,
+    },
     /// A mailbox block's checksum does not match its fields.
     Checksum {
         /// The block.
@@ -233,6 +238,28 @@ pub enum SegmentProblem {
     },
     /// A reserved field is not zero.
     ReservedNotZero,
+}
+
+/// What is wrong with the image description a package carries (see
+/// [`FormatError::Description`]). Only its first 16 bytes are the package format's
+/// to check; the rest is `updater::describe`'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DescriptionProblem {
+    /// The first eight bytes are not `HKDESC01`: the packer copied something other than
+    /// the kernel's `.hk_schema` section.
+    Magic {
+        /// What it starts with.
+        found: [u8; 8],
+    },
+    /// The length the description states (its bytes 12..16) is not the length the
+    /// header gives it.
+    StatedLength {
+        /// The length the description states.
+        stated: u32,
+        /// The length in the package header.
+        header: u32,
+    },
 }
 
 /// What is wrong with a relocation (see [`FormatError::Relocation`]).
@@ -339,6 +366,7 @@ impl fmt::Display for FormatError {
                 Short(stored),
                 Short(computed)
             ),
+            Description { problem } => write!(f, "image description: {problem}"),
             Checksum {
                 what,
                 stored,
@@ -404,6 +432,23 @@ impl fmt::Display for SegmentProblem {
                 "flags {flags:#x} have bits other than R (4), W (2), X (1) and RELRO (0x10)"
             ),
             ReservedNotZero => write!(f, "reserved field is not zero"),
+        }
+    }
+}
+
+impl fmt::Display for DescriptionProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DescriptionProblem::Magic { found } => write!(
+                f,
+                "starts with {}, expected {}: the packer must copy the kernel's .hk_schema section (updater::describe::build)",
+                Escaped(found),
+                Escaped(&crate::package::DESCRIPTION_MAGIC)
+            ),
+            DescriptionProblem::StatedLength { stated, header } => write!(
+                f,
+                "it states {stated} bytes, the header gives it {header}"
+            ),
         }
     }
 }

@@ -22,10 +22,12 @@
 //! # The update package in brief
 //!
 //! A package is a header followed, at the next 4 KiB boundary, by a payload. The
-//! header holds the magic `HKPKG\0\r\n`, the format version (1), its own size, the
+//! header holds the magic `HKPKG\0\r\n`, the format version (2), its own size, the
 //! total size, two SHA-256 digests (header and payload), the image's build id and
 //! embedded identity, the image geometry (link base, span, four entry offsets), a
-//! segment table and a table of `R_X86_64_RELATIVE` relocations. The payload holds
+//! segment table, a table of `R_X86_64_RELATIVE` relocations, and the image's
+//! description (its `.hk_schema` bytes: how it lays out what crosses a swap, read by
+//! `updater::describe`; this crate checks only where it lies and its magic). The payload holds
 //! each segment's file bytes at a 4 KiB aligned offset. `docs/FORMAT.md` has the
 //! byte-exact table; [`package::layout`] has the same offsets as constants.
 //!

@@ -132,7 +132,7 @@ fn swap_and_verify(
     cpus: u32,
 ) -> Result<DemoSwap> {
     let (package, _) = update::package_variant(target)?;
-    match update::stage(mb, &package, RequestFlags::empty(), |_| {})? {
+    match update::stage(mb, &package, &update::PushOptions::default(), |_| {})? {
         Ok(_) => {}
         Err(refused) => return Err(Error::Mailbox(format!("{target} was refused: {refused}"))),
     }

@@ -20,6 +20,12 @@ pub enum Error {
     #[error("{0}")]
     Package(String),
 
+    /// The host compared the running kernel's image description with the package's
+    /// and refused: nothing was pushed, the VM is untouched. The message is the one the
+    /// guest would give; `--no-host-check` sends the package to the guest's own check.
+    #[error(transparent)]
+    RefusedBeforePush(#[from] crate::description::HostRefusal),
+
     /// A hotpatch could not be made or read (an unreadable ELF or patch, a bad label).
     #[error("{0}")]
     Patch(String),

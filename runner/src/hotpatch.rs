@@ -153,8 +153,20 @@ pub fn booted_elf(state: &VmState) -> PathBuf {
 /// reports. After a swap that is the swap's target, if it is still on disk.
 pub fn running_elf(state: &VmState, mb: &Mailbox) -> Result<PathBuf> {
     let running = mb.status()?.image;
-    let want = running.build_id.as_bytes().to_vec();
-    let mut candidates = vec![booted_elf(state), state.kernel_elf.clone()];
+    let first = vec![booted_elf(state), state.kernel_elf.clone()];
+    elf_with_build_id(running.build_id.as_bytes(), first).ok_or_else(|| {
+        Error::Patch(format!(
+            "no ELF on this host has the build id of the kernel VM `{}` runs ({}, build {}); \
+             give the running kernel's ELF as the first file: hotkernel patch make <old-elf> <new-elf> -o <patch>",
+            state.name, running.label.as_str(), running.build_id
+        ))
+    })
+}
+
+/// The first file of `first`, then of every built variant's `kernel.elf` (in name
+/// order), that is an ELF with build id `build_id`.
+pub fn elf_with_build_id(build_id: &[u8], first: Vec<PathBuf>) -> Option<PathBuf> {
+    let mut candidates = first;
     if let Ok(dirs) = std::fs::read_dir(workspace::hotkernel_dir().join("kernels")) {
         let mut built: Vec<PathBuf> = dirs
             .filter_map(|d| d.ok())
@@ -163,18 +175,11 @@ pub fn running_elf(state: &VmState, mb: &Mailbox) -> Result<PathBuf> {
         built.sort();
         candidates.extend(built);
     }
-    for path in candidates {
-        if let Ok(bytes) = std::fs::read(&path) {
-            if elf::build_id(&bytes).as_deref() == Some(want.as_slice()) {
-                return Ok(path);
-            }
-        }
-    }
-    Err(Error::Patch(format!(
-        "no ELF on this host has the build id of the kernel VM `{}` runs ({}, build {}); \
-         give the running kernel's ELF as the first file: hotkernel patch make <old-elf> <new-elf> -o <patch>",
-        state.name, running.label.as_str(), running.build_id
-    )))
+    candidates.into_iter().find(|path| {
+        std::fs::read(path)
+            .ok()
+            .is_some_and(|bytes| elf::build_id(&bytes).as_deref() == Some(build_id))
+    })
 }
 
 /// Why the guest refused: the patch report's reason when it has one.

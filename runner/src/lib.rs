@@ -11,6 +11,7 @@
 //! | [`variant`] | variants as edit files applied to a scratch copy of the tree |
 //! | [`coldpatch`] | applied hotpatches kept for a VM's next boot (double rename) |
 //! | [`continuity`] | did every task carry on across an update (two snapshots)? |
+//! | [`description`] | image descriptions (`.hk_schema`): read, printed, and compared before a push |
 //! | [`diskimage`] | BIOS boot images |
 //! | [`hotpatch`] | hotpatches: make from two builds, apply / list / remove, verify the text |
 //! | [`qemu`] | QEMU's command line and what its exit status means |
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod coldpatch;
 pub mod continuity;
 pub mod demo;
+pub mod description;
 pub mod diskimage;
 pub mod error;
 pub mod hotpatch;

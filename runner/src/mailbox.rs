@@ -29,6 +29,8 @@ use crate::vm::VmPaths;
 pub struct Mailbox {
     map: MmapMut,
     doorbell: std::path::PathBuf,
+    /// The VM's copy of the ELF it booted, when the mailbox was opened for a VM.
+    booted_elf: Option<std::path::PathBuf>,
 }
 
 /// What a finished request returned.
@@ -48,7 +50,9 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 impl Mailbox {
     /// Opens the mailbox of the VM whose files are `paths`.
     pub fn open(paths: &VmPaths) -> Result<Self> {
-        Self::open_file(&paths.mailbox, &paths.doorbell_socket)
+        let mut mb = Self::open_file(&paths.mailbox, &paths.doorbell_socket)?;
+        mb.booted_elf = Some(paths.booted_elf());
+        Ok(mb)
     }
 
     /// Opens a mailbox backing file directly.
@@ -74,7 +78,14 @@ impl Mailbox {
         Ok(Self {
             map,
             doorbell: doorbell.to_owned(),
+            booted_elf: None,
         })
+    }
+
+    /// Where the VM keeps the ELF it booted (`None` for a mailbox opened by file): the
+    /// first place the host looks for the image the VM runs.
+    pub fn booted_elf(&self) -> Option<&Path> {
+        self.booted_elf.as_deref()
     }
 
     /// Bytes the data area holds.

@@ -1,5 +1,10 @@
 //! Live-update operations on a running VM, shared by the CLI, the demo, the benchmarks
 //! and the integration tests: package a kernel, stage it, apply it, take snapshots.
+//!
+//! Every push ([`stage`], [`push_and_apply`]) first runs the host's layout guard
+//! ([`crate::description::check`]) unless [`PushOptions::host_check`] is off: a package
+//! the running kernel would refuse for its record layouts, regions or descriptor is
+//! refused here ([`Error::RefusedBeforePush`]) and never reaches the mailbox.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,6 +14,7 @@ use image_format::mailbox::{Command, RequestFlags, Response, Status};
 use image_format::package::{pack, PackOptions};
 
 use crate::build::{self, Variant};
+use crate::description::{check, HostCheck};
 use crate::error::{Error, Result};
 use crate::mailbox::{Answer, Mailbox};
 use crate::workspace;
@@ -36,6 +42,62 @@ pub fn package_variant(variant: &str) -> Result<(Vec<u8>, PathBuf)> {
     std::fs::write(&path, &package)
         .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
     Ok((package, path))
+}
+
+/// How a package is pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushOptions {
+    /// The request's flags: faults to inject, the overlay's mode
+    /// ([`push_and_apply`] adds `APPLY_AFTER_STAGE`).
+    pub flags: RequestFlags,
+    /// Compare the running kernel's image description with the package's first, and
+    /// refuse before pushing what the guest would refuse (on by default). Off sends the
+    /// package to the guest's own staging check, as a test of that check does, or when
+    /// the caller ran [`check_before_push`] itself.
+    pub host_check: bool,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        Self {
+            flags: RequestFlags::empty(),
+            host_check: true,
+        }
+    }
+}
+
+impl PushOptions {
+    /// The default options with `flags`.
+    pub fn with_flags(flags: RequestFlags) -> Self {
+        Self {
+            flags,
+            ..Self::default()
+        }
+    }
+
+    /// These options without the host's check.
+    pub fn without_host_check(self) -> Self {
+        Self {
+            host_check: false,
+            ..self
+        }
+    }
+}
+
+/// The host's check of `package` before a push, without the push: whether it compared
+/// (with the plan) or why it could not (the guest checks at staging anyway). A refusal
+/// is [`Error::RefusedBeforePush`]. A caller that prints the check's note, or pushes one
+/// package many times, checks with this and pushes with
+/// [`PushOptions::without_host_check`].
+pub fn check_before_push(mailbox: &Mailbox, package: &[u8]) -> Result<HostCheck> {
+    Ok(check::before_push(mailbox, package)?)
+}
+
+fn check_if_asked(mailbox: &Mailbox, package: &[u8], opts: &PushOptions) -> Result<()> {
+    if opts.host_check {
+        check_before_push(mailbox, package)?;
+    }
+    Ok(())
 }
 
 /// A finished request that failed: the guest's status and message.
@@ -75,16 +137,18 @@ pub(crate) fn outcome(answer: Answer) -> std::result::Result<Answer, Refused> {
 }
 
 /// Stages `package` in the VM behind `mailbox`. `Ok(Err(_))` is the guest's refusal;
-/// `Err(_)` a failure of the host side (no guest, no answer).
+/// `Err(Error::RefusedBeforePush(_))` the host's check's, before anything was pushed;
+/// any other `Err(_)` a failure of the host side (no guest, no answer).
 pub fn stage(
     mailbox: &mut Mailbox,
     package: &[u8],
-    flags: RequestFlags,
+    opts: &PushOptions,
     progress: impl FnMut(&Response),
 ) -> Result<std::result::Result<(StageReport, Answer), Refused>> {
+    check_if_asked(mailbox, package, opts)?;
     let answer = mailbox.call(
         Command::Stage,
-        flags,
+        opts.flags,
         Some(package),
         [0; 4],
         REQUEST_TIMEOUT,
@@ -125,16 +189,18 @@ fn swap_outcome(answer: Answer) -> Result<std::result::Result<SwapReport, Refuse
     })
 }
 
-/// Stages and applies in one request (`APPLY_AFTER_STAGE`).
+/// Stages and applies in one request (`APPLY_AFTER_STAGE`), after the host's check
+/// as [`stage`].
 pub fn push_and_apply(
     mailbox: &mut Mailbox,
     package: &[u8],
-    flags: RequestFlags,
+    opts: &PushOptions,
     progress: impl FnMut(&Response),
 ) -> Result<std::result::Result<SwapReport, Refused>> {
+    check_if_asked(mailbox, package, opts)?;
     let answer = mailbox.call(
         Command::Stage,
-        flags | RequestFlags::APPLY_AFTER_STAGE,
+        opts.flags | RequestFlags::APPLY_AFTER_STAGE,
         Some(package),
         [0; 4],
         REQUEST_TIMEOUT,

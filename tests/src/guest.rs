@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hotkernel::continuity::{self, Continuity};
 use hotkernel::mailbox::{Answer, Mailbox};
-use hotkernel::update::{self, Refused};
+use hotkernel::update::{self, PushOptions, Refused};
 use image_format::mailbox::report::{Snapshot, StageReport, SwapReport};
 use image_format::mailbox::{
     BlockRead, Command, GuestState, GuestStatus, RequestFlags, Response, RESPONSE_OFFSET,
@@ -104,10 +104,29 @@ impl Guest {
         self.host_side(r, "ping")
     }
 
-    /// Stages `package`: the stage report and the answer, or the guest's refusal.
+    /// Stages `package`: the stage report and the answer, or the guest's refusal. The
+    /// host's layout guard runs first; a package it refuses panics the test with the
+    /// refusal (use [`Guest::stage_unchecked`] to test the guest's own check).
     #[track_caller]
     pub fn stage(&mut self, package: &[u8]) -> Result<(StageReport, Answer), Refused> {
-        let r = update::stage(&mut self.mailbox, package, RequestFlags::empty(), |_| {});
+        self.stage_with(package, &PushOptions::default())
+    }
+
+    /// [`Guest::stage`] without the host's check: the guest's staging check decides.
+    #[track_caller]
+    pub fn stage_unchecked(&mut self, package: &[u8]) -> Result<(StageReport, Answer), Refused> {
+        self.stage_with(package, &PushOptions::default().without_host_check())
+    }
+
+    /// Stages `package` with `opts`; a refusal of the host's check is a panic (the
+    /// library's [`hotkernel::Error::RefusedBeforePush`] names the rule and the field).
+    #[track_caller]
+    pub fn stage_with(
+        &mut self,
+        package: &[u8],
+        opts: &PushOptions,
+    ) -> Result<(StageReport, Answer), Refused> {
+        let r = update::stage(&mut self.mailbox, package, opts, |_| {});
         self.host_side(r, "staging")
     }
 

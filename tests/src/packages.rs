@@ -99,6 +99,7 @@ pub fn grown(package: &[u8], min_total: u64, max_total: u64) -> Vec<u8> {
         entries: geometry.entries,
         segments,
         relocations: p.relocations().collect(),
+        description: p.description().to_vec(),
     };
     let out = spec.build().expect("building the grown package");
     let total = out.len() as u64;

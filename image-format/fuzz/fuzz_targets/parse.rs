@@ -10,6 +10,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(h.header_size() as usize <= data.len());
         assert_eq!(h.segments().count(), h.segment_count());
         assert_eq!(h.relocations().count(), h.relocation_count());
+        let d = h.description();
+        assert!(d.starts_with(&image_format::package::DESCRIPTION_MAGIC));
+        assert!(h.description_offset() + d.len() as u64 <= u64::from(h.header_size()));
         let _ = h.summary();
     }
     if let Ok(p) = parse(data) {

@@ -2,8 +2,8 @@
 //!
 //! The packer fills a spec from an ELF; tests fill one by hand. [`PackageSpec::build`]
 //! lays the package out canonically (segment table right after the fixed header,
-//! relocation table right after it, each segment's bytes at the next 4 KiB boundary of
-//! the payload), computes both digests, and parses the result before returning it, so
+//! relocation table right after it, the image description right after that, each
+//! segment's bytes at the next 4 KiB boundary of the payload), computes both digests, and parses the result before returning it, so
 //! it never hands out a package the kernel would refuse.
 
 use alloc::vec;
@@ -44,6 +44,8 @@ pub struct PackageSpec {
     pub segments: Vec<SegmentSpec>,
     /// `R_X86_64_RELATIVE` relocations.
     pub relocations: Vec<Relocation>,
+    /// The image description (the kernel's `.hk_schema` bytes, `HKDESC01` …).
+    pub description: Vec<u8>,
 }
 
 impl PackageSpec {
@@ -81,7 +83,9 @@ impl PackageSpec {
             .relocations
             .len()
             .saturating_mul(at::RELOCATION_ENTRY_SIZE);
-        let header_size = rel_table.saturating_add(rel_len);
+        // Both tables' entries are multiples of 8 bytes: the description is 8-aligned.
+        let description = rel_table.saturating_add(rel_len);
+        let header_size = description.saturating_add(self.description.len());
         let payload_at = payload_offset(header_size) as usize;
 
         let mut offsets = Vec::with_capacity(self.segments.len());
@@ -115,6 +119,9 @@ impl PackageSpec {
         w.u32(self.relocations.len() as u32);
         w.u64(seg_table as u64);
         w.u64(rel_table as u64);
+        w.u64(description as u64);
+        w.u32(u32::try_from(self.description.len()).unwrap_or(u32::MAX));
+        w.u32(0);
         for (s, &at) in self.segments.iter().zip(&offsets) {
             w.u64(at as u64);
             w.u64(s.vaddr);
@@ -127,6 +134,7 @@ impl PackageSpec {
             w.u64(r.offset);
             w.i64(r.addend);
         }
+        w.put(&self.description);
         for (s, &at) in self.segments.iter().zip(&offsets) {
             w.seek(payload_at.saturating_add(at));
             w.put(&s.bytes);

@@ -1,5 +1,6 @@
-//! The rules of a package header's tables: where they lie, and what each segment,
-//! entry point and relocation must satisfy (the tables in `docs/FORMAT.md`).
+//! The rules of a package header's tables and description: where they lie, and what
+//! each segment, entry point and relocation must satisfy (the tables in
+//! `docs/FORMAT.md`).
 //!
 //! [`super::header::parse_header`] calls these in order after the header digest
 //! verified; each returns the first rule broken, naming the entry.
@@ -8,8 +9,8 @@
 use super::header::Relocations;
 use super::image::{is_page_aligned, page_align_up, Geometry, Relocation, Segment, SegmentFlags};
 use super::layout as at;
-use super::MAX_SEGMENTS;
-use crate::error::{FormatError, RelocationProblem, Result, SegmentProblem};
+use super::{DESCRIPTION_MAGIC, MAX_DESCRIPTION, MAX_SEGMENTS, MIN_DESCRIPTION};
+use crate::error::{DescriptionProblem, FormatError, RelocationProblem, Result, SegmentProblem};
 use crate::wire::Reader;
 
 /// The bytes of a table of `count` entries of `entry_size` at `offset`, checked to be
@@ -30,7 +31,17 @@ pub(super) fn table<'a>(
         });
     }
     // count <= max and entry_size are small: no overflow.
-    let len = count.saturating_mul(entry_size as u64);
+    placed(
+        header,
+        name,
+        offset,
+        count.saturating_mul(entry_size as u64),
+    )
+}
+
+/// The `len` bytes at `offset` of the header, checked to be 8-aligned inside the area
+/// after the fixed header.
+fn placed<'a>(header: &'a [u8], name: &'static str, offset: u64, len: u64) -> Result<&'a [u8]> {
     let end = offset.saturating_add(len);
     let out_of_place = |reason| FormatError::TableOutOfPlace {
         table: name,
@@ -43,7 +54,7 @@ pub(super) fn table<'a>(
     }
     if offset < at::FIXED_SIZE as u64 {
         return Err(out_of_place(
-            "overlaps the fixed header (which ends at 0x1a8)",
+            "overlaps the fixed header (which ends at 0x1b8)",
         ));
     }
     let range = usize::try_from(offset).ok().zip(usize::try_from(end).ok());
@@ -52,23 +63,79 @@ pub(super) fn table<'a>(
         .ok_or_else(|| out_of_place("runs past the end of the header"))
 }
 
+/// Whether two non-empty ranges of the header, at `a_at` and `b_at`, share a byte.
+fn overlap(a_at: u64, a: &[u8], b_at: u64, b: &[u8]) -> bool {
+    let a_end = a_at.saturating_add(a.len() as u64);
+    let b_end = b_at.saturating_add(b.len() as u64);
+    !a.is_empty() && !b.is_empty() && a_at < b_end && b_at < a_end
+}
+
 pub(super) fn check_tables_disjoint(
     seg_at: u64,
     seg: &[u8],
     rel_at: u64,
     rel: &[u8],
 ) -> Result<()> {
-    let seg_end = seg_at.saturating_add(seg.len() as u64);
-    let rel_end = rel_at.saturating_add(rel.len() as u64);
-    if !seg.is_empty() && !rel.is_empty() && seg_at < rel_end && rel_at < seg_end {
+    if overlap(seg_at, seg, rel_at, rel) {
         return Err(FormatError::TableOutOfPlace {
             table: "relocation table",
             start: rel_at,
-            end: rel_end,
+            end: rel_at.saturating_add(rel.len() as u64),
             reason: "overlaps the segment table",
         });
     }
     Ok(())
+}
+
+/// The image description: `len` bytes at `offset`, placed like a table, apart from both
+/// tables, of a length the format allows, starting with the description's magic and
+/// stating its own length. Its content beyond that is the updater's to read.
+pub(super) fn description<'a>(
+    header: &'a [u8],
+    offset: u64,
+    len: u32,
+    (seg_at, seg): (u64, &[u8]),
+    (rel_at, rel): (u64, &[u8]),
+) -> Result<&'a [u8]> {
+    if !(MIN_DESCRIPTION..=MAX_DESCRIPTION).contains(&len) {
+        return Err(FormatError::InvalidField {
+            field: "description length",
+            value: u64::from(len),
+            reason: "must be between 16 bytes (magic, version, length) and 1 MiB",
+        });
+    }
+    let name = "image description";
+    let bytes = placed(header, name, offset, u64::from(len))?;
+    let out_of_place = |reason| FormatError::TableOutOfPlace {
+        table: name,
+        start: offset,
+        end: offset.saturating_add(u64::from(len)),
+        reason,
+    };
+    if overlap(offset, bytes, seg_at, seg) {
+        return Err(out_of_place("overlaps the segment table"));
+    }
+    if overlap(offset, bytes, rel_at, rel) {
+        return Err(out_of_place("overlaps the relocation table"));
+    }
+    let mut r = Reader::new(bytes, name);
+    let found: [u8; 8] = r.array()?;
+    if found != DESCRIPTION_MAGIC {
+        return Err(FormatError::Description {
+            problem: DescriptionProblem::Magic { found },
+        });
+    }
+    let _version = r.u32()?;
+    let stated = r.u32()?;
+    if stated != len {
+        return Err(FormatError::Description {
+            problem: DescriptionProblem::StatedLength {
+                stated,
+                header: len,
+            },
+        });
+    }
+    Ok(bytes)
 }
 
 pub(super) const EMPTY_SEGMENT: Segment = Segment {

@@ -1,6 +1,7 @@
 //! `hotkernel inspect`: a package header printed the way `readelf -h` prints an ELF
-//! header — identity, schemas, geometry, segments, relocations and digests, with
-//! whether each digest verifies.
+//! header — identity, schemas, geometry, segments, relocations, where the image
+//! description lies, and digests, with whether each digest verifies. The description's
+//! content is the updater's format; the runner prints it (`hotkernel inspect`).
 
 use std::fmt::Write as _;
 use std::format;
@@ -135,6 +136,12 @@ fn write_header(s: &mut String, h: &Header<'_>, payload: Payload) -> std::fmt::R
         "Relocations:             {} (R_X86_64_RELATIVE)",
         h.relocation_count()
     )?;
+    writeln!(
+        s,
+        "Description:             {} bytes at offset {:#x} (HKDESC01, from .hk_schema)",
+        h.description().len(),
+        h.description_offset()
+    )?;
     writeln!(s, "Digests (SHA-256):")?;
     writeln!(
         s,
@@ -188,6 +195,7 @@ mod tests {
             "R E",
             "RW  relro",
             "Relocations:             3",
+            "Description:             40 bytes at offset 0x288 (HKDESC01, from .hk_schema)",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }

@@ -12,8 +12,8 @@
 use sha2::{Digest as _, Sha256};
 
 use super::check::{
-    check_entries, check_relocations, check_segments, check_tables_disjoint, read_relocation,
-    read_segment, table, EMPTY_SEGMENT,
+    check_entries, check_relocations, check_segments, check_tables_disjoint, description,
+    read_relocation, read_segment, table, EMPTY_SEGMENT,
 };
 use super::image::{is_page_aligned, page_align_up, Entries, Geometry, Relocation, Segment};
 use super::layout as at;
@@ -27,8 +27,8 @@ use crate::wire::{Fixed, Reader};
 
 const WHAT: &str = "package header";
 
-/// A validated package header: identity, geometry, segment and relocation tables and
-/// digests. Borrows the header bytes.
+/// A validated package header: identity, geometry, segment and relocation tables, the
+/// image description and digests. Borrows the header bytes.
 #[derive(Debug, Clone)]
 pub struct Header<'a> {
     bytes: &'a [u8],
@@ -38,14 +38,15 @@ pub struct Header<'a> {
     geometry: Geometry,
     segments: &'a [u8],
     relocations: &'a [u8],
+    description: &'a [u8],
 }
 
 /// Reads and validates the header at the start of `prefix`, which needs to hold only
 /// the first `header_size` bytes of the package (more is ignored).
 ///
 /// Checks the magic, the format version, the header size, the header digest, the
-/// identity and build id, the geometry, both tables' placement and bounds, every
-/// segment (aligned, sorted, disjoint, inside the payload the total size declares),
+/// identity and build id, the geometry, both tables' placement and bounds, the image
+/// description's placement, magic and stated length, every segment (aligned, sorted, disjoint, inside the payload the total size declares),
 /// that every entry point is in executable file bytes, and that every relocation slot
 /// is 8-byte aligned inside the file bytes of a writable or RELRO segment. It does not
 /// read the payload or check its digest.
@@ -53,12 +54,14 @@ pub fn parse_header(prefix: &[u8]) -> Result<Header<'_>> {
     let bytes = check_preamble(prefix)?;
     check_header_digest(bytes)?;
     let f = Fixed::new(bytes, at::FIXED_SIZE, WHAT)?;
-    if !f.is_zero(at::RESERVED, 7) {
-        return Err(FormatError::InvalidField {
-            field: "header reserved bytes",
-            value: at::RESERVED as u64,
-            reason: "must be zero",
-        });
+    for (offset, len) in [(at::RESERVED, 7), (at::DESCRIPTION_RESERVED, 4)] {
+        if !f.is_zero(offset, len) {
+            return Err(FormatError::InvalidField {
+                field: "header reserved bytes",
+                value: offset as u64,
+                reason: "must be zero",
+            });
+        }
     }
     let total_size = f.u64(at::TOTAL_SIZE);
     let payload_offset = payload_offset(bytes.len());
@@ -95,6 +98,13 @@ pub fn parse_header(prefix: &[u8]) -> Result<Header<'_>> {
         f.u64(at::RELOCATION_TABLE),
         relocations,
     )?;
+    let description = description(
+        bytes,
+        f.u64(at::DESCRIPTION),
+        f.u32(at::DESCRIPTION_LEN),
+        (f.u64(at::SEGMENT_TABLE), segments),
+        (f.u64(at::RELOCATION_TABLE), relocations),
+    )?;
     let header = Header {
         bytes,
         total_size,
@@ -103,6 +113,7 @@ pub fn parse_header(prefix: &[u8]) -> Result<Header<'_>> {
         geometry,
         segments,
         relocations,
+        description,
     };
     let mut loaded = [EMPTY_SEGMENT; MAX_SEGMENTS];
     let n = check_segments(segments, &geometry, payload_size, &mut loaded)?;
@@ -136,7 +147,7 @@ fn check_preamble(prefix: &[u8]) -> Result<&[u8]> {
         return Err(FormatError::InvalidField {
             field: "header flags",
             value: u64::from(flags),
-            reason: "no flags are defined in format version 1",
+            reason: "no flags are defined in format version 2",
         });
     }
     let header_size = f.u32(at::HEADER_SIZE);
@@ -144,7 +155,7 @@ fn check_preamble(prefix: &[u8]) -> Result<&[u8]> {
         return Err(FormatError::InvalidField {
             field: "header size",
             value: u64::from(header_size),
-            reason: "must be between the fixed header (0x1a8) and 4 MiB",
+            reason: "must be between the fixed header (0x1b8) and 4 MiB",
         });
     }
     prefix
@@ -308,6 +319,21 @@ impl<'a> Header<'a> {
     /// The relocations, in table order.
     pub fn relocations(&self) -> Relocations<'a> {
         Relocations(Reader::new(self.relocations, "relocation table"))
+    }
+
+    /// The image description the kernel embedded in `.hk_schema`: at least 16 bytes,
+    /// starting with [`DESCRIPTION_MAGIC`](super::DESCRIPTION_MAGIC) and stating its own
+    /// length; read it with `updater::describe::Description::parse`. Covered by the
+    /// header digest.
+    pub fn description(&self) -> &'a [u8] {
+        self.description
+    }
+
+    /// Where the image description lies in the header (its offset from the start).
+    pub fn description_offset(&self) -> u64 {
+        Fixed::new(self.bytes, at::FIXED_SIZE, WHAT)
+            .map(|f| f.u64(at::DESCRIPTION))
+            .unwrap_or_default()
     }
 
     /// The header digest stored in the header (verified by [`parse_header`]).

@@ -1,10 +1,10 @@
-//! Byte offsets of the package header (format version 1), as in `docs/FORMAT.md`.
+//! Byte offsets of the package header (format version 2), as in `docs/FORMAT.md`.
 //!
 //! All integers are little-endian. Offsets are from the start of the package.
 
 /// `[u8; 8]` magic `HKPKG\0\r\n`.
 pub const MAGIC: usize = 0x000;
-/// `u16` format version (1).
+/// `u16` format version (2).
 pub const FORMAT_VERSION: usize = 0x008;
 /// `u16` header flags; none are defined, must be 0.
 pub const FLAGS: usize = 0x00a;
@@ -44,8 +44,15 @@ pub const RELOCATION_COUNT: usize = 0x194;
 pub const SEGMENT_TABLE: usize = 0x198;
 /// `u64` offset of the relocation table (8-aligned, in `[FIXED_SIZE, header_size)`).
 pub const RELOCATION_TABLE: usize = 0x1a0;
-/// Size of the fixed part; the tables follow.
-pub const FIXED_SIZE: usize = 0x1a8;
+/// `u64` offset of the image description (8-aligned, in `[FIXED_SIZE, header_size)`,
+/// not overlapping either table).
+pub const DESCRIPTION: usize = 0x1a8;
+/// `u32` length of the image description (1 ..= 1 MiB).
+pub const DESCRIPTION_LEN: usize = 0x1b0;
+/// `u32` reserved, zero.
+pub const DESCRIPTION_RESERVED: usize = 0x1b4;
+/// Size of the fixed part; the tables and the description follow.
+pub const FIXED_SIZE: usize = 0x1b8;
 
 /// Size of one segment table entry: payload offset `u64`, vaddr `u64`, file size `u64`,
 /// memory size `u64`, flags `u32`, reserved `u32` (zero).

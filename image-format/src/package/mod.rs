@@ -8,24 +8,31 @@
 //! [`PackageSpec::build`] (feature `alloc`), which [`pack`] (feature `std`) feeds from
 //! a kernel ELF.
 //!
-//! # Layout (format version 1)
+//! # Layout (format version 2)
 //!
 //! ```text
-//! 0x000  header: fixed part (0x1a8 bytes, offsets in `layout`)
+//! 0x000  header: fixed part (0x1b8 bytes, offsets in `layout`)
 //!        magic "HKPKG\0\r\n", format version u16, flags u16, header size u32,
 //!        total size u64, header digest [32], payload digest [32],
 //!        build id (len u8, 7 reserved, [32]), embedded identity [224],
 //!        link base, image span, 4 entry offsets (u64 each),
 //!        segment count u32, relocation count u32, segment table offset u64,
-//!        relocation table offset u64
-//! 0x1a8  segment table: count × 40 bytes
+//!        relocation table offset u64,
+//!        description offset u64, description length u32, reserved u32
+//! 0x1b8  segment table: count × 40 bytes
 //!        (payload offset u64, vaddr u64, file size u64, mem size u64, flags u32, 0 u32)
 //!        relocation table: count × 16 bytes (slot vaddr u64, addend i64)
+//!        image description: the kernel's `.hk_schema` bytes ("HKDESC01" …)
 //!        -- header_size ends here; zero padding to the next 4 KiB --
 //! payload_offset = header_size rounded up to 4 KiB
 //!        payload: each segment's file bytes at its (4 KiB aligned) payload offset
 //! total_size = payload_offset + payload size
 //! ```
+//!
+//! The image description says how the image lays out what crosses a swap (its
+//! records' field tables, converters, regions, hand-off descriptor); its format is
+//! `updater::describe`'s, and this crate checks only its placement, its magic and the
+//! length it states ([`Header::description`] hands out the bytes).
 //!
 //! The header digest is the SHA-256 of `[0, header_size)` with the header digest field
 //! read as zeros; it covers the payload digest, so a damaged payload digest is a
@@ -66,14 +73,15 @@ pub use build::{PackageSpec, SegmentSpec};
 #[cfg(feature = "std")]
 pub use describe::{describe, describe_bytes};
 #[cfg(feature = "std")]
-pub use pack::{pack, PackError, PackOptions};
+pub use pack::{elf_description, pack, PackError, PackOptions};
 
 use crate::error::{Digest, FormatError, Result};
 
 /// The first eight bytes of every package. The CR LF catches text-mode mangling.
 pub const MAGIC: [u8; 8] = *b"HKPKG\0\r\n";
-/// The format version this code reads and writes.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this code reads and writes (2: the header carries the image
+/// description; version 1 packages, without it, are refused as unsupported).
+pub const FORMAT_VERSION: u16 = 2;
 /// Most segments a package may have.
 pub const MAX_SEGMENTS: usize = 64;
 /// Most relocations a package may have.
@@ -82,6 +90,14 @@ pub const MAX_RELOCATIONS: usize = 1 << 18;
 pub const MAX_HEADER_SIZE: u32 = 4 << 20;
 /// Largest image span: the kernel's growth window (256 MiB).
 pub const MAX_IMAGE_SPAN: u64 = 256 << 20;
+/// The first eight bytes of an image description (`updater::describe::MAGIC`).
+pub const DESCRIPTION_MAGIC: [u8; 8] = *b"HKDESC01";
+/// Shortest image description: its magic, version and stated length.
+pub const MIN_DESCRIPTION: u32 = 16;
+/// Longest image description: 1 MiB.
+pub const MAX_DESCRIPTION: u32 = 1 << 20;
+/// The ELF section a kernel embeds its description in, and the packer reads.
+pub const DESCRIPTION_SECTION: &str = ".hk_schema";
 
 /// A validated package: its header and its payload.
 #[derive(Debug, Clone)]

@@ -3,8 +3,9 @@
 //! The kernel must be an x86_64 static PIE (`ET_DYN`, no interpreter, no needed
 //! libraries) whose only dynamic relocations are `R_X86_64_RELATIVE`, with page-aligned
 //! `PT_LOAD` segments (`-z separate-loadable-segments`), a GNU build-id note
-//! (`--build-id=sha1`), an [`EmbeddedIdentity`] in section `.hk_identity`, and the
-//! symbols `hk_bootstrap`, `hk_resume` and `hk_ap_resume`. The ELF is read with the
+//! (`--build-id=sha1`), an [`EmbeddedIdentity`] in section `.hk_identity`, its image
+//! description (`updater::describe::build`) in section `.hk_schema`, and the symbols
+//! `hk_bootstrap`, `hk_resume` and `hk_ap_resume`. The ELF is read with the
 //! `object` crate; the package is laid out by [`PackageSpec::build`], which also parses
 //! the result, so `pack` never returns a package the kernel would refuse.
 
@@ -21,6 +22,7 @@ use object::{Endianness, Object, ObjectSection, ObjectSymbol};
 
 use super::build::{PackageSpec, SegmentSpec};
 use super::image::{is_page_aligned, page_align_up, Entries, Relocation, SegmentFlags};
+use super::{DESCRIPTION_MAGIC, DESCRIPTION_SECTION};
 use crate::build_id::BuildId;
 use crate::error::FormatError;
 use crate::identity::{EmbeddedIdentity, Label};
@@ -92,6 +94,24 @@ pub enum PackError {
     IdentityNotLoaded,
     /// The identity does not parse.
     Identity(FormatError),
+    /// No `.hk_schema` section.
+    MissingDescription,
+    /// `.hk_schema` holds no bytes (or only `NOBITS`).
+    EmptyDescription,
+    /// `.hk_schema` does not start with the description's magic `HKDESC01`.
+    DescriptionMagic {
+        /// Its first bytes (up to 8).
+        found: Vec<u8>,
+    },
+    /// `.hk_schema` is not exactly one description (the length it states at bytes
+    /// 12..16 is not the section's size).
+    DescriptionSize {
+        /// The section's size.
+        section: u64,
+        /// The length the description states (`None` when the section is too short to
+        /// state one).
+        stated: Option<u32>,
+    },
     /// No GNU build-id note.
     MissingBuildId,
     /// The build id is longer than 32 bytes.
@@ -155,6 +175,27 @@ impl fmt::Display for PackError {
             ),
             IdentityNotLoaded => write!(f, ".hk_identity is not inside a PT_LOAD segment: it must be part of the loaded image"),
             Identity(e) => write!(f, ".hk_identity: {e}"),
+            MissingDescription => write!(
+                f,
+                "no .hk_schema section: the kernel must embed its image description, `#[used] #[link_section = \".hk_schema\"] static DESCRIPTION: [u8; updater::describe::len(&DECL)] = updater::describe::build(&DECL)`, so that staging and the host can compare record layouts"
+            ),
+            EmptyDescription => write!(
+                f,
+                ".hk_schema is empty: it must hold the bytes of updater::describe::build (the image description), not a zero-sized or NOBITS section"
+            ),
+            DescriptionMagic { found } => write!(
+                f,
+                ".hk_schema starts with {}, not HKDESC01: it must hold exactly the bytes of updater::describe::build",
+                found.escape_ascii()
+            ),
+            DescriptionSize { section, stated: Some(stated) } => write!(
+                f,
+                ".hk_schema is {section} bytes but the description in it states {stated}: the section must hold exactly one updater::describe::build static"
+            ),
+            DescriptionSize { section, stated: None } => write!(
+                f,
+                ".hk_schema is {section} bytes, too short for an image description (at least 16)"
+            ),
             MissingBuildId => write!(f, "no GNU build-id note: link with --build-id=sha1"),
             BuildIdTooLong { len } => write!(f, "the build id is {len} bytes, at most 32 fit"),
             MissingSymbol { name } => write!(
@@ -217,12 +258,14 @@ pub fn pack(elf_bytes: &[u8], opts: &PackOptions) -> Result<Vec<u8>, PackError> 
         resume: offset("hk_resume", symbol(&file, "hk_resume")?)?,
         ap_resume: offset("hk_ap_resume", symbol(&file, "hk_ap_resume")?)?,
     };
+    let description = description(&file)?;
     let spec = PackageSpec {
         identity,
         build_id,
         entries,
         segments,
         relocations,
+        description,
     };
     spec.build().map_err(PackError::Package)
 }
@@ -382,6 +425,44 @@ fn identity(file: &Elf<'_>, segments: &[SegmentSpec]) -> Result<EmbeddedIdentity
     let loaded = bytes_at(segments, section.address(), section.size())
         .ok_or(PackError::IdentityNotLoaded)?;
     EmbeddedIdentity::parse(loaded).map_err(PackError::Identity)
+}
+
+/// The bytes of `.hk_schema`, checked only as far as the packer can say what the kernel
+/// should change; the package's own checks (placement, length, stated length) follow
+/// in [`PackageSpec::build`].
+fn description(file: &Elf<'_>) -> Result<Vec<u8>, PackError> {
+    let section = file
+        .section_by_name(DESCRIPTION_SECTION)
+        .ok_or(PackError::MissingDescription)?;
+    let bytes = section.data().map_err(|e| PackError::Elf(e.to_string()))?;
+    if bytes.is_empty() {
+        return Err(PackError::EmptyDescription);
+    }
+    if !bytes.starts_with(&DESCRIPTION_MAGIC) {
+        let shown = bytes.get(..8).unwrap_or(bytes);
+        return Err(PackError::DescriptionMagic {
+            found: shown.to_vec(),
+        });
+    }
+    let stated = bytes
+        .get(12..16)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes);
+    if stated.map(u64::from) != Some(bytes.len() as u64) {
+        return Err(PackError::DescriptionSize {
+            section: bytes.len() as u64,
+            stated,
+        });
+    }
+    Ok(bytes.to_vec())
+}
+
+/// The image description in a kernel ELF's `.hk_schema` section, as [`pack`] copies it
+/// into a package (the host compares it with a running kernel's before pushing).
+pub fn elf_description(elf_bytes: &[u8]) -> Result<Vec<u8>, PackError> {
+    let file =
+        ElfFile64::<Endianness>::parse(elf_bytes).map_err(|e| PackError::Elf(e.to_string()))?;
+    description(&file)
 }
 
 fn symbol(file: &Elf<'_>, name: &'static str) -> Result<u64, PackError> {

@@ -1,5 +1,5 @@
 //! Properties of [`parse`]: it never panics, whatever the bytes, and a package built
-//! from any valid geometry reads back as built.
+//! from any valid geometry and description reads back as built.
 
 use std::vec::Vec;
 
@@ -55,7 +55,7 @@ fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
 
 /// Mutations aimed at the header, where most of the structure is.
 fn header_mutation() -> impl Strategy<Value = Mutation> {
-    (0usize..0x280, any::<u8>()).prop_map(|(at, value)| Mutation::Set { at, value })
+    (0usize..0x2c0, any::<u8>()).prop_map(|(at, value)| Mutation::Set { at, value })
 }
 
 /// A segment layout: per segment a gap in pages before it, file bytes, extra memory
@@ -68,10 +68,17 @@ fn spec() -> impl Strategy<Value = PackageSpec> {
         any::<[u8; 20]>(),
         proptest::collection::vec((any::<u16>(), any::<i64>()), 0..40),
         0u64..0x100,
+        proptest::collection::vec(any::<u8>(), 0..600),
     )
-        .prop_map(|(segs, base_page, id, relocs, entry_seed)| {
+        .prop_map(|(segs, base_page, id, relocs, entry_seed, description)| {
             let mut spec = sample_spec();
             spec.build_id = BuildId::new(&id);
+            // Any bytes after the 16 the package checks.
+            let len = 16 + description.len() as u32;
+            spec.description = DESCRIPTION_MAGIC.to_vec();
+            spec.description.extend_from_slice(&1u32.to_le_bytes());
+            spec.description.extend_from_slice(&len.to_le_bytes());
+            spec.description.extend_from_slice(&description);
             spec.segments.clear();
             let mut vaddr = base_page * 0x1000;
             for (i, &(gap, file, extra_pages, kind, fill)) in segs.iter().enumerate() {
@@ -160,6 +167,8 @@ proptest! {
                 prop_assert_eq!(p.segment_bytes(&s).len() as u64, s.file_size);
             }
             prop_assert_eq!(p.relocations().count(), p.relocation_count());
+            let d = p.description();
+            prop_assert!(d.len() >= MIN_DESCRIPTION as usize && d.starts_with(&DESCRIPTION_MAGIC));
         }
     }
 
@@ -180,6 +189,7 @@ proptest! {
             prop_assert_eq!(p.segment_bytes(&s), &want.bytes[..]);
         }
         prop_assert_eq!(p.relocations().collect::<Vec<_>>(), spec.relocations.clone());
+        prop_assert_eq!(p.description(), &spec.description[..]);
         let size = p.header_size() as usize;
         prop_assert!(parse_header(&bytes[..size]).is_ok());
     }

@@ -192,7 +192,7 @@ fn plan_status(e: &PlanRefusal<'_>) -> Status {
 fn plan_for(
     header: &Header<'_>,
 ) -> Result<(Planned, Vec<(&'static str, u64, u64, u64)>), StageRefusal> {
-    let theirs = Description::parse(package_description(header)).map_err(|e| {
+    let theirs = Description::parse(header.description()).map_err(|e| {
         StageRefusal::new(
             Status::Malformed,
             format!("the package's image description: {e}"),
@@ -492,9 +492,4 @@ pub fn refresh_for_patches() -> Result<bool, StageRefusal> {
             Err(e)
         }
     }
-}
-
-// MERGE: replaced by `Header::description` when package format 2 lands.
-fn package_description<'a>(_header: &Header<'a>) -> &'a [u8] {
-    &schema::DESCRIPTION
 }

@@ -239,6 +239,60 @@ mod tests {
     }
 
     #[test]
+    fn pack_checks_against_an_elf_or_a_vm_but_not_both() {
+        let Some(Command::Pack(pack)) = parse(&["pack", "k.elf", "-o", "k.hkp"]).command else {
+            panic!("not pack")
+        };
+        assert_eq!((pack.against, pack.vm), (None, None));
+        let Some(Command::Pack(pack)) =
+            parse(&["pack", "k.elf", "-o", "k.hkp", "--against", "old.elf"]).command
+        else {
+            panic!("not pack")
+        };
+        assert_eq!(pack.against, Some(PathBuf::from("old.elf")));
+        let Some(Command::Pack(pack)) =
+            parse(&["pack", "k.elf", "-o", "k.hkp", "--vm", "a"]).command
+        else {
+            panic!("not pack")
+        };
+        assert_eq!(pack.vm.as_deref(), Some("a"));
+        assert!(Cli::try_parse_from([
+            "hotkernel",
+            "pack",
+            "k.elf",
+            "-o",
+            "k.hkp",
+            "--against",
+            "old.elf",
+            "--vm",
+            "a"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn swap_push_and_inspect_take_their_new_flags() {
+        let Some(Command::Swap(swap)) = parse(&["swap", "--no-host-check"]).command else {
+            panic!("not swap")
+        };
+        assert!(swap.no_host_check);
+        let Some(Command::Swap(swap)) = parse(&["swap"]).command else {
+            panic!("not swap")
+        };
+        assert!(!swap.no_host_check, "the host checks by default");
+        let Some(Command::Push(push)) = parse(&["push", "p.hkp", "--no-host-check"]).command else {
+            panic!("not push")
+        };
+        assert!(push.no_host_check);
+        for flag in ["-v", "--verbose"] {
+            let Some(Command::Inspect(inspect)) = parse(&["inspect", "p.hkp", flag]).command else {
+                panic!("not inspect")
+            };
+            assert!(inspect.verbose);
+        }
+    }
+
+    #[test]
     fn vm_commands_default_to_the_default_vm() {
         let Some(Command::Stop(stop)) = parse(&["stop"]).command else {
             panic!()

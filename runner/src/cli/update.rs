@@ -9,9 +9,11 @@ use image_format::mailbox::report::{Method, Outcome, Report, SwapReport};
 use image_format::mailbox::{RequestFlags, Response};
 
 use super::VmArgs;
+use crate::description::check::{self, Running};
+use crate::description::{self, render, FileKind, HostCheck, HostRefusal};
 use crate::error::{Error, Result};
 use crate::mailbox::Mailbox;
-use crate::update::{self, Refused};
+use crate::update::{self, PushOptions, Refused};
 use crate::vm::state::VmState;
 
 /// Options of `hotkernel pack`.
@@ -25,13 +27,23 @@ pub struct PackArgs {
     /// Replace the label the kernel embeds.
     #[arg(long)]
     pub label: Option<String>,
+    /// Refuse to write the package if a kernel running this ELF would refuse it (its
+    /// record layouts, regions or hand-off descriptor; the check `swap` makes).
+    #[arg(long, value_name = "ELF", conflicts_with = "vm")]
+    pub against: Option<PathBuf>,
+    /// Refuse to write the package if the kernel this VM runs would refuse it.
+    #[arg(long = "vm", value_name = "NAME")]
+    pub vm: Option<String>,
 }
 
 /// Options of `hotkernel inspect`.
 #[derive(Debug, Clone, Args)]
 pub struct InspectArgs {
-    /// The package.
+    /// A package, or a kernel ELF (shown as `pack` would package it).
     pub package: PathBuf,
+    /// Also print every record's and converter's field table.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// Faults a test can inject into a swap (the guest refuses unknown ones).
@@ -61,6 +73,10 @@ pub struct PushArgs {
     /// Make the overlay copy every page, not only those that differ (to compare).
     #[arg(long)]
     pub overlay_full: bool,
+    /// Send the package without comparing image descriptions first: the guest's own
+    /// staging check decides.
+    #[arg(long)]
+    pub no_host_check: bool,
 }
 
 /// Options of `hotkernel swap`.
@@ -87,10 +103,48 @@ pub struct SwapArgs {
     /// Print the swap report as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Send the package without comparing image descriptions first: the guest's own
+    /// staging check decides.
+    #[arg(long)]
+    pub no_host_check: bool,
 }
 
 pub fn pack(args: PackArgs) -> Result<u8> {
     let package = update::pack_elf(&args.elf, args.label)?;
+    let (running, target) = match (&args.against, &args.vm) {
+        (Some(elf), _) => {
+            let description = check::from_elf(elf)
+                .map_err(|note| Error::Package(format!("--against: {note}")))?;
+            let running = Running::Found {
+                elf: elf.clone(),
+                description,
+            };
+            (Some(running), format!("a kernel running {}", elf.display()))
+        }
+        (None, Some(vm)) => {
+            let state = VmState::load(vm)?;
+            let mailbox = Mailbox::open(&state.paths)?;
+            (
+                Some(running_in(&state, &mailbox)),
+                format!("the kernel VM `{vm}` runs"),
+            )
+        }
+        (None, None) => (None, String::new()),
+    };
+    if let Some(running) = running {
+        match check::against(&running, &package) {
+            Ok(HostCheck::Passed { .. }) => {}
+            Ok(HostCheck::Skipped { note }) => skipped(&note),
+            Err(refusal) => {
+                println!(
+                    "{} not written: {target} would refuse it: {}",
+                    args.output.display(),
+                    refusal.message
+                );
+                return Ok(1);
+            }
+        }
+    }
     std::fs::write(&args.output, &package)
         .map_err(|e| Error::io(format!("write {}", args.output.display()), e))?;
     println!("{} ({} bytes)", args.output.display(), package.len());
@@ -98,15 +152,85 @@ pub fn pack(args: PackArgs) -> Result<u8> {
 }
 
 pub fn inspect(args: InspectArgs) -> Result<u8> {
-    let bytes = std::fs::read(&args.package)
-        .map_err(|e| Error::io(format!("read {}", args.package.display()), e))?;
-    match image_format::package::describe_bytes(&bytes) {
-        Ok(text) => {
-            print!("{text}");
+    let path = &args.package;
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    let package = match FileKind::of(&bytes) {
+        Some(FileKind::Package) => bytes,
+        Some(FileKind::Elf) => {
+            println!(
+                "{}: a kernel ELF, shown as `hotkernel pack` would package it",
+                path.display()
+            );
+            update::pack_elf(path, None)?
+        }
+        None => {
+            return Err(Error::Package(format!(
+                "{}: neither a hotkernel package (HKPKG) nor an ELF file",
+                path.display()
+            )))
+        }
+    };
+    let text = image_format::package::describe_bytes(&package)
+        .map_err(|e| Error::Package(format!("{}: {e}", path.display())))?;
+    print!("{text}");
+    let bytes = description::of_package(&package, path)?;
+    match description::parse(bytes, path) {
+        Ok(d) => {
+            print!("{}", render::text(&d, args.verbose));
             Ok(0)
         }
-        Err(e) => Err(Error::Package(format!("{}: {e}", args.package.display()))),
+        Err(e) => {
+            println!("Image description: unreadable: {e}");
+            Ok(1)
+        }
     }
+}
+
+/// The description of the image the VM runs: the ELF of the VM's build id among the
+/// one it booted (its copy, its recorded path) and the built variants, as
+/// [`crate::hotpatch::running_elf`] finds it.
+fn running_in(state: &VmState, mailbox: &Mailbox) -> Running {
+    check::running(
+        mailbox,
+        &[state.paths.booted_elf(), state.kernel_elf.clone()],
+    )
+}
+
+/// The note of a check the host could not make.
+fn skipped(note: &str) {
+    eprintln!("hotkernel: host check skipped: {note}; the guest checks at staging");
+}
+
+/// The host's check before pushing `package` to the VM `vm` (unless `off`): `Ok(true)`
+/// to push, `Ok(false)` after printing the refusal.
+fn host_check(state: &VmState, mailbox: &Mailbox, package: &[u8], off: bool) -> Result<bool> {
+    if off {
+        return Ok(true);
+    }
+    let running = running_in(state, mailbox);
+    match check::against(&running, package) {
+        Ok(HostCheck::Passed { .. }) => Ok(true),
+        Ok(HostCheck::Skipped { note }) => {
+            skipped(&note);
+            Ok(true)
+        }
+        Err(refusal) => {
+            print_host_refusal(&refusal, &running);
+            Ok(false)
+        }
+    }
+}
+
+fn print_host_refusal(r: &HostRefusal, running: &Running) {
+    println!("{r}");
+    if let Running::Found { elf, .. } = running {
+        println!(
+            "  the host compared the package with the running kernel's description ({}); nothing was sent, the VM runs on",
+            elf.display()
+        );
+    }
+    println!("  --no-host-check sends it to the guest's own staging check");
 }
 
 fn flags(inject: &[Inject], overlay_full: bool) -> RequestFlags {
@@ -161,9 +285,10 @@ impl ProgressLine {
     }
 }
 
-fn open(vm: &VmArgs) -> Result<Mailbox> {
+fn open(vm: &VmArgs) -> Result<(VmState, Mailbox)> {
     let state = VmState::load(&vm.name)?;
-    Mailbox::open(&state.paths)
+    let mailbox = Mailbox::open(&state.paths)?;
+    Ok((state, mailbox))
 }
 
 fn print_refusal(what: &str, r: &Refused) {
@@ -202,9 +327,16 @@ pub fn print_swap(r: &SwapReport) {
         .map(|c| format!("{} {}", c.kind, c.from))
         .collect();
     if !unchanged.is_empty() {
-        println!("  unchanged (taken where they stood): {}", unchanged.join(", "));
+        println!(
+            "  unchanged (taken where they stood): {}",
+            unchanged.join(", ")
+        );
     }
-    for c in r.conversions.iter().filter(|c| c.method != Method::Unchanged) {
+    for c in r
+        .conversions
+        .iter()
+        .filter(|c| c.method != Method::Unchanged)
+    {
         println!("  {c}");
     }
     for w in &r.warnings {
@@ -219,12 +351,15 @@ pub fn print_swap(r: &SwapReport) {
 pub fn push(args: PushArgs) -> Result<u8> {
     let package = std::fs::read(&args.package)
         .map_err(|e| Error::io(format!("read {}", args.package.display()), e))?;
-    let mut mailbox = open(&args.vm)?;
+    let (state, mut mailbox) = open(&args.vm)?;
+    if !host_check(&state, &mailbox, &package, args.no_host_check)? {
+        return Ok(1);
+    }
     let flags = flags(&args.inject, args.overlay_full);
     let mut bar = ProgressLine::new();
-    let staged = update::stage(&mut mailbox, &package, RequestFlags::empty(), |r| {
-        bar.update(r)
-    })?;
+    // Checked above (with its note printed).
+    let opts = PushOptions::default().without_host_check();
+    let staged = update::stage(&mut mailbox, &package, &opts, |r| bar.update(r))?;
     bar.finish();
     let (report, answer) = match staged {
         Ok(s) => s,
@@ -262,10 +397,14 @@ pub fn swap(args: SwapArgs) -> Result<u8> {
         Some(p) => std::fs::read(p).map_err(|e| Error::io(format!("read {}", p.display()), e))?,
         None => update::package_variant(&args.variant)?.0,
     };
-    let mut mailbox = open(&args.vm)?;
-    let flags = flags(&args.inject, args.overlay_full);
+    let (state, mut mailbox) = open(&args.vm)?;
+    if !host_check(&state, &mailbox, &package, args.no_host_check)? {
+        return Ok(1);
+    }
     let mut bar = ProgressLine::new();
-    let result = update::push_and_apply(&mut mailbox, &package, flags, |r| bar.update(r))?;
+    // Checked above (with its note printed).
+    let opts = PushOptions::with_flags(flags(&args.inject, args.overlay_full)).without_host_check();
+    let result = update::push_and_apply(&mut mailbox, &package, &opts, |r| bar.update(r))?;
     bar.finish();
     match result {
         Ok(r) => {
@@ -284,7 +423,7 @@ pub fn swap(args: SwapArgs) -> Result<u8> {
 }
 
 pub fn tasks(args: VmArgs) -> Result<u8> {
-    let mut mailbox = open(&args)?;
+    let (_, mut mailbox) = open(&args)?;
     let status = mailbox.status()?;
     let snapshot = update::snapshot(&mut mailbox)?;
     println!(

@@ -150,6 +150,7 @@ pub(crate) mod tests {
         elf[..4].copy_from_slice(b"\x7fELF");
         elf[4] = 2;
         elf[5] = 1;
+        elf[6] = 1; // EI_VERSION: readers such as the `object` crate require it
         elf[0x20..0x28].copy_from_slice(&0x40u64.to_le_bytes());
         elf[0x36..0x38].copy_from_slice(&0x38u16.to_le_bytes());
         elf[0x38..0x3a].copy_from_slice(&2u16.to_le_bytes());

@@ -10,7 +10,10 @@ use object::write::StringId;
 use object::Endianness;
 
 use super::*;
-use crate::package::{parse, tests::IDENTITY};
+use crate::package::{
+    parse,
+    tests::{sample_description, IDENTITY},
+};
 
 /// What the synthetic kernel looks like; `Default` is a valid one.
 struct Fixture {
@@ -20,6 +23,9 @@ struct Fixture {
     /// Describe them through `PT_DYNAMIC` (`DT_RELA`) rather than only `.rela.dyn`.
     dynamic: bool,
     identity: Option<Vec<u8>>,
+    /// The `.hk_schema` section's bytes (a non-allocated section after `.data`);
+    /// `None`: no such section.
+    schema: Option<Vec<u8>>,
     build_id: bool,
     symbols: Vec<&'static str>,
     data_vaddr: u64,
@@ -36,6 +42,7 @@ impl Default for Fixture {
             ],
             dynamic: true,
             identity: Some(IDENTITY.to_bytes().to_vec()),
+            schema: Some(sample_description()),
             build_id: true,
             symbols: vec!["hk_bootstrap", "hk_resume", "hk_ap_resume"],
             data_vaddr: 0x3000,
@@ -72,7 +79,7 @@ impl Fixture {
         w.reserve_file_header();
         w.reserve_program_headers(7);
         w.reserve_null_section_index();
-        let names = [
+        let mut names = vec![
             ".hk_identity",
             ".note.gnu.build-id",
             ".rela.dyn",
@@ -81,6 +88,10 @@ impl Fixture {
             ".data",
             ".bss",
         ];
+        if self.schema.is_some() {
+            names.push(".hk_schema");
+        }
+        let schema = self.schema.clone().unwrap_or_default();
         let name_ids: Vec<StringId> = names
             .iter()
             .map(|n| w.add_section_name(n.as_bytes()))
@@ -101,6 +112,7 @@ impl Fixture {
         w.reserve_strtab_section_index();
         w.reserve_shstrtab_section_index();
         w.reserve_until((data + 0x40) as usize);
+        let schema_at = w.reserve(schema.len(), 8) as u64;
         w.reserve_symtab();
         w.reserve_strtab();
         w.reserve_shstrtab();
@@ -184,6 +196,8 @@ impl Fixture {
         }
         w.pad_until(data as usize);
         w.write(&[0x22; 0x40]);
+        w.write_align(8);
+        w.write(&schema);
 
         w.write_null_symbol();
         for &(name, value) in &syms {
@@ -201,7 +215,7 @@ impl Fixture {
         w.write_shstrtab();
 
         w.write_null_section_header();
-        let sections = [
+        let mut sections = vec![
             (
                 elf::SHT_PROGBITS,
                 elf::SHF_ALLOC,
@@ -252,13 +266,19 @@ impl Fixture {
                 0,
             ),
         ];
+        // Not loaded: the address is 0 and the file offset the one reserved above.
+        sections.push((elf::SHT_PROGBITS, 0, 0, schema.len() as u64, 8, 0));
         for (&name, (sh_type, flags, addr, size, align, entsize)) in name_ids.iter().zip(sections) {
             w.write_section_header(&SectionHeader {
                 name: Some(name),
                 sh_type,
                 sh_flags: u64::from(flags),
                 sh_addr: addr,
-                sh_offset: addr,
+                sh_offset: if addr == 0 && flags == 0 {
+                    schema_at
+                } else {
+                    addr
+                },
                 sh_size: size,
                 sh_link: 0,
                 sh_info: 0,
@@ -458,4 +478,87 @@ fn a_missing_identity_section_is_explained() {
     let e = pack(&bytes, &PackOptions::default()).unwrap_err();
     assert_eq!(e, PackError::MissingIdentity);
     assert!(e.to_string().contains("EmbeddedIdentity"));
+}
+
+#[test]
+fn the_description_is_copied_from_hk_schema() {
+    let elf = Fixture::default().elf();
+    let bytes = pack(&elf, &PackOptions::default()).unwrap();
+    let p = parse(&bytes).unwrap();
+    assert_eq!(p.description(), &sample_description()[..]);
+    assert_eq!(elf_description(&elf).unwrap(), sample_description());
+}
+
+#[test]
+fn a_missing_or_wrong_description_says_what_to_embed() {
+    let e = Fixture {
+        schema: None,
+        ..Fixture::default()
+    }
+    .pack()
+    .unwrap_err();
+    assert_eq!(e, PackError::MissingDescription);
+    let text = e.to_string();
+    assert!(
+        text.contains("#[link_section = \".hk_schema\"]") && text.contains("describe::build"),
+        "{text}"
+    );
+    let e = Fixture {
+        schema: Some(Vec::new()),
+        ..Fixture::default()
+    }
+    .pack()
+    .unwrap_err();
+    assert_eq!(e, PackError::EmptyDescription);
+    let e = Fixture {
+        schema: Some(IDENTITY.to_bytes().to_vec()),
+        ..Fixture::default()
+    }
+    .pack()
+    .unwrap_err();
+    assert_eq!(
+        e,
+        PackError::DescriptionMagic {
+            found: b"HKIDENT1".to_vec()
+        }
+    );
+    assert!(e.to_string().contains("HKDESC01"), "{e}");
+    let mut padded = sample_description();
+    padded.extend_from_slice(&[0; 8]);
+    let e = Fixture {
+        schema: Some(padded),
+        ..Fixture::default()
+    }
+    .pack()
+    .unwrap_err();
+    assert_eq!(
+        e,
+        PackError::DescriptionSize {
+            section: 48,
+            stated: Some(40)
+        }
+    );
+    let e = Fixture {
+        schema: Some(b"HKDESC01".to_vec()),
+        ..Fixture::default()
+    }
+    .pack()
+    .unwrap_err();
+    assert_eq!(
+        e,
+        PackError::DescriptionSize {
+            section: 8,
+            stated: None
+        }
+    );
+    assert!(matches!(
+        elf_description(
+            &Fixture {
+                schema: None,
+                ..Fixture::default()
+            }
+            .elf()
+        ),
+        Err(PackError::MissingDescription)
+    ));
 }

@@ -31,6 +31,18 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// The smallest image description: the 40-byte header of `updater::describe`'s format
+/// with no records, converters or regions (only its first 16 bytes are this crate's to
+/// check).
+pub(crate) fn sample_description() -> Vec<u8> {
+    let mut d = vec![0u8; 40];
+    d[..8].copy_from_slice(b"HKDESC01");
+    d[8..12].copy_from_slice(&1u32.to_le_bytes());
+    d[12..16].copy_from_slice(&40u32.to_le_bytes());
+    d[16..20].copy_from_slice(&1u32.to_le_bytes());
+    d
+}
+
 /// Four segments like a real kernel's: read-only, code, RELRO data, data + bss.
 pub(crate) fn sample_spec() -> PackageSpec {
     let seg = |vaddr, mem_size, flags, bytes| SegmentSpec {
@@ -83,6 +95,7 @@ pub(crate) fn sample_spec() -> PackageSpec {
                 addend: 0x1100,
             },
         ],
+        description: sample_description(),
     }
 }
 
@@ -127,6 +140,24 @@ fn a_built_package_reads_back() {
     assert_eq!(p.relocations().collect::<Vec<_>>(), spec.relocations);
     assert_eq!(p.relocations().len(), 3);
     assert_eq!(p.summary().label.as_str(), "v2");
+    assert_eq!(p.description(), &spec.description[..]);
+    let after_tables = layout::FIXED_SIZE + 4 * layout::SEGMENT_ENTRY_SIZE + 3 * 16;
+    assert_eq!(p.description_offset(), after_tables as u64);
+    assert_eq!(p.header_size() as usize, after_tables + 40);
+    assert_eq!(p.format_version(), 2);
+}
+
+#[test]
+fn a_description_of_any_length_reads_back() {
+    for len in [16u32, 17, 41, 4096, MAX_DESCRIPTION] {
+        let mut spec = sample_spec();
+        spec.description = (0..len).map(|i| (i * 7) as u8).collect();
+        spec.description[..8].copy_from_slice(&DESCRIPTION_MAGIC);
+        spec.description[12..16].copy_from_slice(&len.to_le_bytes());
+        let bytes = spec.build().unwrap();
+        let h = parse_header(&bytes).unwrap();
+        assert_eq!(h.description(), &spec.description[..], "length {len}");
+    }
 }
 
 #[test]
@@ -196,6 +227,8 @@ fn a_flipped_header_byte_is_a_header_digest_error() {
         layout::PAYLOAD_DIGEST,
         layout::IDENTITY + 30,
         layout::FIXED_SIZE + 9,
+        layout::DESCRIPTION,
+        layout::DESCRIPTION_LEN,
     ] {
         let mut bytes = sample_spec().build().unwrap();
         bytes[at] ^= 0x40;
@@ -203,6 +236,22 @@ fn a_flipped_header_byte_is_a_header_digest_error() {
         assert!(
             matches!(e, FormatError::HeaderDigest { .. }),
             "byte {at:#x}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_flipped_description_byte_is_a_header_digest_error() {
+    let good = sample_spec().build().unwrap();
+    let at = parse_header(&good).unwrap().description_offset() as usize;
+    // The magic, the stated length and a byte only the updater reads.
+    for offset in [0, 12, 30] {
+        let mut bytes = good.clone();
+        bytes[at + offset] ^= 1;
+        let e = parse(&bytes).unwrap_err();
+        assert!(
+            matches!(e, FormatError::HeaderDigest { .. }),
+            "description byte {offset}: {e}"
         );
     }
 }
@@ -245,7 +294,21 @@ fn wrong_magic_and_unknown_versions_are_named() {
     let e = edited(|b| b[layout::FORMAT_VERSION] = 7);
     assert_eq!(
         e.to_string(),
-        "package format version 7 is newer than this kernel understands (1)"
+        "package format version 7 is newer than this kernel understands (2)"
+    );
+    // Version 1 had no image description: refused as unsupported, as any other.
+    let e = edited(|b| b[layout::FORMAT_VERSION] = 1);
+    assert_eq!(
+        e,
+        FormatError::UnsupportedVersion {
+            what: "package format",
+            found: 1,
+            supported: 2
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "package format version 1 is not one this kernel understands (2)"
     );
     let e = edited(|b| b[layout::FORMAT_VERSION] = 0);
     assert!(matches!(

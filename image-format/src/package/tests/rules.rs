@@ -2,9 +2,10 @@
 //! resealed, so the digests pass) is refused with an error naming that field.
 
 use super::{edited, put_u64, sample_spec, segment_field};
-use crate::error::{RelocationProblem, SegmentProblem};
+use crate::error::{DescriptionProblem, RelocationProblem, SegmentProblem};
 use crate::package::*;
 use std::string::ToString;
+use std::vec;
 
 #[test]
 fn overlapping_segments_are_refused() {
@@ -364,5 +365,115 @@ fn padding_and_payload_size_rules() {
             }
         ),
         "{e}"
+    );
+}
+
+/// Offset of the description in the sample package (after both tables).
+fn description_at() -> u64 {
+    parse(&sample_spec().build().unwrap())
+        .unwrap()
+        .description_offset()
+}
+
+fn put_u32(bytes: &mut [u8], at: usize, v: u32) {
+    bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+#[test]
+fn the_description_lies_apart_from_the_tables() {
+    let out_of_place = |e: &FormatError| match e {
+        FormatError::TableOutOfPlace {
+            table: "image description",
+            reason,
+            ..
+        } => *reason,
+        other => panic!("not a misplaced description: {other}"),
+    };
+    let e = edited(|b| put_u64(b, layout::DESCRIPTION, description_at() + 4));
+    assert_eq!(out_of_place(&e), "is not 8-byte aligned");
+    let e = edited(|b| put_u64(b, layout::DESCRIPTION, 0x1a8));
+    assert_eq!(
+        out_of_place(&e),
+        "overlaps the fixed header (which ends at 0x1b8)"
+    );
+    assert!(e.to_string().contains("0x1b8"), "{e}");
+    let e = edited(|b| put_u64(b, layout::DESCRIPTION, description_at() + 8));
+    assert_eq!(out_of_place(&e), "runs past the end of the header");
+    let e = edited(|b| put_u64(b, layout::DESCRIPTION, u64::MAX - 7));
+    assert_eq!(out_of_place(&e), "runs past the end of the header");
+    let e = edited(|b| put_u64(b, layout::DESCRIPTION, layout::FIXED_SIZE as u64));
+    assert_eq!(out_of_place(&e), "overlaps the segment table");
+    let e = edited(|b| put_u64(b, layout::DESCRIPTION, description_at() - 16));
+    assert_eq!(out_of_place(&e), "overlaps the relocation table");
+    // A relocation table that grows into the description is refused as overlapping it.
+    let e = edited(|b| b[layout::RELOCATION_COUNT] = 4);
+    assert_eq!(out_of_place(&e), "overlaps the relocation table");
+}
+
+#[test]
+fn the_description_length_is_bounded() {
+    for len in [0, 15, MAX_DESCRIPTION + 1, u32::MAX] {
+        let e = edited(|b| put_u32(b, layout::DESCRIPTION_LEN, len));
+        assert_eq!(
+            e,
+            FormatError::InvalidField {
+                field: "description length",
+                value: u64::from(len),
+                reason: "must be between 16 bytes (magic, version, length) and 1 MiB",
+            }
+        );
+    }
+    let mut spec = sample_spec();
+    spec.description = vec![0; MAX_DESCRIPTION as usize + 1];
+    spec.description[..8].copy_from_slice(&DESCRIPTION_MAGIC);
+    assert!(matches!(
+        spec.build(),
+        Err(FormatError::InvalidField {
+            field: "description length",
+            ..
+        })
+    ));
+    let e = edited(|b| b[layout::DESCRIPTION_RESERVED + 3] = 1);
+    assert_eq!(
+        e,
+        FormatError::InvalidField {
+            field: "header reserved bytes",
+            value: layout::DESCRIPTION_RESERVED as u64,
+            reason: "must be zero",
+        }
+    );
+}
+
+#[test]
+fn a_wrong_section_is_refused_by_its_magic() {
+    let at = description_at() as usize;
+    let e = edited(|b| b[at..at + 8].copy_from_slice(b"HKIDENT1"));
+    assert_eq!(
+        e,
+        FormatError::Description {
+            problem: DescriptionProblem::Magic {
+                found: *b"HKIDENT1"
+            }
+        }
+    );
+    assert!(e.to_string().contains(".hk_schema"), "{e}");
+    let e = edited(|b| put_u32(b, at + 12, 41));
+    assert_eq!(
+        e,
+        FormatError::Description {
+            problem: DescriptionProblem::StatedLength {
+                stated: 41,
+                header: 40
+            }
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "image description: it states 41 bytes, the header gives it 40"
+    );
+    // A malformed description is malformed, not "not a hotkernel package".
+    assert_eq!(
+        crate::mailbox::Status::from_error(&e),
+        crate::mailbox::Status::Malformed
     );
 }
