@@ -14,9 +14,9 @@ use hotkernel_tests::packages::package;
 use hotkernel_tests::{assert_continuous, tasks_of, Guest, StepRules, VmConfig};
 use image_format::kinds::{COUNTER, LCG, TASK_TABLE};
 use image_format::mailbox::report::{Method, Outcome, Report, Snapshot, SwapReport};
-use image_format::RecordKind;
 use image_format::mailbox::{RequestFlags, Status};
 use image_format::package::parse_header;
+use image_format::RecordKind;
 use image_format::TaskKind;
 use updater::records::task_table::flags::INITIALISED_BY_UPDATE;
 
@@ -203,7 +203,12 @@ fn v1_to_v2_on(cpus: u32) {
     assert_eq!(steps_of(&s.report, TASK_TABLE), [(1, 2, Method::Converter)]);
     assert_eq!(steps_of(&s.report, LCG), [(1, 2, Method::Converter)]);
     assert_eq!(steps_of(&s.report, COUNTER), [(1, 2, Method::Fields)]);
-    let counter = s.report.conversions.iter().find(|c| c.kind == COUNTER).unwrap();
+    let counter = s
+        .report
+        .conversions
+        .iter()
+        .find(|c| c.kind == COUNTER)
+        .unwrap();
     assert_eq!(
         (counter.added, counter.dropped, counter.names.as_str()),
         (2, 0, "+stride +last_cpu"),

@@ -156,8 +156,9 @@ fn build_id(r: &ImageRef) -> &[u8] {
 }
 
 /// Runs reconcile on the descriptor's request and the record half: the exported set is
-/// where the descriptor says, the converted set goes right after it.
-fn reconcile(d: &mut Descriptor, half: &mut [u8]) -> Result<Reconciled, FixedText<160>> {
+/// where the descriptor says, the converted set goes right after it. A refusal's reason
+/// is written into the descriptor (`failure`).
+fn reconcile(d: &mut Descriptor, half: &mut [u8]) -> Result<Reconciled, ()> {
     let (old, new) = (d.old_image, d.new_image);
     let running = Running {
         version: version_of(old.version),
@@ -176,7 +177,7 @@ fn reconcile(d: &mut Descriptor, half: &mut [u8]) -> Result<Reconciled, FixedTex
         .min(half.len());
     let (exported_part, out) = half.split_at_mut(end);
     let image = identity::image(build_id(&new));
-    reconcile::reconcile::<TaskEntry, _>(
+    let result = reconcile::reconcile::<TaskEntry, _>(
         request,
         &running,
         &image,
@@ -184,11 +185,11 @@ fn reconcile(d: &mut Descriptor, half: &mut [u8]) -> Result<Reconciled, FixedTex
         exported.at as usize,
         out,
         &mut DescriptorLog { d },
-    )
-    .map_err(|refusal| {
+    );
+    result.map_err(|refusal| {
         let mut text = FixedText::<160>::new();
         let _ = write!(text, "{refusal}");
-        text
+        set_text(&mut d.failure, text.as_str());
     })
 }
 
@@ -225,8 +226,7 @@ pub unsafe extern "C" fn hk_bootstrap(descriptor: *mut Descriptor) -> u64 {
             // bootstrap's (interrupts off, others parked, on the hand-off stack).
             unsafe { overlay::overlay_and_resume(d, areas.reclaim) }
         }
-        Err(text) => {
-            set_text(&mut d.failure, text.as_str());
+        Err(()) => {
             if !dry_run {
                 d.state
                     .store(SwapState::RolledBack as u32, Ordering::Release);

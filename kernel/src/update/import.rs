@@ -45,7 +45,10 @@ fn all<R: updater::record::Record>(set: &RecordSet<'_>) -> Vec<R> {
 
 /// The machine record of a converted set (before the heap exists: no allocation).
 pub fn machine(set: &RecordSet<'_>) -> MachineRecord {
-    match set.find(kinds::MACHINE).and_then(|r| r.decode::<MachineRecord>().next()) {
+    match set
+        .find(kinds::MACHINE)
+        .and_then(|r| r.decode::<MachineRecord>().next())
+    {
         Some(Ok(m)) => m,
         Some(Err(e)) => panic!("machine record does not decode: {e}"),
         None => panic!("converted set has a machine record (checked by the bootstrap)"),

@@ -187,11 +187,17 @@ fn plan_status(e: &PlanRefusal<'_>) -> Status {
     }
 }
 
+/// A region that will grow: its name, start, and its length now and in the new image.
+struct Growth {
+    name: &'static str,
+    start: u64,
+    from: u64,
+    to: u64,
+}
+
 /// The plan of a swap from this kernel to the image `header` describes: refused with
 /// the kind, the fields and the rule, or the decisions (nothing mapped yet).
-fn plan_for(
-    header: &Header<'_>,
-) -> Result<(Planned, Vec<(&'static str, u64, u64, u64)>), StageRefusal> {
+fn plan_for(header: &Header<'_>) -> Result<(Planned, Vec<Growth>), StageRefusal> {
     let theirs = Description::parse(header.description()).map_err(|e| {
         StageRefusal::new(
             Status::Malformed,
@@ -226,7 +232,12 @@ fn plan_for(
             .find(|d| d.name == own.name && d.rule == RegionRule::Resizable)
             .map(|d| d.name);
         match name {
-            Some(name) if r.new > r.running => grow.push((name, r.start, r.running, r.new)),
+            Some(name) if r.new > r.running => grow.push(Growth {
+                name,
+                start: r.start,
+                from: r.running,
+                to: r.new,
+            }),
             Some(name) => planned.shrunk.push(format!(
                 "{name} shrinks {} → {} KiB (the new kernel frees the rest)",
                 r.running / 1024,
@@ -239,11 +250,14 @@ fn plan_for(
 }
 
 /// Maps the growth of every region that grows (before anything stops).
-fn map_growth(
-    planned: &mut Planned,
-    grow: Vec<(&'static str, u64, u64, u64)>,
-) -> Result<(), StageRefusal> {
-    for (name, start, from, to) in grow {
+fn map_growth(planned: &mut Planned, grow: Vec<Growth>) -> Result<(), StageRefusal> {
+    for Growth {
+        name,
+        start,
+        from,
+        to,
+    } in grow
+    {
         let (at, len) = (start + from, to - from);
         memory::map_fresh(at, len).map_err(|e| {
             let _ = memory::unmap_and_free(at, len);

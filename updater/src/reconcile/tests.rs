@@ -866,7 +866,7 @@ fn hotpatches_are_dropped_into_another_build_and_refused_into_the_same() {
 fn running_build_target() -> &'static Target {
     let t = Target::v3();
     Box::leak(Box::new(Target {
-        identity: t.identity.clone(),
+        identity: t.identity,
         steps: t.steps,
         init: t.init.clone(),
         build_id: vec![1; 20],

@@ -84,14 +84,14 @@ pub unsafe trait AnyBits: Plain {}
 
 fn check_entries<T: Plain>(bytes: &[u8]) -> Result<usize, PlainError> {
     let size = core::mem::size_of::<T>();
-    if size == 0 || bytes.len() % size != 0 {
+    if size == 0 || !bytes.len().is_multiple_of(size) {
         return Err(PlainError::Length {
             len: bytes.len(),
             size,
         });
     }
     let align = core::mem::align_of::<T>();
-    if bytes.as_ptr() as usize % align != 0 {
+    if !(bytes.as_ptr() as usize).is_multiple_of(align) {
         return Err(PlainError::Alignment { align });
     }
     if let Some(index) = bytes.chunks_exact(size).position(|e| !T::check(e)) {
