@@ -131,12 +131,15 @@ pub struct RecordAreas<'a> {
     pub records: &'a mut [u8],
     /// Frames the overlay unmapped from the image (`MAX_RECLAIM` physical addresses).
     pub reclaim: &'a mut [u64],
+    /// The other half, while neither is live (first boot): free for a copy.
+    pub spare: Option<&'a mut [u8]>,
 }
 
 impl<'a> RecordAreas<'a> {
     /// # Safety
     /// - no other view of the areas may be alive (the type's invariant), and `half` is
-    ///   not the live half of the kernel whose statics are running.
+    ///   not the live half of the kernel whose statics are running (the spare half is
+    ///   handed out only when neither half is live).
     unsafe fn new(half: u32) -> Self {
         let half = half & 1;
         // SAFETY: the half and the reclaim list lie inside the mapped region and are
@@ -149,6 +152,9 @@ impl<'a> RecordAreas<'a> {
                     (HANDOFF.start + RECLAIM_OFFSET) as *mut u64,
                     MAX_RECLAIM,
                 ),
+                spare: (LIVE_HALF.load(Ordering::Relaxed) == NONE_LIVE).then(|| {
+                    core::slice::from_raw_parts_mut(half_ptr(1 - half), RECORD_HALF_SIZE as usize)
+                }),
             }
         }
     }

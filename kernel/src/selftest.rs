@@ -161,7 +161,9 @@ pub fn run() -> ! {
     }
     // Last: swap into this same image. The resumed kernel finishes the self-test.
     let prepared = prepared.expect("prepared when nothing failed");
-    let refusal = swap::apply(&prepared, SELF_SWAP_SEQ, 0);
+    // The new kernel adopts the exported records and runs on them: keep a copy for
+    // its continuity check (it lands in the half the new kernel exports to).
+    let refusal = swap::apply(&prepared, SELF_SWAP_SEQ, inject::KEEP_EXPORT_COPY);
     tally.report("swap into this image", Err(format!("{refusal}")));
     tally.verdict()
 }

@@ -225,6 +225,10 @@ pub mod inject {
     pub const OVERLAY_FULL: u64 = 1 << 8;
     /// Not a fault: make the overlay copy bytes instead of remapping frames.
     pub const OVERLAY_COPY: u64 = 1 << 9;
+    /// Not a fault: keep a copy of the exported set in the other record half (when no
+    /// half is live), so that a self-test can check, after the swap, that every task
+    /// continued from it — the new kernel runs on the exported entries themselves.
+    pub const KEEP_EXPORT_COPY: u64 = 1 << 10;
     /// Not a swap: the pre-flight at staging. The bootstrap checks and reconciles, then
     /// returns [`PREFLIGHT_OK`] or a refusal without committing anything.
     pub const DRY_RUN: u64 = 1 << 16;

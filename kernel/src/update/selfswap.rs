@@ -2,7 +2,12 @@
 //! an image source, so that self-test mode can run a complete swap — load, quiesce,
 //! export, bootstrap, overlay, resume — without a host or a package.
 //!
-//! The file is read through the physical-memory mapping; `object` parses it.
+//! The file is read through the physical-memory mapping; `object` parses it. The
+//! bootloader maps the kernel's segments onto the file's own frames, so the file's
+//! writable segments *are* the running kernel's statics: a copy of them is taken at
+//! first boot ([`remember_file`], before anything the heap holds is in a static), and
+//! the swap loads that copy — otherwise the new kernel would start with the old one's
+//! live statics, pointers into a heap that no longer exists.
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -17,11 +22,27 @@ use crate::update::prepare::{ImageSource, SegmentSource};
 
 static FILE_PHYS: AtomicU64 = AtomicU64::new(0);
 static FILE_LEN: AtomicU64 = AtomicU64::new(0);
+/// The writable segments' bytes as they were at first boot, by virtual address.
+static WRITABLE: spin::Once<Vec<(u64, &'static [u8])>> = spin::Once::new();
 
-/// Remembers where the bootloader left this kernel's ELF file (first boot).
+/// Remembers where the bootloader left this kernel's ELF file, and copies its writable
+/// segments while they are still (nearly) what the file says (first boot, right after
+/// the heap exists and before anything is allocated from it).
 pub fn remember_file(phys: u64, len: u64) {
     FILE_PHYS.store(phys, Ordering::Relaxed);
     FILE_LEN.store(len, Ordering::Relaxed);
+    let Some(data) = file() else { return };
+    let Ok(header) = FileHeader64::<LE>::parse(data) else { return };
+    let Ok(phdrs) = header.program_headers(LE, data) else { return };
+    let copies = phdrs
+        .iter()
+        .filter(|ph| ph.p_type(LE) == PT_LOAD && ph.p_flags(LE) & object::elf::PF_W != 0)
+        .filter_map(|ph| {
+            let bytes: &'static [u8] = alloc::boxed::Box::leak(ph.data(LE, data).ok()?.into());
+            Some((ph.p_vaddr(LE), bytes))
+        })
+        .collect();
+    WRITABLE.call_once(|| copies);
 }
 
 fn file() -> Option<&'static [u8]> {
@@ -54,9 +75,14 @@ pub fn own_image() -> Option<OwnImage> {
         if ph.p_type(LE) != PT_LOAD {
             continue;
         }
-        let bytes = ph.data(LE, data).ok()?;
         let flags = ph.p_flags(LE);
         let vaddr = ph.p_vaddr(LE);
+        let bytes = if flags & object::elf::PF_W != 0 {
+            // The live segment is the running kernel's statics: load the first-boot copy.
+            WRITABLE.get()?.iter().find(|(v, _)| *v == vaddr)?.1
+        } else {
+            ph.data(LE, data).ok()?
+        };
         span = span.max(vaddr + ph.p_memsz(LE));
         segments.push(SegmentSource {
             vaddr,

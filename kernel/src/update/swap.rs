@@ -197,6 +197,11 @@ fn stop_and_enter(guard: &mut handoff_region::DescriptorGuard, inject_bits: u64)
                     len: e.end as u64,
                 };
                 d.tasks_before = e.tasks as u32;
+                if inject_bits & inject::KEEP_EXPORT_COPY != 0 {
+                    if let Some(spare) = areas.spare {
+                        spare[..e.end].copy_from_slice(&areas.records[..e.end]);
+                    }
+                }
             }
             Err(e) => {
                 quiesce::release(parked);
