@@ -143,7 +143,7 @@ pub fn image(build_id: &[u8]) -> Image<'_> {
     Image {
         identity: &IDENTITY,
         build_id,
-        description: crate::schema::description(),
+        description: crate::schema::for_bootstrap(),
         steps: &STEPS,
         init_kinds: &KIND_IDS,
     }

@@ -30,13 +30,27 @@ const DECLARATION: Declaration<'static> = Declaration {
 #[unsafe(link_section = ".hk_schema")]
 pub static DESCRIPTION: [u8; describe::len(&DECLARATION)] = describe::build(&DECLARATION);
 
-/// This image's description, read.
+/// This image's description as its bootstrap reads it, in the stopped section of a swap:
+/// its bounds checked, its tables not walked again (the running kernel parsed the same
+/// bytes in full from the package at staging, and this image at its own boot).
 ///
 /// # Panics
-/// Never for a description built by `describe::build` (a test checks it parses).
+/// Never for a description built by `describe::build`.
+pub fn for_bootstrap() -> Description<'static> {
+    match Description::parse_own(&DESCRIPTION) {
+        Ok(d) => d,
+        Err(e) => panic!("this image's own description is out of bounds: {e}"),
+    }
+}
+
+/// This image's description, read (checked once, then kept).
+///
+/// # Panics
+/// Never for a description built by `describe::build` (every boot reads it).
 pub fn description() -> Description<'static> {
-    match Description::parse(&DESCRIPTION) {
+    static READ: spin::Once<Description<'static>> = spin::Once::new();
+    *READ.call_once(|| match Description::parse(&DESCRIPTION) {
         Ok(d) => d,
         Err(e) => panic!("this image's own description does not parse: {e}"),
-    }
+    })
 }

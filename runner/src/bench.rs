@@ -5,6 +5,9 @@
 //!   boot of the same kernel (QEMU start to the first task step, host clock) is measured
 //!   in the same run.
 //! - [`deliver`]: host write of a package to the guest's "accepted" (digest checked).
+//! - [`convert`]: what converting a record costs in the stopped section, by field
+//!   against a hand-written converter, for the same change (`fields`,
+//!   `fields-converter`), measured against a swap that converts nothing (`twin`).
 
 use std::time::{Duration, Instant};
 
@@ -138,6 +141,84 @@ pub fn swap_config(
         reports,
         free_frames,
     })
+}
+
+/// One swap from a freshly booted `v1` with `tasks` tasks to `target`: its report.
+fn one_swap(cpus: u32, tasks: u32, package: &[u8]) -> Result<SwapReport> {
+    let vm = Vm::launch(
+        VmConfig::variant("v1")
+            .cpus(cpus)
+            .boot_opt("tasks", &tasks.to_string()),
+    )?;
+    vm.wait_for_line("first task step", GUARD)?;
+    let mut mb = Mailbox::open(vm.paths())?;
+    mb.wait_running(GUARD)?;
+    let push = update::PushOptions::default();
+    let staged = update::stage(&mut mb, package, &push, |_| {})?;
+    if let Err(r) = staged {
+        return Err(Error::Mailbox(format!("staging refused: {r}")));
+    }
+    let report = match update::apply(&mut mb, RequestFlags::empty())? {
+        Ok(r) => r,
+        Err(r) => return Err(Error::Mailbox(format!("swap refused: {r}"))),
+    };
+    let _ = vm.quit();
+    if !matches!(report.outcome, Outcome::Applied) {
+        return Err(Error::Mailbox("the swap rolled back".into()));
+    }
+    Ok(report)
+}
+
+/// Conversion cost per record (see the module doc): `runs` swaps from `v1` to each of
+/// `twin`, `fields` and `fields-converter`, each from a fresh boot with `tasks` tasks.
+pub fn convert(cpus: u32, tasks: u32, runs: usize) -> Result<Value> {
+    let targets = ["twin", "fields", "fields-converter"];
+    let packages: Vec<Vec<u8>> = targets
+        .iter()
+        .map(|t| update::package_variant(t).map(|(p, _)| p))
+        .collect::<Result<_>>()?;
+    let mut reconcile: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    let mut entries = vec![0u32; targets.len()];
+    for _ in 0..runs {
+        for (i, package) in packages.iter().enumerate() {
+            let r = one_swap(cpus, tasks, package)?;
+            let us = r
+                .phases
+                .iter()
+                .find(|p| p.phase == PhaseId::Reconcile)
+                .map_or(0.0, |p| p.ns as f64 / 1000.0);
+            reconcile[i].push(us);
+            entries[i] = r
+                .conversions
+                .iter()
+                .filter(|c| c.method != image_format::mailbox::report::Method::Unchanged)
+                .map(|c| c.entries)
+                .sum();
+        }
+    }
+    let base = stats(&reconcile[0]).1;
+    let rows: Vec<Value> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let (min, median, max) = {
+                let (min, median, _) = stats(&reconcile[i]);
+                let max = reconcile[i].iter().copied().fold(0.0, f64::max);
+                (min, median, max)
+            };
+            let per_entry_ns = if entries[i] > 0 {
+                (median - base) * 1000.0 / f64::from(entries[i])
+            } else {
+                0.0
+            };
+            json!({
+                "target": t, "entries_converted": entries[i],
+                "reconcile_us": {"min": min, "median": median, "max": max},
+                "per_entry_ns_over_twin": per_entry_ns,
+            })
+        })
+        .collect();
+    Ok(json!({"cpus": cpus, "tasks": tasks, "runs": runs, "swaps": rows}))
 }
 
 /// Delivery throughput: a package of about `size` bytes (the v1 image plus read-only

@@ -24,7 +24,11 @@ fn methods(r: &SwapReport) -> Vec<(RecordKind, u16, u16, Method)> {
 /// Stages and applies `variant`, checking continuity across the swap; returns the
 /// report and the snapshot after it.
 #[track_caller]
-fn swap(g: &mut Guest, name: &str, variant: &str) -> (SwapReport, image_format::mailbox::report::Snapshot) {
+fn swap(
+    g: &mut Guest,
+    name: &str,
+    variant: &str,
+) -> (SwapReport, image_format::mailbox::report::Snapshot) {
     g.stage_ok(&package(variant));
     let before = g.snapshot();
     let report = g.apply_ok();
@@ -32,7 +36,11 @@ fn swap(g: &mut Guest, name: &str, variant: &str) -> (SwapReport, image_format::
     eprintln!("{name}: {report}");
     assert_eq!(report.outcome, Outcome::Applied);
     let c = assert_continuous(name, &before, &after, StepRules::default(), &[]);
-    assert_eq!(c.tasks_compared, before.tasks.len(), "every task carried on");
+    assert_eq!(
+        c.tasks_compared,
+        before.tasks.len(),
+        "every task carried on"
+    );
     (report, after)
 }
 
@@ -85,7 +93,10 @@ fn a_field_added_with_a_default_swaps_live_converted_by_field() {
     );
     assert_eq!((counter.added, counter.dropped), (1, 0));
     assert_eq!(counter.names, "+mark");
-    assert!(counter.to_string().contains("converted by fields (+mark)"), "{counter}");
+    assert!(
+        counter.to_string().contains("converted by fields (+mark)"),
+        "{counter}"
+    );
     // Everything else crossed as it stood.
     assert!(
         methods(&report)
@@ -112,7 +123,11 @@ fn a_task_table_whose_fields_are_reordered_swaps_live() {
         .filter(|c| c.0 == TASK_TABLE)
         .collect();
     assert_eq!(table, [(TASK_TABLE, 1, 2, Method::Fields)]);
-    let c = report.conversions.iter().find(|c| c.kind == TASK_TABLE).unwrap();
+    let c = report
+        .conversions
+        .iter()
+        .find(|c| c.kind == TASK_TABLE)
+        .unwrap();
     assert_eq!((c.added, c.dropped), (0, 0), "only moved: {c}");
 }
 
@@ -124,11 +139,19 @@ fn a_layout_change_without_a_version_bump_is_refused_at_staging() {
     let mut g = Guest::boot(VmConfig::variant("v1").cpus(2));
     let why = refused_at_staging(&mut g, name, "unbumped", Status::LayoutUnbumped);
     assert!(why.contains("lcg-state v1"), "{why}");
-    assert!(why.contains("`seed` changed") && why.contains("`x` changed"), "{why}");
-    assert!(why.contains("bump the schema version of lcg-state"), "{why}");
+    assert!(
+        why.contains("`seed` changed") && why.contains("`x` changed"),
+        "{why}"
+    );
+    assert!(
+        why.contains("bump the schema version of lcg-state"),
+        "{why}"
+    );
     // The LCG streams were not scrambled: their rule and values carry on (checked by
     // the continuity above); they are still v1's.
-    assert!(tasks_of(&g.snapshot(), TaskKind::LCG).iter().all(|t| t.values[3] == 1));
+    assert!(tasks_of(&g.snapshot(), TaskKind::LCG)
+        .iter()
+        .all(|t| t.values[3] == 1));
 }
 
 /// (d) A narrowing without a converter is refused naming the field and the rule.
@@ -157,7 +180,10 @@ fn a_swap_to_a_larger_heap_maps_it_and_allocates_into_the_new_part() {
     };
     let before = alloc(&g);
     eprintln!("{name}: v1: {before}");
-    assert!(before.contains("cannot allocate 24 MiB: the heap is 16 MiB"), "{before}");
+    assert!(
+        before.contains("cannot allocate 24 MiB: the heap is 16 MiB"),
+        "{before}"
+    );
     let (stage, answer) = g.stage(&package("heap32")).expect("heap32 staged");
     let _ = stage;
     let message = answer.response.message.to_string();
@@ -182,7 +208,10 @@ fn a_swap_to_a_larger_heap_maps_it_and_allocates_into_the_new_part() {
     let (_, end) = offsets.split_once("..").expect("A..B");
     let end: u64 = end.parse().expect("a number of MiB");
     assert!(after.contains("of the 32 MiB heap"), "{after}");
-    assert!(end > 16, "the block reaches into the new part of the heap: {after}");
+    assert!(
+        end > 16,
+        "the block reaches into the new part of the heap: {after}"
+    );
 }
 
 /// Unchanged state costs nothing: after a swap between two builds with the same
@@ -195,7 +224,10 @@ fn records_whose_layout_did_not_change_are_adopted_where_they_stood() {
     let from = g.vm.serial_lines().len();
     let (report, _) = swap(&mut g, name, "twin");
     assert!(
-        report.conversions.iter().all(|c| c.method == Method::Unchanged),
+        report
+            .conversions
+            .iter()
+            .all(|c| c.method == Method::Unchanged),
         "{report}"
     );
     let line = expect_lines(&g.vm, from, &["record pools where they stood"])[0]

@@ -360,8 +360,34 @@ pub struct RegionDesc<'a> {
 }
 
 impl<'a> Description<'a> {
-    /// Checks and reads a description from exactly `bytes`.
-    pub fn parse(bytes: &'a [u8]) -> Result<Self, DescribeError> {
+    /// Reads an image's *own* description — the bytes `build` wrote into its rodata at
+    /// compile time, which the running kernel parsed in full from the package before it
+    /// staged the image — checking the header, the entries' bounds and every table's
+    /// bounds, but not walking each table again (the bootstrap does this in the stopped
+    /// section of a swap, where each table walk is time every task waits).
+    pub fn parse_own(bytes: &'a [u8]) -> Result<Self, DescribeError> {
+        let d = Self::header(bytes)?;
+        let in_bounds = |at: usize| {
+            let (off, len) = (u32_at(bytes, at) as usize, u32_at(bytes, at + 4) as usize);
+            off.checked_add(len)
+                .is_some_and(|end| end <= bytes.len() && len >= 6)
+        };
+        for i in 0..d.records {
+            if !in_bounds(HEADER + RECORD * i + 16) {
+                return Err(DescribeError::Bounds("field table"));
+            }
+        }
+        for i in 0..d.steps {
+            let at = HEADER + RECORD * d.records + STEP * i;
+            if !in_bounds(at + 8) || !in_bounds(at + 16) {
+                return Err(DescribeError::Bounds("field table"));
+            }
+        }
+        Ok(d)
+    }
+
+    /// The header's checks: magic, version, length, counts, entries in bounds.
+    fn header(bytes: &'a [u8]) -> Result<Self, DescribeError> {
         if bytes.len() < HEADER || bytes[..8] != MAGIC {
             return Err(DescribeError::Magic);
         }
@@ -384,12 +410,18 @@ impl<'a> Description<'a> {
         if fixed > bytes.len() {
             return Err(DescribeError::Bounds("entries"));
         }
-        let d = Description {
+        Ok(Description {
             bytes,
             records,
             steps,
             regions,
-        };
+        })
+    }
+
+    /// Checks and reads a description from exactly `bytes`.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, DescribeError> {
+        let d = Self::header(bytes)?;
+        let (records, steps, regions) = (d.records, d.steps, d.regions);
         for i in 0..records {
             let at = HEADER + RECORD * i;
             let kind = RecordKind::try_new(u16_at(bytes, at))
@@ -424,6 +456,17 @@ impl<'a> Description<'a> {
             }
         }
         Ok(d)
+    }
+
+    /// A table the description validated in [`parse`](Self::parse), read again without
+    /// checking it (and `fingerprint`, if known, not recomputed).
+    fn trusted_table(&self, at: usize, fingerprint: u64) -> Option<TableView<'a>> {
+        let (off, len) = (
+            u32_at(self.bytes, at) as usize,
+            u32_at(self.bytes, at + 4) as usize,
+        );
+        let bytes = self.bytes.get(off..off.checked_add(len)?)?;
+        Some(TableView::trusted(bytes, fingerprint))
     }
 
     fn table_at(&self, at: usize, index: usize) -> Result<TableView<'a>, DescribeError> {
@@ -464,13 +507,14 @@ impl<'a> Description<'a> {
         (0..self.records).filter_map(|i| {
             let at = HEADER + RECORD * i;
             let b = self.bytes;
+            let fingerprint = u64_at(b, at + 8);
             Some(RecordDesc {
                 kind: RecordKind::try_new(u16_at(b, at)).ok()?,
                 version: SchemaVersion::try_new(u16_at(b, at + 2)).ok()?,
                 min_from: SchemaVersion::try_new(u16_at(b, at + 4)).ok()?,
                 optional: u16_at(b, at + 6) & 1 != 0,
-                fingerprint: u64_at(b, at + 8),
-                table: self.table_at(at + 16, i).ok()?,
+                fingerprint,
+                table: self.trusted_table(at + 16, fingerprint)?,
             })
         })
     }
@@ -489,8 +533,8 @@ impl<'a> Description<'a> {
                 kind: RecordKind::try_new(u16_at(b, at)).ok()?,
                 from: SchemaVersion::try_new(u16_at(b, at + 2)).ok()?,
                 to: SchemaVersion::try_new(u16_at(b, at + 4)).ok()?,
-                from_table: self.table_at(at + 8, i).ok()?,
-                to_table: self.table_at(at + 16, i).ok()?,
+                from_table: self.trusted_table(at + 8, 0)?,
+                to_table: self.trusted_table(at + 16, 0)?,
             })
         })
     }

@@ -600,28 +600,63 @@ fn convert_entries<'a>(
     Ok(())
 }
 
-/// Per task kind, how many tasks the table has (at most one slot per record).
+/// Per task kind of this image, how many tasks the table has. Kinds below 256 are
+/// found through a table: a task table of thousands of entries is counted without a
+/// search per entry.
 struct Counts {
     kinds: [(TaskKind, u32); MAX_RECORDS],
     len: usize,
+    /// Kind id → slot + 1 (0: not a kind of this image).
+    index: [u8; 256],
 }
 
 impl Counts {
-    fn add(&mut self, kind: TaskKind) -> Result<(), ()> {
-        if let Some(slot) = self.kinds[..self.len].iter_mut().find(|(k, _)| *k == kind) {
-            slot.1 += 1;
-            return Ok(());
+    /// Every task kind `image` has, at 0.
+    fn of<'a>(image: &Image<'a>) -> Result<Self, BootstrapRefusal<'a>> {
+        let mut c = Counts {
+            kinds: [(TaskKind::from_raw(0), 0); MAX_RECORDS],
+            len: 0,
+            index: [0; 256],
+        };
+        for kind in image
+            .description
+            .records()
+            .filter_map(|r| r.kind.task_kind())
+        {
+            let slot = c
+                .kinds
+                .get_mut(c.len)
+                .ok_or(BootstrapRefusal::TooManyKinds)?;
+            *slot = (kind, 0);
+            if let Some(i) = c.index.get_mut(kind.raw() as usize) {
+                *i = c.len as u8 + 1;
+            }
+            c.len += 1;
         }
-        let slot = self.kinds.get_mut(self.len).ok_or(())?;
-        *slot = (kind, 1);
-        self.len += 1;
-        Ok(())
+        Ok(c)
     }
+
+    fn slot(&self, kind: TaskKind) -> Option<usize> {
+        match self.index.get(kind.raw() as usize) {
+            Some(0) => None,
+            Some(&i) => Some(i as usize - 1),
+            None => self.kinds[..self.len].iter().position(|(k, _)| *k == kind),
+        }
+    }
+
+    /// Counts one task of `kind`; false if the image does not have the kind.
+    fn count(&mut self, kind: TaskKind) -> bool {
+        match self.slot(kind) {
+            Some(i) => {
+                self.kinds[i].1 += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
     fn get(&self, kind: TaskKind) -> u32 {
-        self.kinds[..self.len]
-            .iter()
-            .find(|(k, _)| *k == kind)
-            .map_or(0, |(_, n)| *n)
+        self.slot(kind).map_or(0, |i| self.kinds[i].1)
     }
 }
 
@@ -662,27 +697,20 @@ fn validate_tasks<'a, 'o, E: TaskEntry>(
         },
         other => BootstrapRefusal::TaskTable(other),
     })?;
-    let mut counts = Counts {
-        kinds: [(TaskKind::from_raw(0), 0); MAX_RECORDS],
-        len: 0,
-    };
+    let mut counts = Counts::of(image)?;
     let (mut kept, mut dropped) = (0u32, 0u32);
     for entry in tasks {
         let kind = entry.kind();
-        if !image.knows_task_kind(kind) {
-            if entry.flags() & task_flags::OPTIONAL != 0 {
-                dropped += 1;
-                continue;
-            }
+        if counts.count(kind) {
+            kept += 1;
+        } else if entry.flags() & task_flags::OPTIONAL != 0 {
+            dropped += 1;
+        } else {
             return Err(BootstrapRefusal::UnknownKind {
                 task: entry.id(),
                 kind,
             });
         }
-        counts
-            .add(kind)
-            .map_err(|()| BootstrapRefusal::TooManyKinds)?;
-        kept += 1;
     }
     // Every state record of a kind this image has matches its tasks, and every kind
     // with tasks has its states.

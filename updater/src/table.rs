@@ -268,11 +268,21 @@ impl<'a> Cursor<'a> {
 }
 
 /// A validated table, read in place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct TableView<'a> {
     /// Exactly the table's bytes.
     bytes: &'a [u8],
+    /// Its fingerprint, once known (0: computed when asked).
+    shape: u64,
 }
+
+impl PartialEq for TableView<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for TableView<'_> {}
 
 /// A field of a [`TableView`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -370,6 +380,7 @@ fn read_type<'a>(c: &mut Cursor<'a>, depth: usize) -> Result<TypeView<'a>, Table
             skip_table(c, depth + 1)?;
             TypeView::Record(TableView {
                 bytes: &c.bytes[start..c.at],
+                shape: 0,
             })
         }
         TAG_ARRAY => {
@@ -412,12 +423,25 @@ impl<'a> TableView<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<(TableView<'a>, usize), TableError> {
         let mut c = Cursor { bytes, at: 0 };
         skip_table(&mut c, 0)?;
-        Ok((
-            TableView {
-                bytes: &bytes[..c.at],
-            },
-            c.at,
-        ))
+        let mut table = TableView {
+            bytes: &bytes[..c.at],
+            shape: 0,
+        };
+        table.shape = table.shape(FNV_OFFSET);
+        Ok((table, c.at))
+    }
+
+    /// `bytes` as the table it is, without checking it again: for bytes that were
+    /// parsed before (a description or a record set is validated once, as a whole)
+    /// and whose fingerprint is known.
+    ///
+    /// # Panics
+    /// Later, on access, if the bytes are not a table (a caller's bug, never input).
+    pub(crate) fn trusted(bytes: &'a [u8], fingerprint: u64) -> TableView<'a> {
+        TableView {
+            bytes,
+            shape: fingerprint,
+        }
     }
 
     /// Exactly `bytes` as a table.
@@ -458,6 +482,9 @@ impl<'a> TableView<'a> {
 
     /// The shape's fingerprint (the same as [`fingerprint`] of the layout it encodes).
     pub fn fingerprint(&self) -> u64 {
+        if self.shape != 0 {
+            return self.shape;
+        }
         self.shape(FNV_OFFSET)
     }
 

@@ -86,9 +86,29 @@ macro_rules! declare_kinds {
             }
         }
 
+        /// Kind ids below 256 to their index + 1 (0: not a kind of this image), so that
+        /// a queue of thousands of tasks is sorted into its pools without a search.
+        const KIND_INDEX: [u8; 256] = {
+            let mut map = [0u8; 256];
+            let mut i = 0;
+            while i < KINDS.len() {
+                let raw = KINDS[i].id.raw() as usize;
+                if raw < 256 {
+                    map[raw] = i as u8 + 1;
+                }
+                i += 1;
+            }
+            map
+        };
+
         /// The index of `kind` in this image, if it has the kind.
+        #[inline]
         pub fn kind_index(kind: TaskKind) -> Option<KindIndex> {
-            KINDS.iter().position(|k| k.id == kind).map(|i| KindIndex(i as u8))
+            match KIND_INDEX.get(kind.raw() as usize) {
+                Some(0) => None,
+                Some(&i) => Some(KindIndex(i - 1)),
+                None => KINDS.iter().position(|k| k.id == kind).map(|i| KindIndex(i as u8)),
+            }
         }
 
         /// The states of one run queue's tasks: one pool per kind, each in the order of

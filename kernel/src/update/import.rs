@@ -113,14 +113,16 @@ pub fn adopt_tasks(half: &'static mut [u8], at: usize, queues: &[run_queues::V1]
         rest = tail;
         let mut counts = [0u32; tasks::KINDS.len()];
         let mut all_known = true;
+        let mut highest = 0;
         for e in mine.iter() {
-            // Ids are never reused, not even those of tasks dropped here.
-            sched::reserve_ids_through(e.id());
+            highest = highest.max(e.id());
             match tasks::kind_index(e.kind()) {
                 Some(k) => counts[k.get()] += 1,
                 None => all_known = false, // optional, checked by the bootstrap
             }
         }
+        // Ids are never reused, not even those of tasks dropped here.
+        sched::reserve_ids_through(highest);
         let Some(pools) = states.take(&counts) else {
             panic!(
                 "CPU {} lost task states between bootstrap and import",

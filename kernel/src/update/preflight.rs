@@ -23,7 +23,8 @@ use crate::update::{enter, export, swap};
 /// What the dry run found.
 #[derive(Debug, Clone)]
 pub enum Preflight {
-    /// The bootstrap would commit: `conversions` schema steps, `warnings` remarks.
+    /// The bootstrap would commit: `conversions` records logged (one per record, one
+    /// more per further conversion stage), `warnings` remarks.
     Reconciles { conversions: u32, warnings: u32 },
     /// The bootstrap would refuse, for this reason.
     WouldRefuse(String),

@@ -260,7 +260,7 @@ fn continue_staging(mb: &SharedMemory, state: &mut Service) -> Option<Next> {
                     };
                     let verdict = match &s.preflight {
                         Preflight::Reconciles { conversions, warnings } => alloc::format!(
-                            "its bootstrap's dry run reconciles ({conversions} schema steps, {warnings} warnings)"
+                            "its bootstrap's dry run reconciles ({conversions} records, {warnings} warnings)"
                         ),
                         Preflight::WouldRefuse(why) => {
                             alloc::format!("its bootstrap's dry run predicts a refusal: {why}")

@@ -32,8 +32,12 @@ pub fn remember_file(phys: u64, len: u64) {
     FILE_PHYS.store(phys, Ordering::Relaxed);
     FILE_LEN.store(len, Ordering::Relaxed);
     let Some(data) = file() else { return };
-    let Ok(header) = FileHeader64::<LE>::parse(data) else { return };
-    let Ok(phdrs) = header.program_headers(LE, data) else { return };
+    let Ok(header) = FileHeader64::<LE>::parse(data) else {
+        return;
+    };
+    let Ok(phdrs) = header.program_headers(LE, data) else {
+        return;
+    };
     let copies = phdrs
         .iter()
         .filter(|ph| ph.p_type(LE) == PT_LOAD && ph.p_flags(LE) & object::elf::PF_W != 0)

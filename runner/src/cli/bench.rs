@@ -1,4 +1,4 @@
-//! `hotkernel bench deliver|swap|patch`: print figures (and JSON with --json).
+//! `hotkernel bench deliver|swap|convert|patch`: print figures (and JSON with --json).
 
 use clap::{Args, Subcommand};
 use image_format::mailbox::report::PhaseId;
@@ -52,6 +52,17 @@ pub enum BenchWhat {
         #[arg(long, value_delimiter = ',', default_value = "v1,twin")]
         pair: Vec<String>,
     },
+    /// Conversion cost in the stopped section: by field against a converter, for the
+    /// same change (each from a fresh boot of `v1`, against a swap to `twin`).
+    Convert {
+        #[arg(long, default_value_t = 4)]
+        cpus: u32,
+        #[arg(long, default_value_t = 4096)]
+        tasks: u32,
+        /// Swaps to each target.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Hotpatch pause (apply and remove of patch-a) on 1 and 4 CPUs.
     Patch {
         /// Apply+remove rounds per CPU count.
@@ -65,6 +76,31 @@ pub enum BenchWhat {
 
 pub fn bench(args: BenchArgs) -> Result<u8> {
     match args.what {
+        BenchWhat::Convert { cpus, tasks, runs } => {
+            let v = bench::convert(cpus, tasks, runs)?;
+            if args.json {
+                println!("{v}");
+                return Ok(0);
+            }
+            println!("convert: {tasks} tasks, {cpus} CPUs, {runs} swaps from a fresh v1 to each");
+            println!(
+                "{:<18} {:>8} {:>12} {:>12} {:>12} {:>16}",
+                "target", "entries", "min µs", "median µs", "max µs", "ns/entry vs twin"
+            );
+            for row in v["swaps"].as_array().into_iter().flatten() {
+                let f = |k: &str| row["reconcile_us"][k].as_f64().unwrap_or(0.0);
+                println!(
+                    "{:<18} {:>8} {:>12.0} {:>12.0} {:>12.0} {:>16.0}",
+                    row["target"].as_str().unwrap_or("?"),
+                    row["entries_converted"],
+                    f("min"),
+                    f("median"),
+                    f("max"),
+                    row["per_entry_ns_over_twin"].as_f64().unwrap_or(0.0)
+                );
+            }
+            Ok(0)
+        }
         BenchWhat::Deliver { cpus, mib, runs } => {
             let v = bench::deliver(cpus, mib << 20, runs)?;
             if args.json {

@@ -105,3 +105,22 @@ fn damaged_descriptions_are_refused_never_panic() {
         DescribeError::Bounds("total length")
     );
 }
+
+#[test]
+fn an_images_own_description_is_read_with_its_bounds_checked() {
+    let d = Description::parse_own(&BYTES).unwrap();
+    let full = Description::parse(&BYTES).unwrap();
+    assert_eq!(d.records().count(), full.records().count());
+    assert_eq!(
+        d.record(KIND).unwrap().table.fingerprint(),
+        full.record(KIND).unwrap().table.fingerprint()
+    );
+    // A table offset out of bounds is refused, not followed.
+    let mut b = BYTES;
+    let at = 40 + 16; // the first record's table offset
+    b[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(
+        Description::parse_own(&b).unwrap_err(),
+        DescribeError::Bounds("field table")
+    );
+}
