@@ -614,6 +614,93 @@ mod tests {
         let _ = task_table::V1::SIZE;
     }
 
+    /// A random flat layout: up to six fields of small names and scalar types.
+    fn layout() -> impl proptest::strategy::Strategy<Value = Layout> {
+        use proptest::prelude::*;
+        let ty = prop_oneof![
+            prop::sample::select(&[1u8, 2, 4, 8][..]).prop_map(FieldType::Unsigned),
+            prop::sample::select(&[1u8, 2, 4, 8][..]).prop_map(FieldType::Signed),
+            Just(FieldType::Bool),
+            (1u32..16).prop_map(FieldType::Bytes),
+        ];
+        let field = (
+            prop::sample::select(&["a", "b", "c", "d"][..]),
+            0u32..64,
+            ty,
+            any::<u64>(),
+        );
+        proptest::collection::vec(field, 1..6).prop_map(|fs| {
+            let fields: std::vec::Vec<FieldDesc> = fs
+                .into_iter()
+                .map(|(name, offset, ty, default)| FieldDesc {
+                    name,
+                    offset,
+                    size: match ty {
+                        FieldType::Unsigned(w) | FieldType::Signed(w) => w.into(),
+                        FieldType::Bool => 1,
+                        FieldType::Bytes(n) => n,
+                        _ => 0,
+                    },
+                    ty,
+                    default,
+                    alias: None,
+                })
+                .collect();
+            let size = fields.iter().map(|f| f.offset + f.size).max().unwrap_or(0);
+            Layout {
+                name: "Random",
+                size,
+                fields: std::boxed::Box::leak(fields.into_boxed_slice()),
+            }
+        })
+    }
+
+    /// What a fingerprint stands for: size, and per field its name, place and type.
+    fn shape(l: &Layout) -> (u32, std::vec::Vec<(&'static str, u32, u32, FieldType)>) {
+        (
+            l.size,
+            l.fields
+                .iter()
+                .map(|f| (f.name, f.offset, f.size, f.ty))
+                .collect(),
+        )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fingerprints_differ_whenever_the_shape_does(a in layout(), b in layout()) {
+            proptest::prop_assert_eq!(shape(&a) == shape(&b), fingerprint(&a) == fingerprint(&b));
+            // The encoded table's fingerprint is the layout's.
+            let bytes = bytes_of(&a);
+            proptest::prop_assert_eq!(TableView::parse_exact(&bytes).unwrap().fingerprint(), fingerprint(&a));
+        }
+
+        #[test]
+        fn any_one_change_to_a_field_changes_the_fingerprint(
+            a in layout(),
+            which in 0usize..6,
+            change in 0u8..3,
+        ) {
+            let mut fields = a.fields.to_vec();
+            let i = which % fields.len();
+            match change {
+                0 => fields[i].offset += 1,
+                1 => fields[i].name = if fields[i].name == "e" { "f" } else { "e" },
+                _ => {
+                    fields[i].ty = match fields[i].ty {
+                        FieldType::Unsigned(w) => FieldType::Signed(w),
+                        _ => FieldType::Unsigned(1),
+                    };
+                    fields[i].size = 1;
+                }
+            }
+            let changed = Layout { fields: std::boxed::Box::leak(fields.into_boxed_slice()), ..a };
+            if shape(&changed) != shape(&a) {
+                proptest::prop_assert_ne!(fingerprint(&changed), fingerprint(&a));
+            }
+        }
+    }
+
     #[test]
     fn damaged_tables_are_errors_not_panics() {
         let bytes = bytes_of(<machine::V1 as crate::record::Record>::LAYOUT);
