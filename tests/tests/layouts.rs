@@ -50,10 +50,11 @@ fn swap(
 fn refused_at_staging(g: &mut Guest, name: &str, variant: &str, status: Status) -> String {
     let pkg = package(variant);
     // The host refuses first, before anything is pushed.
-    let host = match update::stage(&mut g.mailbox, &pkg, &PushOptions::default(), |_| {}) {
-        Err(Error::RefusedBeforePush(h)) => h.to_string(),
-        other => panic!("{name}: the host check let {variant} through: {other:?}"),
-    };
+    let (host, host_status) =
+        match update::stage(&mut g.mailbox, &pkg, &PushOptions::default(), |_| {}) {
+            Err(Error::RefusedBeforePush(h)) => (h.to_string(), h.status),
+            other => panic!("{name}: the host check let {variant} through: {other:?}"),
+        };
     eprintln!("{name}: host: {host}");
     let before = g.snapshot();
     let refused = match g.stage_unchecked(&pkg) {
@@ -62,6 +63,10 @@ fn refused_at_staging(g: &mut Guest, name: &str, variant: &str, status: Status) 
     };
     eprintln!("{name}: guest: {:?}: {}", refused.status, refused.message);
     assert_eq!(refused.status, status, "{name}: {refused}");
+    assert_eq!(
+        host_status, status,
+        "{name}: the host says what the guest would"
+    );
     assert!(
         host.ends_with(&refused.message),
         "{name}: the host and the guest give the same reason:\n  host:  {host}\n  guest: {}",

@@ -308,6 +308,27 @@ impl core::fmt::Display for PlanRefusal<'_> {
     }
 }
 
+impl PlanRefusal<'_> {
+    /// The mailbox status a running kernel answers this refusal with at staging (the
+    /// host's check reports the same).
+    pub fn status(&self) -> image_format::mailbox::Status {
+        use image_format::mailbox::Status;
+        match self {
+            PlanRefusal::Unbumped { .. } | PlanRefusal::DescriptorUnbumped { .. } => {
+                Status::LayoutUnbumped
+            }
+            PlanRefusal::RegionMissing { .. }
+            | PlanRefusal::RegionNew { .. }
+            | PlanRefusal::RegionMoved { .. } => Status::RegionMismatch,
+            PlanRefusal::Abi { .. } => Status::Incompatible,
+            PlanRefusal::Fields { .. }
+            | PlanRefusal::Downgrade { .. }
+            | PlanRefusal::TooManyStages { .. }
+            | PlanRefusal::NotRead { .. } => Status::SchemaUnconvertible,
+        }
+    }
+}
+
 /// The tables a new image has for versions of `kind` (its own and its converters').
 fn known_tables<'a, 'd>(
     new: &'d Description<'a>,

@@ -19,7 +19,7 @@ use sha2::{Digest as _, Sha256};
 use spin::Mutex;
 use updater::describe::{Description, RegionRule};
 use updater::handoff::{set_text, ImageRef};
-use updater::plan::{self, Carried, Method, PlanRefusal};
+use updater::plan::{self, Carried, Method};
 
 use crate::drivers::mailbox::SharedMemory;
 use crate::memory::layout::STAGING_BUFFER;
@@ -173,20 +173,6 @@ impl Planned {
     }
 }
 
-/// The status of a plan refusal.
-fn plan_status(e: &PlanRefusal<'_>) -> Status {
-    match e {
-        PlanRefusal::Unbumped { .. } | PlanRefusal::DescriptorUnbumped { .. } => {
-            Status::LayoutUnbumped
-        }
-        PlanRefusal::RegionMissing { .. }
-        | PlanRefusal::RegionNew { .. }
-        | PlanRefusal::RegionMoved { .. } => Status::RegionMismatch,
-        PlanRefusal::Abi { .. } => Status::Incompatible,
-        _ => Status::SchemaUnconvertible,
-    }
-}
-
 /// A region that will grow: its name, start, and its length now and in the new image.
 struct Growth {
     name: &'static str,
@@ -220,7 +206,7 @@ fn plan_for(header: &Header<'_>) -> Result<(Planned, Vec<Growth>), StageRefusal>
         }
         Carried::Dropped { .. } | Carried::New { .. } => {}
     })
-    .map_err(|e| StageRefusal::new(plan_status(&e), e.to_string()))?;
+    .map_err(|e| StageRefusal::new(e.status(), e.to_string()))?;
     let mut grow = Vec::new();
     for r in resizes.iter() {
         // Only this kernel's own region names are mapped (they are `'static`).

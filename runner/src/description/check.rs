@@ -17,6 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
+use image_format::mailbox::Status;
 use image_format::package::{elf_description, parse_header, PackError};
 use image_format::ImageSummary;
 use updater::describe::Description;
@@ -73,6 +74,8 @@ impl Rule {
 #[error("refused before pushing: {message}")]
 pub struct HostRefusal {
     pub rule: Rule,
+    /// The status the guest's staging would answer with.
+    pub status: Status,
     pub message: String,
 }
 
@@ -80,6 +83,7 @@ impl HostRefusal {
     fn of(refusal: &PlanRefusal<'_>) -> Self {
         HostRefusal {
             rule: Rule::of(refusal),
+            status: refusal.status(),
             message: refusal.to_string(),
         }
     }
@@ -197,6 +201,7 @@ pub fn plan_for_package(
 ) -> Result<HostPlan, HostRefusal> {
     let new = Description::parse(package_description).map_err(|e| HostRefusal {
         rule: Rule::Description,
+        status: Status::Malformed,
         message: format!("the package's {e}"),
     })?;
     plan(running, &new)
