@@ -14,6 +14,8 @@
 //! | `0x02000` | 8 KiB | [`ParkControl`] |
 //! | `0x04000` | 4 KiB | GDT parked CPUs run on |
 //! | `0x05000` | 4 KiB | IDT parked CPUs run on |
+//! | `0x06000` | 4 KiB | guard IDT: every CPU's IDT during a swap's health window |
+//! | `0x07000` | 36 KiB | [`Undo`]: the health window and how to revert the swap |
 //! | `0x10000` | 64 KiB | the BSP's stack while the bootstrap runs |
 //! | `0x20000` | 64 KiB | update history |
 //! | `0x30000` | 64 KiB | frames the overlay unmapped from the image (freed by the new kernel) |
@@ -45,6 +47,9 @@ pub const PARK_STUB_OFFSET: u64 = 0x1000;
 pub const PARK_CONTROL_OFFSET: u64 = 0x2000;
 pub const PARK_GDT_OFFSET: u64 = 0x4000;
 pub const PARK_IDT_OFFSET: u64 = 0x5000;
+pub const GUARD_IDT_OFFSET: u64 = 0x6000;
+pub const UNDO_OFFSET: u64 = 0x7000;
+pub const UNDO_SIZE: u64 = 0x9000;
 pub const BOOTSTRAP_STACK_OFFSET: u64 = 0x10000;
 pub const BOOTSTRAP_STACK_SIZE: u64 = 0x10000;
 pub const HISTORY_OFFSET: u64 = 0x20000;
@@ -102,7 +107,9 @@ pub struct ParkSlot {
     /// GDTR and IDTR of the kernel it parked from (restored when it returns there).
     pub saved_gdtr: [u8; 16],
     pub saved_idtr: [u8; 16],
-    pub _reserved: [u64; 6],
+    /// The CPU's local APIC id (how a CPU that is not parking by request finds its slot).
+    pub apic_id: AtomicU64,
+    pub _reserved: [u64; 5],
 }
 
 /// The park protocol's shared state. Generations only grow: a CPU parks when
@@ -415,6 +422,98 @@ pub fn text(field: &[u8]) -> &str {
     }
 }
 
+/// Most page-table entries a swap's undo log holds (one per page of the image at most).
+pub const MAX_UNDO_PTES: usize = 2048;
+/// Most pages of an image's writable segments the undo log restores.
+pub const MAX_PRISTINE_PAGES: usize = 64;
+
+/// What stopped a new kernel inside its health window ([`Undo::cause`]).
+pub mod cause {
+    /// No failure (the window is open or was committed).
+    pub const NONE: u32 = 0;
+    /// A CPU took an exception (vector, RIP, error code, CR2 recorded).
+    pub const EXCEPTION: u32 = 1;
+    /// The new kernel panicked (its message is the descriptor's `failure`).
+    pub const PANIC: u32 = 2;
+    /// The health check's deadline passed (what was missing is in `failure`).
+    pub const DEADLINE: u32 = 3;
+}
+
+/// One page-table entry the overlay changed: where it is (a virtual address through
+/// the physical-memory map) and the value it had before.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, crate::Record)]
+pub struct UndoPte {
+    pub entry: u64,
+    pub old: u64,
+}
+
+/// A page of the old image's writable segments as it was before that image first ran
+/// (its statics' initial values): copied over the page on a revert.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, crate::Record)]
+pub struct PristinePage {
+    /// The page's virtual address in the image.
+    pub page: u64,
+    /// The copy's virtual address (through the physical-memory map).
+    pub copy: u64,
+}
+
+/// A swap as a transaction: from the overlay until the new kernel has proved healthy
+/// (every CPU scheduling again, every task kind stepped, within a deadline) the swap
+/// can be undone. Written by the old kernel and the bootstrap before the overlay, read
+/// by the revert code in the park stub (which lives in this region, in neither image),
+/// which uses the fixed offsets below.
+///
+/// On a failure inside the window — an exception (the guard IDT's vectors 0–31), a
+/// panic, the deadline — the first CPU to see it records the cause and sends the
+/// bootstrap processor an NMI; every other CPU parks (guard vector 2); the bootstrap
+/// processor restores the page-table entries in `ptes` (the old image is mapped again),
+/// copies `pristine` over its writable pages (its statics start afresh), and enters
+/// the old image's resume, which takes its own exported records again.
+#[repr(C)]
+#[derive(crate::Record)]
+#[record(shared)]
+pub struct Undo {
+    /// 1 while the health window is open.
+    pub armed: AtomicU32,
+    /// 1 once a revert was triggered (the first trigger wins).
+    pub reverting: AtomicU32,
+    /// A [`cause`] value.
+    pub cause: AtomicU32,
+    /// The exception vector (cause `EXCEPTION`).
+    pub vector: AtomicU32,
+    /// Local APIC id of the CPU that failed.
+    pub apic_id: AtomicU32,
+    /// The bootstrap processor's APIC id, and how many CPUs there are.
+    pub bsp_apic_id: u32,
+    pub cpus: u32,
+    pub _pad: u32,
+    /// RIP, error code and CR2 of the exception.
+    pub rip: AtomicU64,
+    pub error_code: AtomicU64,
+    pub cr2: AtomicU64,
+    /// Virtual address of the local APIC's registers (ID at 0x20, ICR at 0x300/0x310).
+    pub lapic_base: u64,
+    /// The old image's resume and AP entries.
+    pub resume_entry: u64,
+    pub ap_entry: u64,
+    /// TSC value at which the window's health check fails.
+    pub deadline_tsc: u64,
+    /// TSC ticks the reverting CPU waits for the others to park.
+    pub park_wait_ticks: u64,
+    pub pte_count: u32,
+    pub pristine_count: u32,
+    pub ptes: [UndoPte; MAX_UNDO_PTES],
+    pub pristine: [PristinePage; MAX_PRISTINE_PAGES],
+    /// The new image's own pristine pages, copied at staging: the new kernel keeps
+    /// them for a revert *to it* from the swap after this one (freed if this swap is
+    /// reverted).
+    pub next_pristine_count: u32,
+    pub _pad2: u32,
+    pub next_pristine: [PristinePage; MAX_PRISTINE_PAGES],
+}
+
 /// The shared structures of the hand-off ABI, as one field table for the guard (never
 /// instantiated: the region places them at their own offsets).
 #[repr(C)]
@@ -423,6 +522,7 @@ pub fn text(field: &[u8]) -> &str {
 pub struct Abi {
     pub descriptor: Descriptor,
     pub park_control: ParkControl,
+    pub undo: Undo,
 }
 
 /// The fingerprint of the hand-off ABI's layout ([`Abi`]).
@@ -434,6 +534,8 @@ const _: () = {
     assert!(core::mem::size_of::<Descriptor>() <= 4096);
     assert!(core::mem::size_of::<ParkControl>() <= 8192);
     assert!(core::mem::size_of::<ParkSlot>() == 256);
+    assert!(core::mem::size_of::<Undo>() as u64 <= UNDO_SIZE);
+    assert!(UNDO_OFFSET + UNDO_SIZE <= BOOTSTRAP_STACK_OFFSET);
     assert!(record_half_offset(1) + RECORD_HALF_SIZE <= REGION_SIZE);
 };
 
@@ -505,5 +607,33 @@ mod tests {
         assert_eq!(core::mem::offset_of!(ParkSlot, release_tsc), 32);
         assert_eq!(core::mem::offset_of!(ParkSlot, saved_gdtr), 176);
         assert_eq!(core::mem::offset_of!(ParkSlot, saved_idtr), 192);
+        assert_eq!(core::mem::offset_of!(ParkSlot, apic_id), 208);
+    }
+
+    #[test]
+    fn offsets_of_the_undo_log_are_stable() {
+        // The revert code in the park stub uses these offsets.
+        assert_eq!(core::mem::offset_of!(Undo, armed), 0);
+        assert_eq!(core::mem::offset_of!(Undo, reverting), 4);
+        assert_eq!(core::mem::offset_of!(Undo, cause), 8);
+        assert_eq!(core::mem::offset_of!(Undo, vector), 12);
+        assert_eq!(core::mem::offset_of!(Undo, apic_id), 16);
+        assert_eq!(core::mem::offset_of!(Undo, bsp_apic_id), 20);
+        assert_eq!(core::mem::offset_of!(Undo, cpus), 24);
+        assert_eq!(core::mem::offset_of!(Undo, rip), 32);
+        assert_eq!(core::mem::offset_of!(Undo, error_code), 40);
+        assert_eq!(core::mem::offset_of!(Undo, cr2), 48);
+        assert_eq!(core::mem::offset_of!(Undo, lapic_base), 56);
+        assert_eq!(core::mem::offset_of!(Undo, resume_entry), 64);
+        assert_eq!(core::mem::offset_of!(Undo, ap_entry), 72);
+        assert_eq!(core::mem::offset_of!(Undo, deadline_tsc), 80);
+        assert_eq!(core::mem::offset_of!(Undo, park_wait_ticks), 88);
+        assert_eq!(core::mem::offset_of!(Undo, pte_count), 96);
+        assert_eq!(core::mem::offset_of!(Undo, pristine_count), 100);
+        assert_eq!(core::mem::offset_of!(Undo, ptes), 104);
+        assert_eq!(
+            core::mem::offset_of!(Undo, pristine),
+            104 + 16 * MAX_UNDO_PTES
+        );
     }
 }

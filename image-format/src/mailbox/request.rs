@@ -31,7 +31,9 @@ pub enum Command {
     /// [`RequestFlags::APPLY_AFTER_STAGE`], go on to `Apply` if it verifies.
     Stage = 2,
     /// Swap to the staged image; the new kernel answers with a swap report (or the old
-    /// one, after a rollback). Fault-injection flags apply.
+    /// one, after a rollback). Fault-injection flags apply. `args[0]`: the health
+    /// window in milliseconds (0: the guest's default, 200 ms; no window with
+    /// [`RequestFlags::NO_HEALTH_WINDOW`]); `Stage` with `APPLY_AFTER_STAGE` takes it too.
     Apply = 3,
     /// Answer with a snapshot report of every task.
     Snapshot = 4,
@@ -114,6 +116,9 @@ bitflags::bitflags! {
         /// seed's literal method) instead of switching the image's page-table entries to
         /// the frames prepared at staging (the default).
         const OVERLAY_COPY = 1 << 10;
+        /// `Apply`: no health window — the swap commits as soon as the new kernel runs,
+        /// and the old image's frames are freed at once (the copy overlay needs it).
+        const NO_HEALTH_WINDOW = 1 << 11;
     }
 }
 

@@ -151,6 +151,8 @@ status_codes! {
     /// The new image's address map cannot take over the running one's (a region moved,
     /// a fixed one changed size, or one is missing), or its memory could not be mapped.
     RegionMismatch = 20 => "the new image's address map does not fit the running kernel's",
+    /// The new kernel failed inside its health window; the old kernel runs again.
+    Reverted = 21 => "the new kernel failed its health check; the swap was taken back",
 }
 
 impl Status {
@@ -400,12 +402,12 @@ mod tests {
 
     #[test]
     fn statuses_have_stable_codes_and_meanings() {
-        for code in 0..=20 {
+        for code in 0..=21 {
             let s = Status::from_code(code).unwrap();
             assert_eq!(s.code(), code);
             assert!(!s.to_string().is_empty());
         }
-        assert_eq!(Status::from_code(21), None);
+        assert_eq!(Status::from_code(22), None);
         assert_eq!(Status::PayloadDigest.code(), 6);
         assert!(!Status::Ok.is_error() && Status::Busy.is_error());
         let e = FormatError::PayloadDigest {
@@ -422,7 +424,7 @@ mod tests {
         }
 
         #[test]
-        fn any_response_round_trips(seq in 1u64.., status in 0u32..=20, done in any::<u64>(), text in "\\PC{0,100}") {
+        fn any_response_round_trips(seq in 1u64.., status in 0u32..=21, done in any::<u64>(), text in "\\PC{0,100}") {
             let mut r = Response::new(seq, ResponseState::InProgress, Status::from_code(status).unwrap());
             r.progress_done = done;
             r.set_message(format_args!("{text}"));
