@@ -60,6 +60,11 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 
     must(memory::init_first_boot(boot_info), "memory");
     update::selfswap::remember_file(boot_info.kernel_addr, boot_info.kernel_len);
+    // Before anything the heap holds is in a static: the revert of a failed swap from
+    // this image starts it again from these.
+    if crate::image::keep_pristine_pages() == 0 {
+        log::warn!("no memory for this image's pristine pages: swaps from it cannot be reverted");
+    }
     arch::pic::disable();
     let rsdp = boot_info.rsdp_addr.into_option();
     let platform = must(

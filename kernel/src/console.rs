@@ -6,7 +6,7 @@
 //! [`receive_byte`], called by the COM1 interrupt handler.
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use spin::Mutex;
@@ -58,6 +58,49 @@ pub fn emergency_print(args: fmt::Arguments<'_>) {
     // interleaved with a line another CPU is printing.
     let mut port = unsafe { SerialPort::new(COM1) };
     let _ = port.write_fmt(args);
+}
+
+/// The CPU printing a panic report (its index + 1); 0 when none.
+static REPORTING: AtomicUsize = AtomicUsize::new(0);
+/// How long a panicking CPU waits for another CPU's report, in spins (about a second
+/// under TCG), and for the console lock (a tenth of that: this CPU may hold it).
+const REPORT_WAIT_SPINS: u32 = 20_000_000;
+const LOCK_WAIT_SPINS: u32 = REPORT_WAIT_SPINS / 10;
+
+/// Runs `report` (a panic's lines, written with [`emergency_print`]) alone on COM1:
+/// after the report of any other CPU that panicked first, never through it, and with
+/// the console lock held when it comes free in a moment, so no log line runs through
+/// it either. Both waits are bounded — a CPU that died holding either must not silence
+/// the next panic — and a panic inside a panic report on the same CPU prints at once.
+pub fn panic_report(cpu: usize, report: impl FnOnce()) {
+    let me = cpu + 1;
+    let mut owner = false;
+    for _ in 0..REPORT_WAIT_SPINS {
+        match REPORTING.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                owner = true;
+                break;
+            }
+            Err(other) if other == me => break,
+            Err(_) => core::hint::spin_loop(),
+        }
+    }
+    let lock = if owner {
+        (0..LOCK_WAIT_SPINS).find_map(|_| {
+            let lock = PORT.try_lock();
+            if lock.is_none() {
+                core::hint::spin_loop();
+            }
+            lock
+        })
+    } else {
+        None
+    };
+    report();
+    drop(lock);
+    if owner {
+        REPORTING.store(0, Ordering::Release);
+    }
 }
 
 /// Reads one byte from COM1 if one is waiting (used by the COM1 interrupt handler).

@@ -21,9 +21,10 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use spin::{Mutex, MutexGuard};
 use updater::handoff::{
-    record_half_offset, Descriptor, ParkControl, DESCRIPTOR_MAGIC, DESCRIPTOR_OFFSET,
-    HANDOFF_ABI_VERSION, LAYOUT_FINGERPRINT, MAX_RECLAIM, PARK_CONTROL_OFFSET, PARK_GDT_OFFSET,
-    PARK_IDT_OFFSET, PARK_STUB_OFFSET, RECLAIM_OFFSET, RECORD_HALF_SIZE, REGION_SIZE,
+    record_half_offset, Descriptor, ParkControl, Undo, DESCRIPTOR_MAGIC, DESCRIPTOR_OFFSET,
+    GUARD_IDT_OFFSET, HANDOFF_ABI_VERSION, LAYOUT_FINGERPRINT, MAX_RECLAIM, PARK_CONTROL_OFFSET,
+    PARK_GDT_OFFSET, PARK_IDT_OFFSET, PARK_STUB_OFFSET, RECLAIM_OFFSET, RECORD_HALF_SIZE,
+    REGION_SIZE, UNDO_OFFSET,
 };
 use x86_64::structures::paging::PageTableFlags;
 
@@ -199,13 +200,14 @@ pub fn init_first_boot() {
         .ignore_cpu
         .store(u32::MAX, core::sync::atomic::Ordering::Relaxed);
     let stub = HANDOFF.start + PARK_STUB_OFFSET;
-    // SAFETY: the three pages are in the hand-off region, mapped writable, and no CPU is
+    // SAFETY: the four pages are in the hand-off region, mapped writable, and no CPU is
     // parked during first boot.
     unsafe {
         park::install(
             stub,
             HANDOFF.start + PARK_GDT_OFFSET,
             HANDOFF.start + PARK_IDT_OFFSET,
+            guard_idt(),
             control,
             apic::eoi_address(),
         )
@@ -228,5 +230,67 @@ pub fn fill_park_slots() {
             stack_top(c.id.index()),
             core::sync::atomic::Ordering::Relaxed,
         );
+        slot.apic_id
+            .store(u64::from(c.apic_id), core::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// The guard IDT every CPU runs on during a swap's health window (see
+/// `arch::park`): its address.
+pub fn guard_idt() -> u64 {
+    HANDOFF.start + GUARD_IDT_OFFSET
+}
+
+/// The guard's trigger, for the new kernel's panic handler and health check.
+pub fn guard_trigger() -> u64 {
+    park::guard_trigger_address(HANDOFF.start + PARK_STUB_OFFSET)
+}
+
+/// Ends a swap's health window with a failure: records `why` as the descriptor's
+/// failure text (unless a failure was recorded already), then enters the guard, which
+/// parks this CPU or, on the bootstrap processor, reverts the swap. Any CPU, any time
+/// the window is armed (the panic handler calls it); never returns.
+pub fn fail_window(cause: u32, why: &str) -> ! {
+    x86_64::instructions::interrupts::disable();
+    if undo().cause.load(Ordering::Acquire) == 0 {
+        let failure = core::mem::offset_of!(Descriptor, failure);
+        let len = why.len().min(159);
+        let at = (HANDOFF.start + DESCRIPTOR_OFFSET + failure as u64) as *mut u8;
+        for i in 0..160 {
+            let b = if i < len { why.as_bytes()[i] } else { 0 };
+            // SAFETY: the failure field is inside the descriptor page; written byte by
+            // byte without the lock, which its holder may never release (a failed new
+            // kernel); the only other writer of the field in the window is another
+            // failing CPU, and the guard keeps the first cause.
+            unsafe { at.add(i).write_volatile(b) };
+        }
+    }
+    let entry = guard_trigger();
+    // SAFETY: the guard's trigger is position-independent code in the hand-off region
+    // that takes `edi` and never returns (it parks the CPU or reverts the swap).
+    unsafe { core::arch::asm!("jmp {}", in(reg) entry, in("edi") cause, options(noreturn)) }
+}
+
+/// The undo log and the state of the health window.
+///
+/// Written only by the CPU coordinating a swap — the old kernel before it enters the
+/// bootstrap, the bootstrap before and during the overlay, the new kernel's bootstrap
+/// processor when it commits or the old one's when it resumes after a revert — while
+/// the other CPUs run no code that writes it; the fields any CPU reads or writes at any
+/// time are atomics.
+pub fn undo() -> &'static Undo {
+    // SAFETY: mapped for the kernel's life; every field that changes while other CPUs
+    // run is an atomic.
+    unsafe { &*((HANDOFF.start + UNDO_OFFSET) as *const Undo) }
+}
+
+/// The undo log, to fill (see [`undo`] for who may).
+///
+/// # Safety
+/// - only the CPU coordinating a swap calls it, with every other CPU parked or not
+///   touching the undo log, and no other reference from [`undo`] or this function is
+///   used meanwhile for its plain fields.
+pub unsafe fn undo_mut() -> &'static mut Undo {
+    // SAFETY: caller contract.
+    unsafe { &mut *((HANDOFF.start + UNDO_OFFSET) as *mut Undo) }
 }

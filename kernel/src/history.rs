@@ -42,6 +42,12 @@ pub fn adopt(imported: Vec<Entry>, downtime_ns: u64, request_seq: u64) {
     h.drain(..excess);
 }
 
+/// After a revert: the history as this kernel exported it (it runs again; nothing new
+/// to record but the failed swap, which its report says).
+pub fn adopt_as_it_was(imported: Vec<Entry>) {
+    *HISTORY.lock() = imported;
+}
+
 /// The history, oldest first.
 pub fn entries() -> Vec<Entry> {
     HISTORY.lock().clone()

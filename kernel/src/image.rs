@@ -1,12 +1,23 @@
 //! This image, as it is loaded: its base, its segments and its GNU build id, read from
 //! its own ELF and program headers (the first loadable segment starts at file offset 0,
-//! so they are mapped at the base).
+//! so they are mapped at the base) — and its **pristine pages**: copies of its writable
+//! pages as they were before it ran, kept in frames of their own for the image's life.
+//! A swap from this image hands them to the guard: if the new kernel fails inside its
+//! health window, the guard copies them back, and this image resumes with its statics'
+//! first values (`arch::park`, `updater::handoff::Undo`).
 
-use object::elf::{FileHeader64, NT_GNU_BUILD_ID, PF_X, PT_LOAD, PT_NOTE};
+use object::elf::{FileHeader64, NT_GNU_BUILD_ID, PF_W, PF_X, PT_LOAD, PT_NOTE};
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::LittleEndian;
 
-use crate::memory::layout::KERNEL_IMAGE;
+use alloc::vec::Vec;
+
+use spin::Mutex;
+
+use crate::memory::{self, layout::KERNEL_IMAGE};
+
+/// This image's pristine pages: (page address, physical address of its copy).
+static PRISTINE: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
 
 /// A loadable segment of the running image (addresses are virtual, absolute).
 #[derive(Debug, Clone, Copy)]
@@ -15,6 +26,7 @@ pub struct Segment {
     pub mem_size: u64,
     pub file_size: u64,
     pub executable: bool,
+    pub writable: bool,
 }
 
 /// The running image's headers: at most the first 4 KiB page.
@@ -46,8 +58,50 @@ pub fn segments() -> impl Iterator<Item = Segment> {
                 mem_size: p.p_memsz(LittleEndian),
                 file_size: p.p_filesz(LittleEndian),
                 executable: flags & PF_X != 0,
+                writable: flags & PF_W != 0,
             }
         })
+}
+
+/// Every page of the writable segments, by address.
+pub fn writable_pages() -> impl Iterator<Item = u64> {
+    segments().filter(|s| s.writable).flat_map(|s| {
+        let first = s.start & !0xfff;
+        (first..s.start + s.mem_size).step_by(4096)
+    })
+}
+
+/// First boot: copies the writable pages as they are now — their statics untouched but
+/// for the few the first steps of boot set, which a resume sets again — into frames of
+/// their own. Returns how many pages were kept (0 when memory is out: no revert to this
+/// image is possible then, and a swap says so).
+pub fn keep_pristine_pages() -> usize {
+    let mut kept = Vec::new();
+    for page in writable_pages() {
+        match memory::copy_to_fresh_frame(page) {
+            Some(phys) => kept.push((page, phys)),
+            None => {
+                for (_, phys) in kept {
+                    memory::free_frame(phys);
+                }
+                return 0;
+            }
+        }
+    }
+    let n = kept.len();
+    *PRISTINE.lock() = kept;
+    n
+}
+
+/// After a swap into this image (or a revert to it): its pristine pages, kept by the
+/// kernel that staged it.
+pub fn adopt_pristine(pages: impl Iterator<Item = (u64, u64)>) {
+    *PRISTINE.lock() = pages.collect();
+}
+
+/// The pristine pages (page address, copy's physical address).
+pub fn pristine() -> Vec<(u64, u64)> {
+    PRISTINE.lock().clone()
 }
 
 /// Bytes from the base to the end of the last segment, rounded up to a page.

@@ -15,7 +15,7 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::arch::{apic, idt::vector, park};
+use crate::arch::{apic, idt, idt::vector, park, tsc};
 use crate::cpu::{self, CpuId};
 use crate::handoff_region;
 use crate::memory::layout::stack_slot;
@@ -72,6 +72,22 @@ impl core::fmt::Display for QuiesceTimeout {
 pub fn checkpoint() {
     let control = handoff_region::park_control();
     let me = cpu::current();
+    if idt::guarded(me.id.index()) {
+        // A swap's health window: back to this kernel's own IDT once it closed; and, as
+        // a backstop for a bootstrap processor that never gets to its health check,
+        // the window fails a while after its deadline.
+        let undo = handoff_region::undo();
+        if undo.armed.load(Ordering::Acquire) == 0 {
+            idt::load(me.id.index());
+        } else if me.id != CpuId::BSP
+            && tsc::read() > undo.deadline_tsc.saturating_add(undo.park_wait_ticks)
+        {
+            handoff_region::fail_window(
+                updater::handoff::cause::DEADLINE,
+                "the health check's deadline passed and the bootstrap processor did not answer",
+            );
+        }
+    }
     let slot = &control.slots[me.id.index()];
     let requested = control.request.load(Ordering::Acquire);
     if requested <= slot.parked_gen.load(Ordering::Relaxed) {

@@ -40,6 +40,16 @@ hk_resume:
 extern "C" fn resume_main(_descriptor: *mut Descriptor) -> ! {
     let mut guard = handoff_region::descriptor();
     let d = &mut *guard;
+    // A revert: this image is the *old* one, back because the new kernel failed inside
+    // its health window. It takes its own exported records again (no conversion).
+    let undo = handoff_region::undo();
+    let reverted = undo.reverting.load(Ordering::Acquire) != 0;
+    if reverted {
+        d.converted = d.exported;
+        // The window is over before any other CPU runs this kernel: they load its own
+        // IDT, and an NMI is an NMI again (not a request to revert).
+        crate::update::window::note_reverted();
+    }
     // The half the swap left its records in is this kernel's live records now.
     let at = d.converted.at as usize;
     let records = handoff_region::adopt_half(d.record_half);
@@ -62,7 +72,24 @@ extern "C" fn resume_main(_descriptor: *mut Descriptor) -> ! {
     // This image's heap, over what the old kernel mapped (it mapped a larger one at
     // staging; the tail of a smaller one is freed here).
     m.heap = memory::adopt_heap(m.heap);
+    if reverted {
+        // The same kernel again: its boot sequence does not move on.
+        m.boot_seq = m.boot_seq.saturating_sub(1);
+    }
     machine::adopt(m);
+    if reverted {
+        // Its pristine pages are its own again (the undo log kept them).
+        let offset = memory::phys_offset();
+        let own = &undo.pristine[..(undo.pristine_count as usize).min(undo.pristine.len())];
+        crate::image::adopt_pristine(own.iter().map(|p| (p.page, p.copy - offset)));
+    } else if undo.armed.load(Ordering::Acquire) != 0 {
+        // The window is open: count what the health check waits for.
+        sched::health::watch();
+        log::info!(
+            "health window open: {} µs left",
+            time::ticks_to_nanos(undo.deadline_tsc.saturating_sub(tsc::read())) / 1000
+        );
+    }
     // With a heap: everything else the set carries, before the queues adopt the tasks.
     let carried = import::read(&converted_set(records, at));
     boot::register_hooks();
@@ -87,7 +114,11 @@ extern "C" fn resume_main(_descriptor: *mut Descriptor) -> ! {
     drivers::mailbox::adopt();
     import::channels(carried.channels);
     let adopted = import::adopt_tasks(records, at, &carried.queues);
-    crate::history::adopt(carried.history, 0, d.request_seq);
+    if reverted {
+        crate::history::adopt_as_it_was(carried.history);
+    } else {
+        crate::history::adopt(carried.history, 0, d.request_seq);
+    }
     import::meet_init_requirements(d.init_requirements);
     d.tasks_after = sched::task_count() as u32;
     import::note_adopted(adopted);

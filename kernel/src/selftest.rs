@@ -163,7 +163,7 @@ pub fn run() -> ! {
     let prepared = prepared.expect("prepared when nothing failed");
     // The new kernel adopts the exported records and runs on them: keep a copy for
     // its continuity check (it lands in the half the new kernel exports to).
-    let refusal = swap::apply(&prepared, SELF_SWAP_SEQ, inject::KEEP_EXPORT_COPY);
+    let refusal = swap::apply(&prepared, SELF_SWAP_SEQ, inject::KEEP_EXPORT_COPY, None);
     tally.report("swap into this image", Err(format!("{refusal}")));
     tally.verdict()
 }
@@ -182,7 +182,7 @@ fn continued() -> Result<continuity::Continuity, String> {
 }
 
 fn rollback_on_injected_failure(prepared: &Prepared) -> TestResult {
-    match swap::apply(prepared, 1, inject::RECONCILE_FAIL) {
+    match swap::apply(prepared, 1, inject::RECONCILE_FAIL, None) {
         swap::SwapRefusal::Bootstrap(_) => {}
         other => return Err(format!("expected the bootstrap to refuse, got: {other}")),
     }
@@ -204,7 +204,7 @@ fn rollback_on_silent_ap(prepared: &Prepared) -> TestResult {
     if let Some(skip) = needs_an_ap() {
         return Ok(skip);
     }
-    match swap::apply(prepared, 2, inject::AP_NO_ACK) {
+    match swap::apply(prepared, 2, inject::AP_NO_ACK, None) {
         swap::SwapRefusal::Quiesce(e) if e.missing == Some(CpuId::new(cpu::count() - 1)) => {
             println!("selftest: refused: {e}");
             PASSED

@@ -6,12 +6,12 @@ use core::sync::atomic::Ordering;
 
 use crate::arch::{self, apic, gdt, idt, idt::vector};
 use crate::cpu::{self, Cpu, CpuId};
-use crate::machine;
 use crate::memory::layout::{
     ist_top, stack_slot, stack_top, AP_STACK_SIZE, IST_OFFSET, IST_SIZE, KIB,
 };
 use crate::memory::{self, paging::MapError, DATA};
 use crate::sched;
+use crate::{handoff_region, machine};
 
 /// Timer ticks per second on every CPU.
 pub const TICK_HZ: u64 = 1000;
@@ -40,7 +40,15 @@ pub fn register_cpus(first_boot: bool) -> Result<(), MapError> {
 pub fn init_this_cpu(me: &'static Cpu) {
     cpu::install(me);
     gdt::init_this_cpu(me.id.index(), x86_64::VirtAddr::new(ist_top(me.id.index())));
-    idt::load();
+    if handoff_region::undo().armed.load(Ordering::Acquire) != 0 {
+        // A swap's health window is open: exceptions go to the guard, which can take the
+        // swap back (`arch::park`).
+        // SAFETY: the guard IDT is the hand-off region's; its device gates are rewritten
+        // with the same values by every CPU that loads it.
+        unsafe { idt::load_guarded(me.id.index(), handoff_region::guard_idt()) };
+    } else {
+        idt::load(me.id.index());
+    }
     apic::enable_this_cpu(vector::SPURIOUS, vector::APIC_ERROR);
     let per_ms = machine::record().apic_timer_per_ms;
     apic::start_periodic_timer(vector::TIMER, (per_ms as u64 * 1000 / TICK_HZ) as u32);

@@ -152,6 +152,27 @@ pub fn adopt_heap(running: updater::records::machine::Span) -> updater::records:
     }
 }
 
+/// A frame of its own for a copy of `page` (4096 bytes at a mapped address), or `None`
+/// when memory is out: the copy's physical address.
+pub fn copy_to_fresh_frame(page: u64) -> Option<u64> {
+    let frame = FRAMES.lock().as_mut()?.allocate()?;
+    let phys = frame.start_address().as_u64();
+    // SAFETY: the frame was just taken from the allocator (no other user) and is mapped
+    // through the physical-memory map; `page` is a mapped, readable page (caller
+    // contract: an address of this image).
+    unsafe { core::ptr::copy_nonoverlapping(page as *const u8, phys_to_virt(phys), 4096) };
+    Some(phys)
+}
+
+/// Gives frame `phys` back to the allocator.
+pub fn free_frame(phys: u64) {
+    if let Some(f) = FRAMES.lock().as_mut() {
+        f.deallocate(x86_64::structures::paging::PhysFrame::containing_address(
+            x86_64::PhysAddr::new(phys),
+        ));
+    }
+}
+
 /// Maps `[start, start + len)` with fresh frames (a region that grows, at staging).
 pub fn map_fresh(start: u64, len: u64) -> Result<(), MapError> {
     with_tables(|t| t.map_fresh(start, len, DATA))

@@ -9,6 +9,7 @@
 //! scheduler does not depend on it.
 #![deny(unsafe_code)]
 
+pub mod health;
 pub mod queue;
 pub mod task;
 
@@ -158,6 +159,7 @@ pub fn run_one(me: &'static cpu::Cpu) -> bool {
     };
     let next = tasks::step(&mut task.state, &ctx);
     task.entry.note_step(me.id.index() as u16);
+    health::note_step(taken.kind);
     me.steps.fetch_add(1, Ordering::Relaxed);
     if me.first_step_tsc.load(Ordering::Relaxed) == 0 {
         me.first_step_tsc

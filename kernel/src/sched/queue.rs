@@ -60,6 +60,7 @@ impl Queue {
 
     fn push(&mut self, task: Task) {
         let (kind, state) = self.states.push(task.state);
+        super::health::note_present(kind);
         self.entries.push(task.entry);
         self.slots.push(Slot {
             kind,
@@ -110,6 +111,7 @@ impl Queue {
 /// A task taken out of its queue to be stepped; [`RunQueue::put_back`] returns it.
 pub struct Taken {
     at: usize,
+    pub kind: KindIndex,
     pub task: Task,
 }
 
@@ -136,7 +138,7 @@ impl RunQueue {
     /// task (the import checked both).
     pub fn adopt(&self, entries: Pool<TaskEntry>, states: Pools) {
         let mut next = [0u32; tasks::KINDS.len()];
-        let slots = entries
+        let slots: Vec<Slot> = entries
             .as_slice()
             .iter()
             .map(|e| {
@@ -150,7 +152,11 @@ impl RunQueue {
                 }
             })
             .collect();
+        let mut present = 0u64;
         for (i, &n) in next.iter().enumerate() {
+            if n > 0 {
+                present |= 1 << i;
+            }
             let kind = tasks::kind_index(tasks::KINDS[i].id).expect("a kind of this image");
             assert_eq!(
                 states.len(kind) as u32,
@@ -160,6 +166,7 @@ impl RunQueue {
                 tasks::KINDS[i].name
             );
         }
+        super::health::note_present_all(present);
         *self.queue.lock() = Queue {
             entries,
             states,
@@ -181,6 +188,7 @@ impl RunQueue {
                 q.cursor = at + 1;
                 return Some(Taken {
                     at,
+                    kind: slot.kind,
                     task: q.task(at),
                 });
             }

@@ -2,10 +2,12 @@
 //! record set holds them — so that a swap exports a pool with one copy and the next
 //! kernel runs on the exported (or converted) entries where they stand.
 //!
-//! A pool is owned (a `Vec`, at first boot and whenever it grows) or adopted (a slice of
-//! the hand-off region's record half that the swap into this kernel left, valid for the
-//! kernel's life: this kernel exports into the other half). Adding a record to an
-//! adopted pool moves it to the heap first.
+//! A pool is owned (a `Vec`) or adopted (a slice of the hand-off region's record half
+//! that the swap into this kernel left, valid for the kernel's life: this kernel exports
+//! into the other half). An adopted pool is read, never written: the first write —
+//! a step's result, a new task — moves it to the heap (one copy of the pool, after the
+//! swap's stopped section, by the CPU that steps it). So the exported records stay as
+//! they were at the swap, which is what a revert resumes the old kernel from.
 #![deny(unsafe_code)]
 
 use alloc::vec::Vec;
@@ -15,7 +17,8 @@ use updater::record::{bytes_of, Plain};
 /// Records of type `T`, owned or adopted in place.
 pub enum Pool<T: 'static> {
     Owned(Vec<T>),
-    Adopted(&'static mut [T]),
+    /// Read only (see the module doc).
+    Adopted(&'static [T]),
 }
 
 impl<T: Plain + Clone> Pool<T> {
@@ -32,11 +35,19 @@ impl<T: Plain + Clone> Pool<T> {
         }
     }
 
-    /// The records, writable.
+    /// The records, writable (an adopted pool moves to the heap first).
     pub fn as_mut_slice(&mut self) -> &mut [T] {
+        self.owned()
+    }
+
+    /// The records as a `Vec`, copying an adopted pool to the heap.
+    fn owned(&mut self) -> &mut alloc::vec::Vec<T> {
+        if let Pool::Adopted(s) = self {
+            *self = Pool::Owned(s.to_vec());
+        }
         match self {
             Pool::Owned(v) => v,
-            Pool::Adopted(s) => s,
+            Pool::Adopted(_) => unreachable!("moved to the heap above"),
         }
     }
 
@@ -51,16 +62,9 @@ impl<T: Plain + Clone> Pool<T> {
 
     /// Appends `value`; returns its index. An adopted pool moves to the heap first.
     pub fn push(&mut self, value: T) -> usize {
-        if let Pool::Adopted(s) = self {
-            *self = Pool::Owned(s.to_vec());
-        }
-        match self {
-            Pool::Owned(v) => {
-                v.push(value);
-                v.len() - 1
-            }
-            Pool::Adopted(_) => unreachable!("moved to the heap above"),
-        }
+        let v = self.owned();
+        v.push(value);
+        v.len() - 1
     }
 
     /// Whether the records are where the swap into this kernel left them.

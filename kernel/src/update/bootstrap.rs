@@ -222,9 +222,19 @@ pub unsafe extern "C" fn hk_bootstrap(descriptor: *mut Descriptor) -> u64 {
             d.clock.reconciled.store(tsc::read(), Ordering::Relaxed);
             d.state
                 .store(SwapState::Committed as u32, Ordering::Release);
+            // The health window opens here, if the old kernel prepared one: until the
+            // new kernel proves healthy, a failure takes the swap back (`arch::park`).
+            // SAFETY: the bootstrap is the coordinating CPU's code; the old kernel filled
+            // the undo log and waits; no other CPU runs.
+            let undo = unsafe { crate::handoff_region::undo_mut() };
+            let undo = (undo.deadline_tsc != 0).then(|| {
+                undo.deadline_tsc += tsc::read();
+                undo.armed.store(1, Ordering::Release);
+                undo
+            });
             // SAFETY: reconciliation succeeded; the overlay's contract is the
             // bootstrap's (interrupts off, others parked, on the hand-off stack).
-            unsafe { overlay::overlay_and_resume(d, areas.reclaim) }
+            unsafe { overlay::overlay_and_resume(d, areas.reclaim, undo) }
         }
         Err(()) => {
             if !dry_run {

@@ -17,8 +17,12 @@ use crate::update::{report, requests, stage, swap};
 
 /// Work for the BSP.
 pub enum Job {
-    /// Swap to the staged image (request `seq`).
-    Apply { seq: u64, flags: RequestFlags },
+    /// Swap to the staged image (request `seq`) with a health window of `window`.
+    Apply {
+        seq: u64,
+        flags: RequestFlags,
+        window: Option<Duration>,
+    },
     /// Report every task's state, all CPUs stopped (request `seq`).
     Snapshot { seq: u64 },
     /// Write a loaded patch's jumps.
@@ -81,7 +85,7 @@ pub fn run_pending() {
         return;
     };
     match job {
-        Job::Apply { seq, flags } => {
+        Job::Apply { seq, flags, window } => {
             let prepared = stage::STAGED.lock().as_ref().map(|s| s.prepared);
             let Some(prepared) = prepared else {
                 requests::set_state(GuestState::Running);
@@ -94,9 +98,10 @@ pub fn run_pending() {
                 return;
             };
             // Returns only if the swap did not happen; the new kernel answers otherwise.
-            let refusal = swap::apply(&prepared, seq, inject_bits(flags));
+            let refusal = swap::apply(&prepared, seq, inject_bits(flags), window);
             let status = match refusal {
                 swap::SwapRefusal::Quiesce(_) => Status::QuiesceTimeout,
+                swap::SwapRefusal::CopyWithWindow => Status::BadRequest,
                 _ => Status::RolledBack,
             };
             let reason = alloc::format!("{refusal}");

@@ -10,7 +10,9 @@
 //! 6. [`enter`], [`bootstrap`]: the new image's bootstrap reconciles (`updater::reconcile`);
 //! 7. [`overlay`]: the point of no return;
 //! 8. `crate::resume` and [`import`]: the new kernel adopts the machine and its tasks;
-//!    [`report`] tells the host.
+//! 9. [`window`]: the health window — commit once the new kernel is healthy, or (in the
+//!    old kernel, after the guard took the swap back) say what failed; [`report`] tells
+//!    the host.
 //!
 //! [`patches`] answers the hotpatch commands (the jumps are written by `crate::hotpatch`);
 //! [`selfswap`] lets the self-test swap into this very image without a host.
@@ -28,3 +30,4 @@ pub mod requests;
 pub mod selfswap;
 pub mod stage;
 pub mod swap;
+pub mod window;

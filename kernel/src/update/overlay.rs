@@ -19,10 +19,14 @@
 //! Measured under QEMU/TCG (docs/BENCHMARKS.md): writing into frames that hold
 //! translated code costs the emulator a self-modifying-code check per store, so copy is
 //! far slower than remap there; on hardware the two differ by the copy's bandwidth.
+//!
+//! With a health window (the undo log armed by the bootstrap), every page-table entry is
+//! recorded in the undo log before it changes, and the CPU switches to the guard IDT
+//! rather than the parked CPUs' one: a fault from here on takes the swap back.
 
 use core::sync::atomic::Ordering;
 
-use updater::handoff::{Descriptor, OverlayMethod};
+use updater::handoff::{Descriptor, OverlayMethod, Undo, UndoPte};
 use x86_64::registers::control::{Cr0, Cr0Flags, Cr3};
 use x86_64::structures::paging::mapper::TranslateResult;
 use x86_64::structures::paging::{
@@ -55,6 +59,63 @@ fn flags_at(d: &Descriptor, offset: u64) -> PageTableFlags {
     flags
 }
 
+/// The address (through the physical map) of the level-1 entry that maps `virt`, if
+/// every level is present and none maps a large page.
+fn entry_of(l4_phys: u64, virt: u64) -> Option<u64> {
+    const PRESENT: u64 = 1;
+    const HUGE: u64 = 1 << 7;
+    const ADDRESS: u64 = 0x000f_ffff_ffff_f000;
+    let mut table = l4_phys;
+    for level in (0..4u64).rev() {
+        let entry = PHYS_MAP + table + ((virt >> (12 + 9 * level)) & 511) * 8;
+        if level == 0 {
+            return Some(entry);
+        }
+        // SAFETY: `table` is a page-table frame (CR3's, or one a present entry points
+        // to), mapped through the physical map; reading an entry has no side effect.
+        let value = unsafe { (entry as *const u64).read_volatile() };
+        if value & PRESENT == 0 || value & HUGE != 0 {
+            return None;
+        }
+        table = value & ADDRESS;
+    }
+    None
+}
+
+/// The undo log's record of the pages whose entries it holds (one bit per page of the
+/// image), so each entry is recorded once, with the value it had before the swap.
+struct Recorder<'u> {
+    undo: Option<&'u mut Undo>,
+    l4: u64,
+    base: u64,
+    done: [u64; updater::handoff::MAX_UNDO_PTES / 64],
+}
+
+impl Recorder<'_> {
+    /// Records page `base + at`'s entry before it changes (when the window is armed).
+    fn before_change(&mut self, at: u64) {
+        let Some(u) = self.undo.as_deref_mut() else {
+            return;
+        };
+        let page = (at / 4096) as usize;
+        let (word, bit) = (page / 64, 1u64 << (page % 64));
+        if self.done.get(word).is_none_or(|w| w & bit != 0) {
+            return;
+        }
+        let Some(entry) = entry_of(self.l4, self.base + at) else {
+            return;
+        };
+        let n = u.pte_count as usize;
+        if let Some(slot) = u.ptes.get_mut(n) {
+            // SAFETY: `entry` is the present level-1 entry of a mapped page (above).
+            let old = unsafe { (entry as *const u64).read_volatile() };
+            *slot = UndoPte { entry, old };
+            u.pte_count += 1;
+            self.done[word] |= bit;
+        }
+    }
+}
+
 fn frame_of(tables: &OffsetPageTable<'_>, virt: u64) -> Option<PhysFrame<Size4KiB>> {
     match tables.translate(VirtAddr::new(virt)) {
         TranslateResult::Mapped { frame, .. } => {
@@ -71,10 +132,24 @@ fn frame_of(tables: &OffsetPageTable<'_>, virt: u64) -> Option<PhysFrame<Size4Ki
 ///   on the hand-off stack, in code that is not part of the old image;
 /// - `d` describes an image laid out (relocated for `new_image.base`) at
 ///   `overlay_source`, whose whole span is mapped at `new_image.base`;
-/// - `reclaim` is the hand-off region's reclaim area.
-pub unsafe fn overlay_and_resume(d: &mut Descriptor, reclaim: &mut [u64]) -> ! {
+/// - `reclaim` is the hand-off region's reclaim area;
+/// - `undo`, when given, is the armed undo log (the health window is open).
+pub unsafe fn overlay_and_resume(
+    d: &mut Descriptor,
+    reclaim: &mut [u64],
+    undo: Option<&mut Undo>,
+) -> ! {
     let control = handoff_region::park_control();
-    let (gdtr, idtr) = (control.gdtr, control.idtr);
+    let gdtr = control.gdtr;
+    // With a window the guard catches what goes wrong from here on; without one the
+    // parked CPUs' IDT reports it and stops.
+    let idtr = match undo {
+        Some(_) => updater::handoff::TableRegister {
+            limit: 256 * 16 - 1,
+            base: handoff_region::guard_idt(),
+        },
+        None => control.idtr,
+    };
     let base = d.new_image.base;
     let span = d.new_image.span;
     let source = d.overlay_source;
@@ -89,6 +164,12 @@ pub unsafe fn overlay_and_resume(d: &mut Descriptor, reclaim: &mut [u64]) -> ! {
     };
     let mut reclaimed = 0usize;
     let remap = d.overlay_method == OverlayMethod::Remap as u32;
+    let mut recorder = Recorder {
+        undo,
+        l4: l4_frame.start_address().as_u64(),
+        base,
+        done: [0; updater::handoff::MAX_UNDO_PTES / 64],
+    };
 
     // Clearing CR0.WP lets the copy write the old image's read-only pages; it is set
     // again before the new kernel runs. The hand-off IDT reports any exception and stops.
@@ -109,6 +190,7 @@ pub unsafe fn overlay_and_resume(d: &mut Descriptor, reclaim: &mut [u64]) -> ! {
                     continue; // the loader mapped both; a gap here would be a loader bug
                 };
                 let page = Page::<Size4KiB>::containing_address(VirtAddr::new(base + at));
+                recorder.before_change(at);
                 // SAFETY: the page is mapped (to `old`); it is pointed at `new`, which
                 // holds the same page of the new image, relocated for this base.
                 unsafe {
@@ -145,6 +227,7 @@ pub unsafe fn overlay_and_resume(d: &mut Descriptor, reclaim: &mut [u64]) -> ! {
     // everything else not executable, only data writable.
     for at in (0..span).step_by(4096) {
         let page = Page::<Size4KiB>::containing_address(VirtAddr::new(base + at));
+        recorder.before_change(at);
         // SAFETY: the page is mapped (the loader prepared the whole span); only its
         // permission bits change. The flush happens once, below.
         if let Ok(flush) = unsafe { tables.update_flags(page, flags_at(d, at)) } {

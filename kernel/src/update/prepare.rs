@@ -10,7 +10,10 @@
 //! new kernel frees this load's after a swap, so repeated swaps do not leak memory.
 
 use spin::Mutex;
-use updater::handoff::{add_page, CopyRun, ImageRef, SegmentDesc, MAX_COPY_RUNS, MAX_SEGMENTS};
+use updater::handoff::{
+    add_page, CopyRun, ImageRef, PristinePage, SegmentDesc, MAX_COPY_RUNS, MAX_PRISTINE_PAGES,
+    MAX_SEGMENTS,
+};
 use updater::relocate::{relocate, RelocError};
 use x86_64::structures::paging::PageTableFlags;
 
@@ -60,6 +63,11 @@ pub struct Prepared {
     pub copy_run_count: u32,
     /// How many pages that is.
     pub pages_to_copy: u64,
+    /// Its writable pages as laid out, before it runs: copies in frames of their own,
+    /// which the new kernel keeps for a revert to it (0 of them when they do not fit the
+    /// undo log).
+    pub pristine: [PristinePage; MAX_PRISTINE_PAGES],
+    pub pristine_count: u32,
 }
 
 /// Why an image could not be laid out.
@@ -96,8 +104,9 @@ impl core::fmt::Display for PrepareError {
     }
 }
 
-/// Span of the current preparation (in the staging window and the overlay source).
-static PREPARED: Mutex<Option<u64>> = Mutex::new(None);
+/// The current preparation: its span (in the staging window and the overlay source) and
+/// the frames of its pristine pages.
+static PREPARED: Mutex<Option<(u64, alloc::vec::Vec<u64>)>> = Mutex::new(None);
 
 /// The page flags of the page at `offset` under `segments`.
 fn page_flags(segments: &[SegmentDesc], offset: u64) -> PageTableFlags {
@@ -125,11 +134,14 @@ fn release_staging_window(span: u64) {
 
 /// Frees the staging window and overlay source of the current load, if any.
 pub fn release_staging() {
-    if let Some(span) = PREPARED.lock().take() {
+    if let Some((span, pristine)) = PREPARED.lock().take() {
         release_staging_window(span);
         memory::with_tables(|t| {
             let _ = t.unmap(OVERLAY_SOURCE.start, span, true);
         });
+        for phys in pristine {
+            memory::free_frame(phys);
+        }
     }
 }
 
@@ -139,15 +151,21 @@ pub fn release_staging() {
 /// unmapped from the image (`reclaimed`), when they belong to the frame allocator (the
 /// first image's frames came from the bootloader and stay reserved); and the tail of the
 /// image range when the new image is smaller than what was mapped.
-pub fn release_after_swap(span: u64, remapped: &[CopyRun], reclaimed: &[u64], mapped_span: u64) {
-    // Read once, before any lock is held: `machine::record` takes the frame lock.
+/// Whether a physical frame belongs to the frame allocator (the first image's frames
+/// came from the bootloader and stay reserved). Read before any lock is held:
+/// `machine::record` takes the frame lock.
+pub fn usable_frame() -> impl Fn(u64) -> bool {
     let m = machine::record();
-    let regions = m.memory_regions();
-    let usable = |phys: u64| {
+    let regions: alloc::vec::Vec<_> = m.memory_regions().to_vec();
+    move |phys: u64| {
         regions
             .iter()
             .any(|r| r.kind == 0 && phys >= r.start && phys < r.end)
-    };
+    }
+}
+
+pub fn release_after_swap(span: u64, remapped: &[CopyRun], reclaimed: &[u64], mapped_span: u64) {
+    let usable = usable_frame();
     let in_runs = |page: u64| {
         remapped
             .iter()
@@ -300,8 +318,9 @@ pub fn prepare<I: Iterator<Item = (u64, i64)> + Clone>(
     }
     let segments_used = &segments[..src.segments.len()];
     // The overlay source: the image relocated for the kernel base.
-    *PREPARED.lock() = Some(src.span);
+    *PREPARED.lock() = Some((src.span, alloc::vec::Vec::new()));
     lay_out_at(OVERLAY_SOURCE.start, KERNEL_IMAGE.start, src)?;
+    let (pristine, pristine_count) = keep_pristine(&segments[..src.segments.len()]);
     // The staging window: a second copy, relocated for the staging base, where the new
     // image's bootstrap runs. (Sharing the code frames with the overlay source would
     // save the copy, but measured slower under TCG: docs/BENCHMARKS.md.)
@@ -342,7 +361,41 @@ pub fn prepare<I: Iterator<Item = (u64, i64)> + Clone>(
         bootstrap_entry: STAGING_WINDOW.start + src.bootstrap,
         resume_entry: KERNEL_IMAGE.start + src.resume,
         ap_entry: KERNEL_IMAGE.start + src.ap_resume,
+        pristine,
+        pristine_count,
     })
+}
+
+/// Copies the new image's writable pages from the overlay source (relocated, never run)
+/// into frames of their own; the preparation owns them until a swap hands them over.
+fn keep_pristine(segments: &[SegmentDesc]) -> ([PristinePage; MAX_PRISTINE_PAGES], u32) {
+    let mut pages = [PristinePage::default(); MAX_PRISTINE_PAGES];
+    let mut n = 0usize;
+    let mut frames = alloc::vec::Vec::new();
+    for s in segments.iter().filter(|s| s.flags & W as u64 != 0) {
+        for offset in ((s.offset & !0xfff)..s.offset + s.mem_size).step_by(4096) {
+            let copied = (n < MAX_PRISTINE_PAGES)
+                .then(|| memory::copy_to_fresh_frame(OVERLAY_SOURCE.start + offset))
+                .flatten();
+            let Some(phys) = copied else {
+                // Too many, or no memory: no revert to this image (the swap says so).
+                for phys in frames {
+                    memory::free_frame(phys);
+                }
+                return ([PristinePage::default(); MAX_PRISTINE_PAGES], 0);
+            };
+            pages[n] = PristinePage {
+                page: KERNEL_IMAGE.start + offset,
+                copy: memory::phys_offset() + phys,
+            };
+            frames.push(phys);
+            n += 1;
+        }
+    }
+    if let Some((_, kept)) = PREPARED.lock().as_mut() {
+        *kept = frames;
+    }
+    (pages, n as u32)
 }
 
 /// The pages the overlay must write: every page of a writable segment (its contents at

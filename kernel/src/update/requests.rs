@@ -28,6 +28,7 @@ use crate::time::Duration;
 use crate::update::jobs::{self, Job};
 use crate::update::preflight::Preflight;
 use crate::update::stage::{self, Progress, StagingOp};
+use crate::update::window;
 use crate::update::{prepare, report};
 
 static BEAT: AtomicU64 = AtomicU64::new(0);
@@ -102,6 +103,28 @@ pub fn poll(state: &mut Service) -> Next {
 
 fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next {
     let seq = request.seq;
+    let changes = matches!(
+        request.command,
+        Command::Stage | Command::Apply | Command::PatchApply | Command::PatchRemove
+    );
+    if changes
+        && handoff_region::undo()
+            .armed
+            .load(core::sync::atomic::Ordering::Acquire)
+            != 0
+    {
+        state.refused += 1;
+        respond(
+            mb,
+            seq,
+            Status::Busy,
+            format_args!(
+                "the last swap's health window is still open: try again once it is reported"
+            ),
+            None,
+        );
+        return Next::Period;
+    }
     match request.command {
         Command::Ping => {
             respond(
@@ -162,7 +185,7 @@ fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next {
                     return Next::Period;
                 }
             }
-            start_apply(mb, seq, request.flags);
+            start_apply(mb, seq, request.flags, request.args[0]);
             Next::Period
         }
         Command::Snapshot => {
@@ -214,10 +237,18 @@ fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next {
     }
 }
 
-fn start_apply(mb: &SharedMemory, seq: u64, flags: RequestFlags) {
+/// Queues the swap: `health_ms` is the request's health window (0: the default).
+fn start_apply(mb: &SharedMemory, seq: u64, flags: RequestFlags, health_ms: u64) {
     progress(mb, seq, 0, 1, format_args!("applying the staged image"));
     set_state(GuestState::Swapping);
-    jobs::request(Job::Apply { seq, flags });
+    let window = if flags.contains(RequestFlags::NO_HEALTH_WINDOW) {
+        None
+    } else if health_ms == 0 {
+        Some(crate::update::swap::DEFAULT_HEALTH_WINDOW)
+    } else {
+        Some(Duration::from_millis(health_ms))
+    };
+    jobs::request(Job::Apply { seq, flags, window });
 }
 
 /// Advances a staging in progress; `Some` when the service has more to do right away.
@@ -236,7 +267,7 @@ fn continue_staging(mb: &SharedMemory, state: &mut Service) -> Option<Next> {
             Some(Next::After(Duration::ZERO))
         }
         Progress::Finished(result) => {
-            let (seq, flags) = (op.seq, op.flags);
+            let (seq, flags, args) = (op.seq, op.flags, op.args);
             *guard = None;
             drop(guard);
             set_state(GuestState::Running);
@@ -280,7 +311,7 @@ fn continue_staging(mb: &SharedMemory, state: &mut Service) -> Option<Next> {
                     drop(staged);
                     if flags.contains(RequestFlags::APPLY_AFTER_STAGE) {
                         let _ = report;
-                        start_apply(mb, seq, flags);
+                        start_apply(mb, seq, flags, args[0]);
                     } else {
                         respond(
                             mb,
@@ -302,6 +333,33 @@ fn continue_staging(mb: &SharedMemory, state: &mut Service) -> Option<Next> {
     }
 }
 
+/// In the old kernel, back after the guard took the swap back: reports the failure
+/// (status `Reverted`, a rolled-back swap report naming it) and frees what the failed
+/// kernel was given.
+fn report_revert(mb: &SharedMemory, guard: &mut handoff_region::DescriptorGuard) {
+    let reason = window::revert_reason(guard);
+    let r = report::swap_report(
+        guard,
+        Outcome::RolledBack {
+            reason: reason.clone(),
+        },
+    );
+    log::warn!("{reason}");
+    let (span, mapped_span, seq) = (guard.new_image.span, guard.mapped_span, guard.request_seq);
+    guard
+        .state
+        .store(SwapState::RolledBack as u32, Ordering::Release);
+    window::release_after_revert(span, mapped_span.max(span));
+    set_state(GuestState::Running);
+    respond(
+        mb,
+        seq,
+        Status::Reverted,
+        format_args!("{reason}"),
+        Some(Report::Swap(r)),
+    );
+}
+
 /// In a kernel that has just resumed from a swap: once every CPU schedules again,
 /// reports the swap to the host, records its downtime in the history, and frees what
 /// the old kernel loaded. Returns whether it reported.
@@ -310,8 +368,20 @@ fn finish_swap(mb: &SharedMemory) -> bool {
     if guard.state.load(Ordering::Acquire) != SwapState::Resumed as u32 {
         return false;
     }
-    if crate::cpu::online_count() < crate::cpu::count() {
-        return false; // an AP has not scheduled yet: the downtime is not over
+    match window::gate() {
+        window::Gate::Waiting => return false,
+        window::Gate::Healthy => window::commit(),
+        window::Gate::Reverted => {
+            report_revert(mb, &mut guard);
+            return false; // nothing was applied
+        }
+        window::Gate::Closed => {
+            if crate::cpu::online_count() < crate::cpu::count() {
+                return false; // an AP has not scheduled yet: the downtime is not over
+            }
+            // No window: the swap is final as soon as it runs.
+            window::commit();
+        }
     }
     let r = report::swap_report(&guard, Outcome::Applied);
     crate::history::set_own_downtime(r.downtime_ns);

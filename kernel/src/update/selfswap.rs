@@ -4,10 +4,10 @@
 //!
 //! The file is read through the physical-memory mapping; `object` parses it. The
 //! bootloader maps the kernel's segments onto the file's own frames, so the file's
-//! writable segments *are* the running kernel's statics: a copy of them is taken at
-//! first boot ([`remember_file`], before anything the heap holds is in a static), and
-//! the swap loads that copy — otherwise the new kernel would start with the old one's
-//! live statics, pointers into a heap that no longer exists.
+//! writable segments *are* the running kernel's statics: the swap loads this image's
+//! pristine pages instead (`image::keep_pristine_pages`, taken at first boot before
+//! anything the heap holds is in a static) — otherwise the new kernel would start with
+//! the old one's live statics, pointers into a heap that no longer exists.
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -22,31 +22,27 @@ use crate::update::prepare::{ImageSource, SegmentSource};
 
 static FILE_PHYS: AtomicU64 = AtomicU64::new(0);
 static FILE_LEN: AtomicU64 = AtomicU64::new(0);
-/// The writable segments' bytes as they were at first boot, by virtual address.
-static WRITABLE: spin::Once<Vec<(u64, &'static [u8])>> = spin::Once::new();
-
-/// Remembers where the bootloader left this kernel's ELF file, and copies its writable
-/// segments while they are still (nearly) what the file says (first boot, right after
-/// the heap exists and before anything is allocated from it).
+/// Remembers where the bootloader left this kernel's ELF file (first boot).
 pub fn remember_file(phys: u64, len: u64) {
     FILE_PHYS.store(phys, Ordering::Relaxed);
     FILE_LEN.store(len, Ordering::Relaxed);
-    let Some(data) = file() else { return };
-    let Ok(header) = FileHeader64::<LE>::parse(data) else {
-        return;
-    };
-    let Ok(phdrs) = header.program_headers(LE, data) else {
-        return;
-    };
-    let copies = phdrs
-        .iter()
-        .filter(|ph| ph.p_type(LE) == PT_LOAD && ph.p_flags(LE) & object::elf::PF_W != 0)
-        .filter_map(|ph| {
-            let bytes: &'static [u8] = alloc::boxed::Box::leak(ph.data(LE, data).ok()?.into());
-            Some((ph.p_vaddr(LE), bytes))
-        })
-        .collect();
-    WRITABLE.call_once(|| copies);
+}
+
+/// The bytes of the writable segment at `vaddr` (from the base) of `len` bytes, from
+/// this image's pristine pages, assembled once into memory of their own.
+fn pristine_segment(vaddr: u64, len: u64) -> Option<&'static [u8]> {
+    let start = crate::memory::layout::KERNEL_IMAGE.start + vaddr;
+    let pages = crate::image::pristine();
+    let mut bytes = alloc::vec![0u8; len as usize];
+    for (at, chunk) in bytes.chunks_mut(4096).enumerate() {
+        let page = start + at as u64 * 4096;
+        let (_, phys) = pages.iter().find(|(p, _)| *p == page)?;
+        // SAFETY: the copy is a frame of its own for the image's life (image.rs),
+        // mapped through the physical-memory map.
+        let copy = unsafe { core::slice::from_raw_parts(memory::phys_to_virt(*phys), 4096) };
+        chunk.copy_from_slice(&copy[..chunk.len()]);
+    }
+    Some(alloc::boxed::Box::leak(bytes.into_boxed_slice()))
 }
 
 fn file() -> Option<&'static [u8]> {
@@ -83,7 +79,8 @@ pub fn own_image() -> Option<OwnImage> {
         let vaddr = ph.p_vaddr(LE);
         let bytes = if flags & object::elf::PF_W != 0 {
             // The live segment is the running kernel's statics: load the first-boot copy.
-            WRITABLE.get()?.iter().find(|(v, _)| *v == vaddr)?.1
+            // (Segments start on a page: the linker keeps loadable segments apart.)
+            pristine_segment(vaddr, ph.p_filesz(LE))?
         } else {
             ph.data(LE, data).ok()?
         };

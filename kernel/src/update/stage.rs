@@ -55,6 +55,8 @@ impl core::fmt::Display for StageRefusal {
 pub struct StagingOp {
     pub seq: u64,
     pub flags: RequestFlags,
+    /// The request's arguments (an `Apply` after the stage takes its window from them).
+    pub args: [u64; 4],
     pub total: u64,
     pub done: u64,
     payload_offset: u64,
@@ -344,6 +346,7 @@ pub fn begin(mailbox: &SharedMemory, request: &Request) -> Result<StagingOp, Sta
     Ok(StagingOp {
         seq: request.seq,
         flags: request.flags,
+        args: request.args,
         total: header.total_size(),
         done: 0,
         payload_offset: header.payload_offset(),

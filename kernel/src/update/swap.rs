@@ -30,6 +30,15 @@ use crate::update::{enter, export, prepare::Prepared};
 /// How long the coordinator waits for every CPU to park.
 pub const PARK_BOUND: Duration = Duration::from_millis(200);
 
+/// The health window a swap gets unless the request says otherwise.
+pub const DEFAULT_HEALTH_WINDOW: Duration = Duration::from_millis(200);
+
+unsafe extern "C" {
+    /// This image's resume and AP entries (`resume.rs`), where a revert sends the CPUs.
+    static hk_resume: u8;
+    fn hk_ap_resume(index: u64) -> !;
+}
+
 /// Why a swap did not happen. The old kernel is running, state intact.
 #[derive(Debug)]
 pub enum SwapRefusal {
@@ -41,6 +50,8 @@ pub enum SwapRefusal {
     Bootstrap(String),
     /// A test asked the old kernel to fail after its export.
     InjectedAfterExport,
+    /// The copy overlay writes over the old image's frames, which a revert needs.
+    CopyWithWindow,
 }
 
 impl core::fmt::Display for SwapRefusal {
@@ -57,6 +68,10 @@ impl core::fmt::Display for SwapRefusal {
                     "injected failure after the export (test fault injection)"
                 )
             }
+            SwapRefusal::CopyWithWindow => write!(
+                f,
+                "the copy overlay writes over the old image's frames, which a revert inside the health window needs: swap with --health-ms 0 to copy without a window"
+            ),
         }
     }
 }
@@ -154,12 +169,94 @@ fn include_patched_pages(d: &mut Descriptor) {
     }
 }
 
-/// Applies `loaded`. Returns only if the swap was refused.
-pub fn apply(loaded: &Prepared, request_seq: u64, inject_bits: u64) -> SwapRefusal {
+/// Fills the undo log for a swap with a health window of `window` (`None`: no window):
+/// how to take the swap back if the new kernel fails before it proves healthy. Returns
+/// why there is no window when one was asked for but cannot be had (a warning).
+fn prepare_undo(
+    d: &Descriptor,
+    loaded: &Prepared,
+    window: Option<Duration>,
+) -> Option<&'static str> {
+    // SAFETY: the coordinating CPU, holding the descriptor guard; no other CPU writes
+    // the undo log, and none reads its plain fields until the bootstrap arms it.
+    let u = unsafe { handoff_region::undo_mut() };
+    u.armed.store(0, Ordering::Relaxed);
+    u.reverting.store(0, Ordering::Relaxed);
+    u.cause.store(0, Ordering::Relaxed);
+    u.vector.store(0, Ordering::Relaxed);
+    u.apic_id.store(0, Ordering::Relaxed);
+    u.rip.store(0, Ordering::Relaxed);
+    u.error_code.store(0, Ordering::Relaxed);
+    u.cr2.store(0, Ordering::Relaxed);
+    u.pte_count = 0;
+    u.deadline_tsc = 0;
+    u.bsp_apic_id = cpu::get(CpuId::BSP).map_or(0, |c| c.apic_id);
+    u.cpus = cpu::count() as u32;
+    u.lapic_base = crate::machine::record().lapic_virt;
+    // SAFETY: label and function addresses only.
+    u.resume_entry = unsafe { &hk_resume as *const u8 as u64 };
+    u.ap_entry = hk_ap_resume as unsafe extern "C" fn(u64) -> ! as usize as u64;
+    u.park_wait_ticks = crate::time::duration_to_ticks(Duration::from_millis(100));
+    // The new image's pristine pages travel with the swap either way.
+    u.next_pristine_count = loaded.pristine_count;
+    u.next_pristine = loaded.pristine;
+    // This image's own pristine pages: what a revert copies back, and otherwise what the
+    // new kernel frees once it runs.
+    let own = crate::image::pristine();
+    let kept = own.len() <= u.pristine.len();
+    let offset = crate::memory::phys_offset();
+    u.pristine_count = if kept { own.len() as u32 } else { 0 };
+    for (slot, &(page, phys)) in u.pristine.iter_mut().zip(own.iter()) {
+        *slot = updater::handoff::PristinePage {
+            page,
+            copy: offset + phys,
+        };
+    }
+    let window = window?;
+    let why_not = if own.is_empty() || !kept {
+        Some("this image's pristine pages are not kept")
+    } else if d.overlay_method != OverlayMethod::Remap as u32 {
+        Some("the overlay copies over the old image")
+    } else if d.new_image.span.max(d.mapped_span) / 4096 > u.ptes.len() as u64 {
+        Some("the image is larger than the undo log")
+    } else {
+        None
+    };
+    if why_not.is_some() {
+        return why_not;
+    }
+    // Until the bootstrap opens the window: its length (the bootstrap adds the TSC).
+    u.deadline_tsc = crate::time::duration_to_ticks(window);
+    None
+}
+
+/// Applies `loaded` with a health window of `window`. Returns only if the swap was
+/// refused (or, after the new kernel failed inside its window, never: the old kernel
+/// resumes anew).
+pub fn apply(
+    loaded: &Prepared,
+    request_seq: u64,
+    inject_bits: u64,
+    window: Option<Duration>,
+) -> SwapRefusal {
     debug_assert_eq!(cpu::current().id, CpuId::BSP);
+    if window.is_some() && inject_bits & inject::OVERLAY_COPY != 0 {
+        return SwapRefusal::CopyWithWindow;
+    }
     x86_64::instructions::interrupts::disable();
     let mut guard = handoff_region::descriptor();
     reset(&mut guard, loaded, request_seq, inject_bits);
+    if let Some(why) = prepare_undo(&guard, loaded, window) {
+        log::warn!("no health window for this swap: {why}");
+        let i = guard.warning_count as usize;
+        if let Some(slot) = guard.warnings.get_mut(i) {
+            set_text(
+                slot,
+                &alloc::format!("no health window for this swap: {why}"),
+            );
+        }
+        guard.warning_count += 1;
+    }
     let refusal = stop_and_enter(&mut guard, inject_bits);
     guard
         .state

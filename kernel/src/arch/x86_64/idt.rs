@@ -34,6 +34,10 @@ pub mod vector {
 
 static IDT: Once<InterruptDescriptorTable> = Once::new();
 
+/// CPUs (by index) that run on a guard IDT (a swap's health window, see `arch::park`).
+static GUARDED: [core::sync::atomic::AtomicBool; updater::handoff::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicBool::new(false) }; updater::handoff::MAX_CPUS];
+
 /// What the device vectors do: each runs with interrupts disabled, before the end of
 /// interrupt is sent, and must not allocate or take a lock that task code holds with
 /// interrupts enabled.
@@ -60,9 +64,48 @@ fn handle(pick: fn(&Handlers) -> fn()) {
     }
 }
 
-/// Builds the IDT on first use and loads it on the calling CPU.
-pub fn load() {
+/// Builds the IDT on first use and loads it on the calling CPU (CPU index `cpu`).
+pub fn load(cpu: usize) {
     IDT.call_once(build).load();
+    if let Some(g) = GUARDED.get(cpu) {
+        g.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Loads the guard IDT at `guard` on the calling CPU (CPU index `cpu`) instead of this
+/// kernel's: its exception and NMI gates are the guard's, its device vectors (32–255)
+/// this kernel's, copied in (the copy is the same for every CPU).
+///
+/// # Safety
+/// - `guard` is a writable 4 KiB IDT in the hand-off region whose gates 0–31 the guard
+///   owns, that no CPU uses for vectors 32–255 while they are rewritten (every CPU that
+///   loaded it already holds the same gates there).
+pub unsafe fn load_guarded(cpu: usize, guard: u64) {
+    let own = IDT.call_once(build) as *const InterruptDescriptorTable as *const u64;
+    for word in 64..512 {
+        // SAFETY: both tables are 256 gates of 16 bytes; the guard's are writable
+        // (caller contract); gate by gate, the value written is this kernel's.
+        unsafe {
+            (guard as *mut u64)
+                .add(word)
+                .write_volatile(own.add(word).read())
+        };
+    }
+    let pointer = x86_64::structures::DescriptorTablePointer {
+        limit: 256 * 16 - 1,
+        base: x86_64::VirtAddr::new(guard),
+    };
+    // SAFETY: the guard IDT lives for the kernel's life (hand-off region) and every gate
+    // in it is valid (caller contract and the copy above).
+    unsafe { x86_64::instructions::tables::lidt(&pointer) };
+    if let Some(g) = GUARDED.get(cpu) {
+        g.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether the calling CPU (index `cpu`) runs on a guard IDT.
+pub fn guarded(cpu: usize) -> bool {
+    GUARDED.get(cpu).is_some_and(|g| g.load(Ordering::Relaxed))
 }
 
 fn build() -> InterruptDescriptorTable {
