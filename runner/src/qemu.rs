@@ -46,6 +46,9 @@ pub const QEMU_STATUS_GUEST_SUCCESS: i32 = (0x10 << 1) | 1;
 pub const QEMU_STATUS_GUEST_FAILURE: i32 = (0x11 << 1) | 1;
 /// The fw_cfg file carrying boot options.
 pub const BOOT_OPTIONS_FILE: &str = "opt/hotkernel/cmdline";
+/// Environment variable whose value (split at spaces) is added to every QEMU command
+/// line: a developer's tracing options such as `-d int,cpu_reset -D /tmp/qemu.log`.
+pub const EXTRA_ARGS_ENV: &str = "HOTKERNEL_QEMU_ARGS";
 
 /// The accelerator. TCG is the default: KVM is unreliable on the machines this
 /// project runs on, and slow to reach the boot sector there.
@@ -208,6 +211,15 @@ impl QemuSpec {
                 "-fw_cfg",
                 &format!("name={BOOT_OPTIONS_FILE},string={}", escape_str(&line)),
             ]);
+        }
+        // A developer's extra QEMU options (`-d int -D /tmp/q.log`, …), split at spaces.
+        if let Some(extra) = std::env::var_os(EXTRA_ARGS_ENV) {
+            args.extend(
+                extra
+                    .to_string_lossy()
+                    .split_whitespace()
+                    .map(OsString::from),
+            );
         }
         args
     }

@@ -55,6 +55,8 @@ pub struct PushOptions {
     /// package to the guest's own staging check, as a test of that check does, or when
     /// the caller ran [`check_before_push`] itself.
     pub host_check: bool,
+    /// The health window the swap asks for ([`push_and_apply`]).
+    pub health: HealthWindow,
 }
 
 impl Default for PushOptions {
@@ -62,6 +64,42 @@ impl Default for PushOptions {
         Self {
             flags: RequestFlags::empty(),
             host_check: true,
+            health: HealthWindow::Default,
+        }
+    }
+}
+
+/// How long the new kernel of a swap has to show it is healthy before the swap commits
+/// (every CPU scheduling, every task kind stepped, no exception or panic); a failure
+/// inside the window reverts to the old kernel (docs/ARCHITECTURE.md, "The health
+/// window").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HealthWindow {
+    /// The guest's default (200 ms).
+    #[default]
+    Default,
+    /// This many milliseconds.
+    Millis(std::num::NonZeroU32),
+    /// None: the swap commits as soon as the new kernel runs, and the old image's frames
+    /// are freed at once (what the copy overlay needs).
+    Off,
+}
+
+impl HealthWindow {
+    /// From `--health-ms`: 0 is no window, nothing the guest's default.
+    pub fn from_millis(ms: Option<u32>) -> Self {
+        match ms.map(std::num::NonZeroU32::new) {
+            None => Self::Default,
+            Some(None) => Self::Off,
+            Some(Some(ms)) => Self::Millis(ms),
+        }
+    }
+
+    fn request(self, flags: RequestFlags) -> (RequestFlags, [u64; 4]) {
+        match self {
+            Self::Default => (flags, [0; 4]),
+            Self::Millis(ms) => (flags, [u64::from(ms.get()), 0, 0, 0]),
+            Self::Off => (flags | RequestFlags::NO_HEALTH_WINDOW, [0; 4]),
         }
     }
 }
@@ -81,6 +119,11 @@ impl PushOptions {
             host_check: false,
             ..self
         }
+    }
+
+    /// These options with the health window `health`.
+    pub fn with_health(self, health: HealthWindow) -> Self {
+        Self { health, ..self }
     }
 }
 
@@ -169,7 +212,17 @@ pub fn apply(
     mailbox: &mut Mailbox,
     flags: RequestFlags,
 ) -> Result<std::result::Result<SwapReport, Refused>> {
-    let answer = mailbox.call(Command::Apply, flags, None, [0; 4], REQUEST_TIMEOUT, |_| {})?;
+    apply_with(mailbox, flags, HealthWindow::Default)
+}
+
+/// [`apply`] with the health window `health`.
+pub fn apply_with(
+    mailbox: &mut Mailbox,
+    flags: RequestFlags,
+    health: HealthWindow,
+) -> Result<std::result::Result<SwapReport, Refused>> {
+    let (flags, args) = health.request(flags);
+    let answer = mailbox.call(Command::Apply, flags, None, args, REQUEST_TIMEOUT, |_| {})?;
     swap_outcome(answer)
 }
 
@@ -198,11 +251,14 @@ pub fn push_and_apply(
     progress: impl FnMut(&Response),
 ) -> Result<std::result::Result<SwapReport, Refused>> {
     check_if_asked(mailbox, package, opts)?;
+    let (flags, args) = opts
+        .health
+        .request(opts.flags | RequestFlags::APPLY_AFTER_STAGE);
     let answer = mailbox.call(
         Command::Stage,
-        opts.flags | RequestFlags::APPLY_AFTER_STAGE,
+        flags,
         Some(package),
-        [0; 4],
+        args,
         REQUEST_TIMEOUT,
         progress,
     )?;

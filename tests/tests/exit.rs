@@ -62,3 +62,37 @@ fn an_unknown_variant_is_refused_before_booting() {
     let text = err.to_string();
     assert!(text.contains("unknown kernel variant `nonesuch`"), "{text}");
 }
+
+/// Panic reports of CPUs that panic at once come one after another, each whole: the
+/// `panic-step` kernel's counter panics on its first step on every CPU.
+#[test]
+fn panics_on_several_cpus_at_once_print_one_whole_report_after_another() {
+    let cfg = hotkernel::VmConfig::variant("panic-step").cpus(4);
+    let vm = boot_and_expect(cfg, &["KERNEL PANIC"]);
+    assert_eq!(
+        vm.wait_exit(HANG_GUARD).check("waiting for the exit"),
+        GuestExit::Failure
+    );
+    let log = vm.serial_log();
+    let lines: Vec<&str> = log.lines().collect();
+    let reports: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].contains("KERNEL PANIC"))
+        .collect();
+    assert!(!reports.is_empty(), "{log}");
+    for &i in &reports {
+        let whole = lines[i].starts_with("KERNEL PANIC on cpu")
+            && lines[i].ends_with(".rs:35:13")
+            && lines.get(i + 1).is_some_and(|l| {
+                l.starts_with("  the new counter step fails on its first call (count ")
+                    && l.ends_with(')')
+            })
+            && lines
+                .get(i + 2)
+                .is_some_and(|l| l.starts_with("  return addresses: 0x"));
+        assert!(
+            whole,
+            "report at line {i} is not whole:\n{}",
+            lines[i..lines.len().min(i + 3)].join("\n")
+        );
+    }
+}

@@ -148,7 +148,8 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
             };
             let mut flags = RequestFlags::empty();
             if copy {
-                flags |= RequestFlags::OVERLAY_COPY;
+                // The copy overlay writes over the old image's frames: nothing to revert to.
+                flags |= RequestFlags::OVERLAY_COPY | RequestFlags::NO_HEALTH_WINDOW;
             }
             if full {
                 flags |= RequestFlags::OVERLAY_FULL;

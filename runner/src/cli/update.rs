@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use image_format::mailbox::report::{Method, Outcome, Report, SwapReport};
-use image_format::mailbox::{RequestFlags, Response};
+use image_format::mailbox::{RequestFlags, Response, Status};
 
 use super::VmArgs;
 use crate::description::check::{self, Running};
 use crate::description::{self, render, FileKind, HostCheck, HostRefusal};
 use crate::error::{Error, Result};
 use crate::mailbox::Mailbox;
-use crate::update::{self, PushOptions, Refused};
+use crate::update::{self, HealthWindow, PushOptions, Refused};
 use crate::vm::state::VmState;
 
 /// Options of `hotkernel pack`.
@@ -67,6 +67,11 @@ pub struct PushArgs {
     /// Apply it (swap) once it is accepted.
     #[arg(long)]
     pub apply: bool,
+    /// The health window, in milliseconds: the new kernel must schedule on every CPU
+    /// and step every task kind, without an exception or panic, within it, or the swap
+    /// is taken back (default: the guest's, 200 ms; 0: no window).
+    #[arg(long, value_name = "MS")]
+    pub health_ms: Option<u32>,
     /// Inject a fault into the swap (tests of the rollback paths).
     #[arg(long, value_enum)]
     pub inject: Vec<Inject>,
@@ -103,6 +108,11 @@ pub struct SwapArgs {
     /// Print the swap report as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// The health window, in milliseconds: the new kernel must schedule on every CPU
+    /// and step every task kind, without an exception or panic, within it, or the swap
+    /// is taken back (default: the guest's, 200 ms; 0: no window).
+    #[arg(long, value_name = "MS")]
+    pub health_ms: Option<u32>,
     /// Send the package without comparing image descriptions first: the guest's own
     /// staging check decides.
     #[arg(long)]
@@ -292,6 +302,16 @@ fn open(vm: &VmArgs) -> Result<(VmState, Mailbox)> {
 }
 
 fn print_refusal(what: &str, r: &Refused) {
+    if let (Status::Reverted, Some(Report::Swap(s))) = (r.status, &r.report) {
+        // Applied, failed its health check, taken back: the report says so.
+        println!(
+            "reverted ({} → {} was applied and taken back): {}",
+            s.from, s.to, r.message
+        );
+        print_swap_details(s);
+        println!("  reason code {} ({})", r.status.code(), r.status);
+        return;
+    }
     println!("{what} refused: {}", r.message);
     println!("  reason code {} ({})", r.status.code(), r.status);
     if let Some(Report::Swap(s)) = &r.report {
@@ -307,6 +327,11 @@ pub fn print_swap(r: &SwapReport) {
             println!("rolled back ({} → {} not applied): {reason}", r.from, r.to)
         }
     }
+    print_swap_details(r);
+}
+
+/// The lines of a swap report after its outcome.
+fn print_swap_details(r: &SwapReport) {
     println!(
         "  downtime {:.1} µs, {} CPUs parked, tasks {} → {}",
         r.downtime_ns as f64 / 1000.0,
@@ -380,7 +405,8 @@ pub fn push(args: PushArgs) -> Result<u8> {
     if !args.apply {
         return Ok(0);
     }
-    match update::apply(&mut mailbox, flags)? {
+    let health = HealthWindow::from_millis(args.health_ms);
+    match update::apply_with(&mut mailbox, flags, health)? {
         Ok(r) => {
             print_swap(&r);
             Ok(0)
@@ -403,7 +429,9 @@ pub fn swap(args: SwapArgs) -> Result<u8> {
     }
     let mut bar = ProgressLine::new();
     // Checked above (with its note printed).
-    let opts = PushOptions::with_flags(flags(&args.inject, args.overlay_full)).without_host_check();
+    let opts = PushOptions::with_flags(flags(&args.inject, args.overlay_full))
+        .without_host_check()
+        .with_health(HealthWindow::from_millis(args.health_ms));
     let result = update::push_and_apply(&mut mailbox, &package, &opts, |r| bar.update(r))?;
     bar.finish();
     match result {
