@@ -3,7 +3,14 @@
 //! same offsets with the same types, and targets that are the same *thing* — the
 //! paired function at the same offset, the same named data, or unnamed data whose
 //! bytes (compared the same way, recursively) are equal. A function that only moved,
-//! or whose callee moved, is therefore unchanged.
+//! or whose callee moved, or whose strings moved, is therefore unchanged.
+//!
+//! Unnamed read-only data (merged strings and constants: the linker keeps no symbol
+//! for them) is compared by content, never by offset: the string a function refers to
+//! in one build against the string at the same place of its code in the other. Such a
+//! block ends where the next thing starts, so it may end in alignment padding that
+//! differs between builds; trailing zeros that can only be padding are not content
+//! (`Compare::gaps`).
 
 use std::collections::HashMap;
 
@@ -226,7 +233,7 @@ impl<'x, 'a> Compare<'x, 'a> {
             ) => {
                 j1 == j2
                     && self.old.image.sections[x1].name == self.new.image.sections[x2].name
-                    && self.data((s1, e1, j1), (s2, e2, j2))
+                    && self.gaps((s1, e1, j1), (s2, e2, j2))
             }
             (
                 Location::Label {
@@ -251,6 +258,35 @@ impl<'x, 'a> Compare<'x, 'a> {
             (Location::Unknown { addr: a }, Location::Unknown { addr: b }) => a == b,
             _ => false,
         }
+    }
+
+    /// Whether two unnamed read-only blocks are the same content. A gap ends at the
+    /// next thing the linker placed, so it may end in alignment padding: the same string
+    /// followed by one zero byte in one build and by two in the other (lld packs merged
+    /// strings and constants and pads before the next aligned one) is the same string.
+    /// The common prefix is compared; the longer block's excess must be [`padding`].
+    ///
+    /// That is enough for code that is otherwise the same: the length it reads is in
+    /// the code (an immediate, a load width, a type's size), the same in both builds,
+    /// and no longer than either block, since each block holds the whole constant.
+    /// Jump tables have exact ends (their run of entries) and are compared whole.
+    fn gaps(&mut self, old: (u64, u64, bool), new: (u64, u64, bool)) -> bool {
+        let (olen, nlen) = (old.1 - old.0, new.1 - new.0);
+        if old.2 || new.2 || olen == nlen {
+            return self.data(old, new);
+        }
+        let common = olen.min(nlen);
+        let (longer, start) = if olen > nlen {
+            (self.old, old.0)
+        } else {
+            (self.new, new.0)
+        };
+        let end = start + olen.max(nlen);
+        padding(longer, start + common, end)
+            && self.data(
+                (old.0, old.0 + common, false),
+                (new.0, new.0 + common, false),
+            )
     }
 
     /// Whether two data blocks `(start, end, jump_table)` are equivalent.
@@ -289,6 +325,23 @@ impl<'x, 'a> Compare<'x, 'a> {
         let (nrefs, nprob) = self.new.data_refs(new.0, new.1, new.2);
         oprob == nprob && self.blocks(ob, nb, &orefs, &nrefs).is_none()
     }
+}
+
+/// The largest alignment the differ assumes for read-only constants (rustc aligns
+/// them to their type, at most 16 without `#[repr(align)]`).
+const MAX_ALIGN: u64 = 16;
+
+/// Whether `[from, end)` of `a` can be alignment padding before whatever starts at
+/// `end`: fewer bytes than `end`'s alignment (at most [`MAX_ALIGN`]), all zero, and no
+/// relocation field among them.
+fn padding(a: &Analysis<'_>, from: u64, end: u64) -> bool {
+    let align = 1u64 << end.trailing_zeros().min(MAX_ALIGN.trailing_zeros());
+    let len = end - from;
+    len < align
+        && a.image
+            .bytes(from, len)
+            .is_some_and(|b| b.iter().all(|&x| x == 0))
+        && a.image.relocs_in(from, end).is_empty()
 }
 
 fn vec_of(n: usize) -> std::vec::Vec<bool> {

@@ -231,3 +231,38 @@ fn kernel_twin_is_reported_honestly() {
         Err(e) => panic!("{e}"),
     }
 }
+
+#[test]
+fn kernel_patch_f_patches_only_the_function_whose_string_grew() {
+    if skipped("kernel_patch_f_patches_only_the_function_whose_string_grew") {
+        return;
+    }
+    // patch-f lengthens one piece of the heartbeat's progress line: every merged
+    // string after it moves, and the padding after some of them changes. Functions that
+    // refer to moved but identical strings (hk_ap_resume's `expect` message among
+    // them) are unchanged; the heartbeat's step is patched and its new string carried.
+    let out = diff("patch-f").expect("patch-f is hotpatchable");
+    assert_eq!(
+        sites(&out.verdicts),
+        ["kernel::tasks::heartbeat::step"],
+        "{:?}",
+        out.verdicts
+    );
+    assert!(named(&out.verdicts, "hk_ap_resume").is_none());
+    let bytes = out.bytes.expect("a patch");
+    let view = parse(&bytes).unwrap();
+    let carried: Vec<_> = view
+        .data_blocks()
+        .map(|d| {
+            let (at, size) = (d.offset as usize, d.size as usize);
+            println!("data {} ({size} bytes)", d.name);
+            view.payload()[at..at + size].to_vec()
+        })
+        .collect();
+    assert!(
+        carried
+            .iter()
+            .any(|b| b.windows(14).any(|w| w == b" cpus online |")),
+        "the new string is carried"
+    );
+}
