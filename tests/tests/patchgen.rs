@@ -20,7 +20,8 @@ use hotkernel::workspace;
 use hotkernel_tests::patches;
 use image_format::hotpatch::{parse, FunctionKind};
 use patchgen::{
-    make_patch, DiffError, FunctionVerdict, PatchOptions, PatchOutput, Reason, Verdict, Warning,
+    make_patch, Cause, DiffError, FunctionVerdict, PatchOptions, PatchOutput, Reason, Verdict,
+    Warning,
 };
 
 /// Set (to anything) to skip these tests: they build every kernel variant.
@@ -136,6 +137,18 @@ fn kernel_patch_a_patches_the_counter_step() {
         "{:?}",
         out.verdicts
     );
+    // `--explain`: `incq (%rdi)` became `addq $2,(%rdi)`.
+    let Verdict::Changed { why, .. } = &named(&out.verdicts, "kernel::tasks::counter::step")
+        .unwrap()
+        .verdict
+    else {
+        unreachable!()
+    };
+    println!("{}", why.lines().join("\n"));
+    assert!(
+        matches!(&why.cause, Cause::Opcode { old, new } if old.starts_with("inc") && new.starts_with("add")),
+        "{why:?}"
+    );
     let bytes = out.bytes.expect("a patch");
     let view = parse(&bytes).unwrap();
     let step = view
@@ -249,6 +262,22 @@ fn kernel_patch_f_patches_only_the_function_whose_string_grew() {
         out.verdicts
     );
     assert!(named(&out.verdicts, "hk_ap_resume").is_none());
+    // `--explain`: the instruction that refers to the string, and both contents.
+    let step = named(&out.verdicts, "kernel::tasks::heartbeat::step").unwrap();
+    let Verdict::Changed { why, .. } = &step.verdict else {
+        unreachable!()
+    };
+    let text = why.lines().join("\n");
+    println!("{text}");
+    assert!(matches!(why.cause, Cause::Content(_)), "{text}");
+    assert!(
+        why.new
+            .as_ref()
+            .and_then(|i| i.text.as_deref())
+            .is_some_and(|t| t.contains("(%rip)")),
+        "{text}"
+    );
+    assert!(text.contains("cpus online"), "{text}");
     let bytes = out.bytes.expect("a patch");
     let view = parse(&bytes).unwrap();
     let carried: Vec<_> = view

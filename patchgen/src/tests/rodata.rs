@@ -6,7 +6,7 @@
 use image_format::hotpatch::{parse, RelocTarget};
 
 use crate::testelf::{merged, o, pc32, Elf, To};
-use crate::{make_patch, DiffError, PatchOptions, PatchOutput, Verdict};
+use crate::{make_patch, Cause, DiffError, PatchOptions, PatchOutput, Verdict};
 
 /// `lea rsi, [rip + s]; mov edx, len; ret`: a `&str` handed on, its length in the code.
 fn user(len: u8) -> Vec<u8> {
@@ -134,4 +134,85 @@ fn a_string_that_gains_bytes_beyond_padding_is_changed() {
         panic!("hk_ap_resume is machinery and must be refused: {out:?}");
     };
     assert!(verdicts.iter().any(|v| v.name == "hk_ap_resume"));
+}
+
+/// The first difference `--explain` shows for the one changed function.
+fn why(out: &PatchOutput) -> &crate::Difference {
+    let changed: Vec<_> = out
+        .verdicts
+        .iter()
+        .filter_map(|v| match &v.verdict {
+            Verdict::Changed { why, .. } => Some(why),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(changed.len(), 1, "{:?}", out.verdicts);
+    changed[0]
+}
+
+#[test]
+fn the_explanation_names_the_first_differing_instruction() {
+    let old = image(b"progress");
+    let mut new = image(b"progress");
+    new.funcs[0].code[8] = 9; // mov $0x9,%edx
+    let out = diff(&old, &new).unwrap_or_else(|e| panic!("{e}"));
+    let d = why(&out);
+    assert_eq!(d.offset, 7);
+    assert_eq!(d.cause, Cause::Immediate { old: 8, new: 9 });
+    let (o, n) = (d.old.as_ref().unwrap(), d.new.as_ref().unwrap());
+    assert_eq!(o.text.as_deref(), Some("mov $8,%edx"));
+    assert_eq!(n.text.as_deref(), Some("mov $9,%edx"));
+    let lines = d.lines();
+    assert_eq!(
+        lines[0],
+        "first difference at +0x7: immediate differs: $0x8 → $0x9"
+    );
+    assert_eq!(lines[1], "  old +0x7  mov $8,%edx");
+    assert_eq!(lines[2], "  new +0x7  mov $9,%edx");
+}
+
+#[test]
+fn the_explanation_tells_another_operation_from_other_operands() {
+    let old = image(b"progress");
+    let mut new = image(b"progress");
+    new.funcs[0].code[12] = 0xcc; // ret → int3
+    let out = diff(&old, &new).unwrap_or_else(|e| panic!("{e}"));
+    let d = why(&out);
+    assert_eq!(d.offset, 12);
+    assert!(
+        matches!(&d.cause, Cause::Opcode { old, new } if old.starts_with("ret") && new == "int3"),
+        "{:?}",
+        d.cause
+    );
+    new.funcs[0].code[7] = 0xb9; // mov $8,%ecx: the same operation, another register
+    let out = diff(&old, &new).unwrap_or_else(|e| panic!("{e}"));
+    let d = why(&out);
+    assert_eq!(
+        (d.offset, &d.cause),
+        (7, &Cause::Operands),
+        "the earliest is shown"
+    );
+}
+
+#[test]
+fn the_explanation_of_a_changed_string_shows_both_contents() {
+    let old = image(b"progress | 4 cpus");
+    let mut new = image(b"progress | 4 cpus");
+    new.rodata[0] = merged("first", b"progress | 4 cpus online");
+    let out = diff(&old, &new).unwrap_or_else(|e| panic!("{e}"));
+    let d = why(&out);
+    assert_eq!(d.offset, 0, "the lea holding the reference");
+    let Cause::Content(c) = &d.cause else {
+        panic!("{:?}", d.cause);
+    };
+    assert_eq!(c.offset, 17);
+    assert_eq!(c.cause, Cause::Length { old: 17, new: 24 });
+    let o = d.old.as_ref().unwrap();
+    assert_eq!(o.text.as_deref(), Some("lea -0xd07(%rip),%rsi"));
+    assert_eq!(o.refers_to, ["anon .rodata@0x300"]);
+    let line = &d.lines()[0];
+    assert_eq!(
+        line,
+        "first difference at +0x0: anon .rodata@0x300 now points to different bytes: …\"rogress | 4 cpus\" → …\"rogress | 4 cpus online\"",
+    );
 }
