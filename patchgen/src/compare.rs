@@ -3,57 +3,21 @@
 //! same offsets with the same types, and targets that are the same *thing* — the
 //! paired function at the same offset, the same named data, or unnamed data whose
 //! bytes (compared the same way, recursively) are equal. A function that only moved,
-//! or whose callee moved, is therefore unchanged.
+//! or whose callee moved, or whose strings moved, is therefore unchanged.
+//!
+//! Unnamed read-only data (merged strings and constants: the linker keeps no symbol
+//! for them) is compared by content, never by offset: the string a function refers to
+//! in one build against the string at the same place of its code in the other. Such a
+//! block ends where the next thing starts, so it may end in alignment padding that
+//! differs between builds; trailing zeros that can only be padding are not content
+//! (`Compare::gaps`).
 
 use std::collections::HashMap;
 
+use super::difference::Difference;
 use super::image::SectionKind;
 use super::locate::{Analysis, Location, Ref, Target};
 use super::symbols::Matching;
-
-/// The first reason two functions differ, for `--explain`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Difference {
-    /// The sizes differ.
-    Size {
-        /// Old size.
-        old: u64,
-        /// New size.
-        new: u64,
-    },
-    /// The bytes at this offset differ (outside relocation fields).
-    Bytes {
-        /// Offset in the function.
-        offset: u64,
-    },
-    /// The relocations differ in number, offset or type from this offset on.
-    Relocations {
-        /// Offset in the function.
-        offset: u64,
-    },
-    /// The relocation at this offset refers to something else.
-    Target {
-        /// Offset in the function.
-        offset: u64,
-        /// What the old code refers to.
-        old: String,
-        /// What the new code refers to.
-        new: String,
-    },
-}
-
-impl core::fmt::Display for Difference {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Self::Size { old, new } => write!(f, "size {old:#x} → {new:#x}"),
-            Self::Bytes { offset } => write!(f, "code differs at +{offset:#x}"),
-            Self::Relocations { offset } => write!(f, "relocations differ from +{offset:#x}"),
-            Self::Target { offset, old, new } => {
-                write!(f, "+{offset:#x} refers to {new} (was {old})")
-            }
-        }
-    }
-}
 
 /// Compares items of two analyses, remembering data comparisons.
 pub(crate) struct Compare<'x, 'a> {
@@ -73,82 +37,44 @@ impl<'x, 'a> Compare<'x, 'a> {
         }
     }
 
-    /// `None` if old function `o` and new function `n` are equivalent.
+    /// `None` if old function `o` and new function `n` are equivalent; otherwise their
+    /// first difference (`explain`).
     pub fn functions(&mut self, o: usize, n: usize) -> Option<Difference> {
+        (!self.same_functions(o, n)).then(|| self.explain_functions(o, n))
+    }
+
+    /// Whether old function `o` and new function `n` are equivalent.
+    fn same_functions(&mut self, o: usize, n: usize) -> bool {
         let (fo, fnew) = (&self.old.items.funcs[o], &self.new.items.funcs[n]);
         if fo.size != fnew.size {
-            return Some(Difference::Size {
-                old: fo.size,
-                new: fnew.size,
-            });
+            return false;
         }
         let ob = self.old.image.bytes(fo.addr, fo.size).unwrap_or(&[]);
         let nb = self.new.image.bytes(fnew.addr, fnew.size).unwrap_or(&[]);
         let (orefs, nrefs) = (&self.old.code[o].refs, &self.new.code[n].refs);
-        if self.old.code[o].problems != self.new.code[n].problems {
-            return Some(Difference::Relocations { offset: 0 });
-        }
-        self.blocks(ob, nb, orefs, nrefs)
+        self.old.code[o].problems == self.new.code[n].problems && self.blocks(ob, nb, orefs, nrefs)
     }
 
-    /// Compares two blocks of bytes with their references.
-    pub fn blocks(
-        &mut self,
-        ob: &[u8],
-        nb: &[u8],
-        orefs: &[Ref],
-        nrefs: &[Ref],
-    ) -> Option<Difference> {
-        if ob.len() != nb.len() {
-            return Some(Difference::Size {
-                old: ob.len() as u64,
-                new: nb.len() as u64,
-            });
+    /// Whether two blocks of bytes with their references are equivalent: same length,
+    /// same bytes outside relocation fields, the same fields, and the same targets.
+    pub fn blocks(&mut self, ob: &[u8], nb: &[u8], orefs: &[Ref], nrefs: &[Ref]) -> bool {
+        if ob.len() != nb.len() || orefs.len() != nrefs.len() {
+            return false;
         }
-        let mut masked = vec_of(ob.len());
+        let mut masked = vec![false; ob.len()];
         for (ro, rn) in orefs.iter().zip(nrefs) {
             if ro.offset != rn.offset || ro.r_type != rn.r_type || ro.width != rn.width {
-                return Some(Difference::Relocations {
-                    offset: u64::from(ro.offset.min(rn.offset)),
-                });
+                return false;
             }
             let start = ro.offset as usize;
             for m in masked.iter_mut().skip(start).take(ro.width as usize) {
                 *m = true;
             }
         }
-        if orefs.len() != nrefs.len() {
-            let offset = orefs
-                .get(nrefs.len())
-                .or(nrefs.get(orefs.len()))
-                .map_or(0, |r| r.offset);
-            return Some(Difference::Relocations {
-                offset: u64::from(offset),
-            });
+        if (0..ob.len()).any(|i| !masked[i] && ob[i] != nb[i]) {
+            return false;
         }
-        if let Some(offset) = (0..ob.len()).find(|&i| !masked[i] && ob[i] != nb[i]) {
-            return Some(Difference::Bytes {
-                offset: offset as u64,
-            });
-        }
-        for (ro, rn) in orefs.iter().zip(nrefs) {
-            if !self.targets(ro, rn) {
-                return Some(Difference::Target {
-                    offset: u64::from(ro.offset),
-                    old: self.describe_old(ro.target),
-                    new: self.describe_new(rn.target),
-                });
-            }
-        }
-        None
-    }
-
-    fn describe_old(&self, t: Target) -> String {
-        describe(self.old, t)
-    }
-
-    fn describe_new(&self, t: Target) -> String {
-        describe(self.new, t)
+        orefs.iter().zip(nrefs).all(|(ro, rn)| self.targets(ro, rn))
     }
 
     /// Whether two references refer to the same thing, and (for pc-relative and
@@ -226,7 +152,7 @@ impl<'x, 'a> Compare<'x, 'a> {
             ) => {
                 j1 == j2
                     && self.old.image.sections[x1].name == self.new.image.sections[x2].name
-                    && self.data((s1, e1, j1), (s2, e2, j2))
+                    && self.gaps((s1, e1, j1), (s2, e2, j2))
             }
             (
                 Location::Label {
@@ -251,6 +177,35 @@ impl<'x, 'a> Compare<'x, 'a> {
             (Location::Unknown { addr: a }, Location::Unknown { addr: b }) => a == b,
             _ => false,
         }
+    }
+
+    /// Whether two unnamed read-only blocks are the same content. A gap ends at the
+    /// next thing the linker placed, so it may end in alignment padding: the same string
+    /// followed by one zero byte in one build and by two in the other (lld packs merged
+    /// strings and constants and pads before the next aligned one) is the same string.
+    /// The common prefix is compared; the longer block's excess must be [`padding`].
+    ///
+    /// That is enough for code that is otherwise the same: the length it reads is in
+    /// the code (an immediate, a load width, a type's size), the same in both builds,
+    /// and no longer than either block, since each block holds the whole constant.
+    /// Jump tables have exact ends (their run of entries) and are compared whole.
+    fn gaps(&mut self, old: (u64, u64, bool), new: (u64, u64, bool)) -> bool {
+        let (olen, nlen) = (old.1 - old.0, new.1 - new.0);
+        if old.2 || new.2 || olen == nlen {
+            return self.data(old, new);
+        }
+        let common = olen.min(nlen);
+        let (longer, start) = if olen > nlen {
+            (self.old, old.0)
+        } else {
+            (self.new, new.0)
+        };
+        let end = start + olen.max(nlen);
+        padding(longer, start + common, end)
+            && self.data(
+                (old.0, old.0 + common, false),
+                (new.0, new.0 + common, false),
+            )
     }
 
     /// Whether two data blocks `(start, end, jump_table)` are equivalent.
@@ -287,15 +242,29 @@ impl<'x, 'a> Compare<'x, 'a> {
         };
         let (orefs, oprob) = self.old.data_refs(old.0, old.1, old.2);
         let (nrefs, nprob) = self.new.data_refs(new.0, new.1, new.2);
-        oprob == nprob && self.blocks(ob, nb, &orefs, &nrefs).is_none()
+        oprob == nprob && self.blocks(ob, nb, &orefs, &nrefs)
     }
 }
 
-fn vec_of(n: usize) -> std::vec::Vec<bool> {
-    vec![false; n]
+/// The largest alignment the differ assumes for read-only constants (rustc aligns
+/// them to their type, at most 16 without `#[repr(align)]`).
+const MAX_ALIGN: u64 = 16;
+
+/// Whether `[from, end)` of `a` can be alignment padding before whatever starts at
+/// `end`: fewer bytes than `end`'s alignment (at most [`MAX_ALIGN`]), all zero, and no
+/// relocation field among them.
+pub(crate) fn padding(a: &Analysis<'_>, from: u64, end: u64) -> bool {
+    let align = 1u64 << end.trailing_zeros().min(MAX_ALIGN.trailing_zeros());
+    let len = end - from;
+    len < align
+        && a.image
+            .bytes(from, len)
+            .is_some_and(|b| b.iter().all(|&x| x == 0))
+        && a.image.relocs_in(from, end).is_empty()
 }
 
-fn describe(a: &Analysis<'_>, t: Target) -> String {
+/// What a reference's target is, e.g. `kernel::tasks::tick`, `anon .rodata@0x9211`.
+pub(crate) fn describe(a: &Analysis<'_>, t: Target) -> String {
     match t {
         Target::Addr(x) => a.describe(a.locate(x)),
         Target::Got(x) => format!("GOT slot of {}", a.describe(a.locate(x))),

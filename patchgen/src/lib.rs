@@ -37,6 +37,7 @@
 //! | `decode` | instruction boundaries (`iced-x86`) |
 //! | `locate` | references and what an address is |
 //! | `compare` | equivalence of functions and data |
+//! | `explain`, `difference` | the first difference of a changed function, for `--explain` |
 //! | `rules` | what a hotpatch refuses |
 //! | `extract` | carried code and data, relocations |
 //! | `verify` | the self-check of a built patch |
@@ -51,6 +52,8 @@
 
 mod compare;
 mod decode;
+mod difference;
+mod explain;
 mod extract;
 mod image;
 mod locate;
@@ -64,7 +67,7 @@ mod testelf;
 #[cfg(test)]
 mod tests;
 
-pub use compare::Difference;
+pub use difference::{Cause, ContentDifference, Data, Difference, Instruction};
 pub use verdict::{
     DiffError, FunctionVerdict, Note, Reason, Remedy, StaticChange, Subject, Verdict, Warning,
     Which,

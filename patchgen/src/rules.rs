@@ -290,9 +290,7 @@ pub(crate) fn outside_functions(cmp: &mut Compare<'_, '_>) -> Vec<(String, Reaso
                 let bytes = (old.image.bytes(os, oe - os), new.image.bytes(ns, ne - ns));
                 let refs = (outside_refs(old, os, oe), outside_refs(new, ns, ne));
                 match (bytes, refs) {
-                    ((Some(x), Some(y)), (Some(rx), Some(ry))) => {
-                        cmp.blocks(x, y, &rx, &ry).is_none()
-                    }
+                    ((Some(x), Some(y)), (Some(rx), Some(ry))) => cmp.blocks(x, y, &rx, &ry),
                     _ => false,
                 }
             }

@@ -16,6 +16,8 @@ pub(super) enum To {
     Sym(String),
     /// `.rodata` + offset, through the section symbol (as for local constants).
     Rodata(u64),
+    /// A [`merged`] string, by its key, through the section symbol.
+    Merged(String),
 }
 
 /// A relocation at `at` in its function.
@@ -35,7 +37,8 @@ pub(super) struct F {
     pub relocs: Vec<R>,
 }
 
-/// A data object (anonymous when its name starts with `.L`).
+/// A data object (anonymous when its name starts with `.L`; without a symbol, packed
+/// against the previous one, when it is [`merged`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct O {
     pub name: String,
@@ -71,6 +74,21 @@ pub(super) fn o(name: &str, bytes: &[u8]) -> O {
     O {
         name: name.into(),
         bytes: bytes.to_vec(),
+    }
+}
+
+/// Prefix of the names of [`merged`] strings.
+const MERGED: &str = "merged:";
+
+/// A string as lld leaves merged strings: no symbol, no alignment, referenced through
+/// `.rodata + offset` ([`To::Merged`] with the same `key`).
+pub(super) fn merged(key: &str, bytes: &[u8]) -> O {
+    o(&format!("{MERGED}{key}"), bytes)
+}
+
+impl O {
+    fn is_merged(&self) -> bool {
+        self.name.starts_with(MERGED)
     }
 }
 
@@ -130,8 +148,11 @@ impl Elf {
         let mut rodata = Vec::new();
         let mut r = RODATA;
         for o in &self.rodata {
+            if !o.is_merged() {
+                r = align(r, 8);
+            }
             rodata.push(r);
-            r = align(r + o.bytes.len() as u64, 8);
+            r += o.bytes.len() as u64;
         }
         assert!(r <= IDENTITY, "rodata too large for the test layout");
         let data_at = align(text_end, 0x1000);
@@ -235,7 +256,7 @@ impl Elf {
             (&self.data, &l.data, s_data),
         ];
         for (list, addrs, shndx) in objects {
-            for (o, &at) in list.iter().zip(addrs) {
+            for (o, &at) in list.iter().zip(addrs).filter(|(o, _)| !o.is_merged()) {
                 index.insert(o.name.clone(), syms.len() as u32);
                 syms.push(Sym {
                     name: name(&o.name),
@@ -273,6 +294,15 @@ impl Elf {
                     (i, syms[i as usize].value, 0)
                 }
                 To::Rodata(off) => (rodata_section_sym, RODATA, *off as i64),
+                To::Merged(key) => {
+                    let name = format!("{MERGED}{key}");
+                    let i = self
+                        .rodata
+                        .iter()
+                        .position(|o| o.name == name)
+                        .unwrap_or_else(|| panic!("no merged string {key}"));
+                    (rodata_section_sym, RODATA, (l.rodata[i] - RODATA) as i64)
+                }
             }
         };
 

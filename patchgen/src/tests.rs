@@ -535,3 +535,5 @@ mod robustness {
         }
     }
 }
+
+mod rodata;

@@ -9,7 +9,7 @@ use std::fmt;
 use image_format::error::FormatError;
 use image_format::hotpatch::PatchError;
 
-use super::compare::Difference;
+use super::difference::Difference;
 
 /// Which of the two builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

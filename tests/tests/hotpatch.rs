@@ -12,7 +12,8 @@
 //! replacing the same function), `patch-b` changes an inlined helper (several sites:
 //! tickers and heartbeats count 2), `patch-c` changes a state layout (the generator
 //! refuses it), `patch-d` changes the scheduler loop (the guest refuses it: CPUs stand
-//! in it), `twin` is v1's code under another build id.
+//! in it), `patch-f` lengthens the heartbeat's log message (one function, its new
+//! string carried; the console shows it), `twin` is v1's code under another build id.
 //!
 //! Each test boots one VM (v1 on 2 CPUs, the first test on 4; the twin for the wrong
 //! build), except the generator's refusal, which needs none. VMs boot the private
@@ -22,7 +23,7 @@ use std::collections::BTreeSet;
 
 use hotkernel::update::Refused;
 use hotkernel_tests::patches::{self, function, function_at, package, patch, KERNEL_BASE};
-use hotkernel_tests::{assert_continuous, tasks_of, Guest, StepRules};
+use hotkernel_tests::{assert_continuous, tasks_of, Check, Guest, StepRules, HANG_GUARD};
 use image_format::mailbox::report::{Outcome, PatchOp, PatchReport, Report, Snapshot};
 use image_format::mailbox::{RequestFlags, Status};
 use image_format::package::parse_header;
@@ -705,4 +706,49 @@ fn a_swap_drops_patches_into_another_build_and_refuses_the_same_build() {
         reason.contains("another image") && reason.contains(&v2),
         "the reason names v2's build id {v2}: {reason}"
     );
+}
+
+#[test]
+fn a_longer_log_message_is_hotpatched_into_the_running_heartbeat() {
+    let name = "a_longer_log_message_is_hotpatched_into_the_running_heartbeat";
+    // The commonest small fix: one log message grows (patch-f). The patch is made
+    // against the kernel the VM runs, found by the build id the guest reports (as
+    // `patch make --vm` finds it), and names only the function that prints it.
+    let mut g = v1(2);
+    let running = g.status().image.build_id;
+    let v1_elf = patches::kernel("v1");
+    let old = hotkernel::hotpatch::elf_with_build_id(running.as_bytes(), vec![v1_elf.path.clone()])
+        .unwrap_or_else(|| panic!("{name}: no ELF here has the running build id {running}"));
+    let old = std::fs::read(&old).expect("reading the running kernel's ELF");
+    let new = patches::kernel("patch-f");
+    let opts = patchgen::PatchOptions {
+        label: Some("patch-f".into()),
+        ..patchgen::PatchOptions::default()
+    };
+    let out = patchgen::make_patch(&old, &new.bytes, &opts)
+        .unwrap_or_else(|e| panic!("{name}: patch make refused patch-f: {e}"));
+    let changed: Vec<&str> = out
+        .verdicts
+        .iter()
+        .filter(|v| matches!(v.verdict, Verdict::Changed { .. }))
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(changed, [HEARTBEAT_STEP], "{:?}", out.verdicts);
+    let pf = out.bytes.expect("a patch");
+
+    let first = g.vm.serial_lines().len();
+    let line =
+        g.vm.wait_for_line_from(first, "cpus | steps/s", HANG_GUARD)
+            .check("the old progress line");
+    eprintln!("{name}: before: {}", line.text);
+    let r = apply(&mut g, name, &pf, "patch-f", (1, 1), 1);
+    let names: Vec<&str> = r.functions.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, [HEARTBEAT_STEP], "{r:?}");
+    let line =
+        g.vm.wait_for_line_from(line.index + 1, "cpus online | steps/s per cpu", HANG_GUARD)
+            .check("the new progress line");
+    eprintln!("{name}: after: {}", line.text);
+    assert_counting(&mut g, &format!("{name} (patched)"), V1);
+    assert_jumps_into(&mut g, &r, &pf);
+    g.assert_running("v1", 1);
 }

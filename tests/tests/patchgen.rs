@@ -20,7 +20,8 @@ use hotkernel::workspace;
 use hotkernel_tests::patches;
 use image_format::hotpatch::{parse, FunctionKind};
 use patchgen::{
-    make_patch, DiffError, FunctionVerdict, PatchOptions, PatchOutput, Reason, Verdict, Warning,
+    make_patch, Cause, DiffError, FunctionVerdict, PatchOptions, PatchOutput, Reason, Verdict,
+    Warning,
 };
 
 /// Set (to anything) to skip these tests: they build every kernel variant.
@@ -136,6 +137,18 @@ fn kernel_patch_a_patches_the_counter_step() {
         "{:?}",
         out.verdicts
     );
+    // `--explain`: `incq (%rdi)` became `addq $2,(%rdi)`.
+    let Verdict::Changed { why, .. } = &named(&out.verdicts, "kernel::tasks::counter::step")
+        .unwrap()
+        .verdict
+    else {
+        unreachable!()
+    };
+    println!("{}", why.lines().join("\n"));
+    assert!(
+        matches!(&why.cause, Cause::Opcode { old, new } if old.starts_with("inc") && new.starts_with("add")),
+        "{why:?}"
+    );
     let bytes = out.bytes.expect("a patch");
     let view = parse(&bytes).unwrap();
     let step = view
@@ -230,4 +243,55 @@ fn kernel_twin_is_reported_honestly() {
         }
         Err(e) => panic!("{e}"),
     }
+}
+
+#[test]
+fn kernel_patch_f_patches_only_the_function_whose_string_grew() {
+    if skipped("kernel_patch_f_patches_only_the_function_whose_string_grew") {
+        return;
+    }
+    // patch-f lengthens one piece of the heartbeat's progress line: every merged
+    // string after it moves, and the padding after some of them changes. Functions that
+    // refer to moved but identical strings (hk_ap_resume's `expect` message among
+    // them) are unchanged; the heartbeat's step is patched and its new string carried.
+    let out = diff("patch-f").expect("patch-f is hotpatchable");
+    assert_eq!(
+        sites(&out.verdicts),
+        ["kernel::tasks::heartbeat::step"],
+        "{:?}",
+        out.verdicts
+    );
+    assert!(named(&out.verdicts, "hk_ap_resume").is_none());
+    // `--explain`: the instruction that refers to the string, and both contents.
+    let step = named(&out.verdicts, "kernel::tasks::heartbeat::step").unwrap();
+    let Verdict::Changed { why, .. } = &step.verdict else {
+        unreachable!()
+    };
+    let text = why.lines().join("\n");
+    println!("{text}");
+    assert!(matches!(why.cause, Cause::Content(_)), "{text}");
+    assert!(
+        why.new
+            .as_ref()
+            .and_then(|i| i.text.as_deref())
+            .is_some_and(|t| t.contains("(%rip)")),
+        "{text}"
+    );
+    assert!(text.contains("cpus online"), "{text}");
+    let bytes = out.bytes.expect("a patch");
+    let view = parse(&bytes).unwrap();
+    let carried: Vec<_> = view
+        .data_blocks()
+        .map(|d| {
+            let (at, size) = (d.offset as usize, d.size as usize);
+            println!("data {} ({size} bytes)", d.name);
+            view.payload()[at..at + size].to_vec()
+        })
+        .collect();
+    assert!(
+        carried
+            .iter()
+            .any(|b| b.windows(14).any(|w| w == b" cpus online |")),
+        "the new string is carried"
+    );
 }

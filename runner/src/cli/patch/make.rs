@@ -144,6 +144,15 @@ fn verdict_line(v: &FunctionVerdict) -> String {
     line
 }
 
+/// For `--explain`: a changed function's first difference, the instruction in each
+/// build and, for read-only data it refers to, both contents (empty for other verdicts).
+fn explanation(v: &FunctionVerdict) -> Vec<String> {
+    match &v.verdict {
+        Verdict::Changed { why, .. } => why.lines(),
+        _ => Vec::new(),
+    }
+}
+
 pub fn make(args: MakeArgs) -> Result<u8> {
     let (old, new) = sources(&args).map_err(Error::Patch)?;
     let old_elf = resolve(&old)?;
@@ -165,7 +174,16 @@ pub fn make(args: MakeArgs) -> Result<u8> {
     println!("{} → {}", old_elf.display(), new_elf.display());
     for v in &made.verdicts {
         if args.explain {
-            println!("  {v}");
+            let lines = explanation(v);
+            if lines.is_empty() {
+                println!("  {v}");
+            } else {
+                // The short line, then the difference in full.
+                println!("  {}", verdict_line(v));
+            }
+            for line in lines {
+                println!("      {line}");
+            }
         } else {
             println!("  {}", verdict_line(v));
         }
