@@ -134,6 +134,11 @@ pub enum Error {
         exit: String,
         tail: String,
     },
+
+    /// A signal (Ctrl-C, SIGTERM, SIGHUP) stopped this process's VMs; no VM is launched
+    /// after it.
+    #[error("interrupted: a signal stopped this process's VMs, and no new one is started")]
+    Interrupted,
 }
 
 impl Error {

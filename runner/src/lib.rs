@@ -15,7 +15,8 @@
 //! | [`diskimage`] | BIOS boot images |
 //! | [`hotpatch`] | hotpatches: make from two builds, apply / list / remove, verify the text |
 //! | [`qemu`] | QEMU's command line and what its exit status means |
-//! | [`serial`] | the guest console: bridge to the terminal, timestamped lines |
+//! | [`serial`] | the guest console: timestamped lines, the bytes handed on |
+//! | [`term`] | the runner's own output: writes that tolerate a closed terminal, the console's echo |
 //! | [`qmp`] | QEMU Machine Protocol client |
 //! | [`mailbox`] | the shared-memory mailbox: requests, responses, reports |
 //! | [`update`] | live-update operations: pack, stage, apply, snapshot |
@@ -24,6 +25,8 @@
 //! | [`workspace`] | where things are on disk |
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
+// Output goes through `term`, which survives a closed stdout or stderr.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod bench;
 pub mod build;
@@ -40,6 +43,7 @@ pub mod qemu;
 pub mod qmp;
 pub mod report;
 pub mod serial;
+pub mod term;
 pub mod toolchain;
 pub mod update;
 pub mod variant;

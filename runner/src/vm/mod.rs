@@ -1,5 +1,12 @@
-//! A running VM: QEMU with the guest's console captured, its state directory, and the
-//! ways it can end. The CLI's `run` and the integration tests both go through [`Vm`].
+//! A running VM: QEMU with the guest's console captured (in memory, and on the terminal
+//! when asked), its state directory, and the ways it can end.
+//! The CLI's `run` and the integration tests both go through [`Vm`].
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`state`] | the VM's directory, `state.json`, who owns a name |
+//! | [`registry`] | every VM this process runs, for a signal handler to stop |
+//! | [`slots`] | how many VMs one process runs at once |
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -13,6 +20,7 @@
 
 mod config;
 mod kernel;
+pub mod registry;
 pub mod slots;
 pub mod state;
 
@@ -30,6 +38,7 @@ use crate::error::{Error, Result};
 use crate::qemu::{describe_status, BootOpt, GuestExit, QemuSpec};
 use crate::qmp::{self, Qmp, RunState};
 use crate::serial::{self, LineWait, SerialLine, SerialLog};
+use crate::term::{errln, Echo};
 use crate::toolchain;
 
 pub use config::{KernelChoice, VmConfig};
@@ -77,6 +86,25 @@ impl Shared {
         self.exited.notify_all();
     }
 
+    /// Waits until QEMU has ended and been reaped, or `deadline`. Returns whether it has.
+    fn wait_exited(&self, deadline: Instant) -> bool {
+        let mut process = self.process();
+        loop {
+            if process.status.is_some() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            process = self
+                .exited
+                .wait_timeout(process, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
     fn kill(&self) {
         let mut process = self.process();
         if process.status.is_none() {
@@ -90,10 +118,18 @@ impl Shared {
 
     /// Asks QEMU to quit through QMP; does not wait. Asking twice sends one `quit`.
     fn request_quit(&self) -> Result<()> {
-        if self.stop_requested.swap(true, Ordering::SeqCst) || self.process().status.is_some() {
+        if self.stop_requested.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        Qmp::connect(&self.paths.qmp_socket, Duration::from_secs(10))?.quit()
+        self.send_quit(Duration::from_secs(10))
+    }
+
+    /// Sends QMP `quit` (connecting within `timeout`) unless QEMU has ended.
+    fn send_quit(&self, timeout: Duration) -> Result<()> {
+        if self.process().status.is_some() {
+            return Ok(());
+        }
+        Qmp::connect(&self.paths.qmp_socket, timeout)?.quit()
     }
 
     fn stderr(&self) -> String {
@@ -129,6 +165,7 @@ pub struct Vm {
     launched_at: Instant,
     shared: Arc<Shared>,
     console: Mutex<UnixStream>,
+    echo: Option<Echo>,
     reader: Option<JoinHandle<()>>,
     stderr_reader: Option<JoinHandle<()>>,
     claim: state::Claim,
@@ -173,24 +210,32 @@ impl Vm {
             mailbox: paths.mailbox.clone(),
             boot_opts: boot_opts.clone(),
         };
+        let echo = if cfg.echo_serial {
+            Some(Echo::start().map_err(|e| Error::io("start the console echo thread", e))?)
+        } else {
+            None
+        };
         let launched_at = Instant::now();
-        let mut child = spec.command().spawn().map_err(|e| Error::QemuStart {
-            message: format!("cannot run {}: {e}", toolchain::QEMU),
-            stderr: String::new(),
+        let (shared, stderr_pipe) = registry::spawn_listed(|| {
+            let mut child = spec.command().spawn().map_err(|e| Error::QemuStart {
+                message: format!("cannot run {}: {e}", toolchain::QEMU),
+                stderr: String::new(),
+            })?;
+            let stderr_pipe = child.stderr.take();
+            let shared = Arc::new(Shared {
+                log: Arc::new(SerialLog::default()),
+                process: Mutex::new(Process {
+                    child,
+                    status: None,
+                }),
+                exited: Condvar::new(),
+                stop_requested: AtomicBool::new(false),
+                stderr: Mutex::new(String::new()),
+                paths: paths.clone(),
+            });
+            Ok((shared, stderr_pipe))
         })?;
-        let qemu_pid = child.id();
-        let stderr_pipe = child.stderr.take();
-        let shared = Arc::new(Shared {
-            log: Arc::new(SerialLog::default()),
-            process: Mutex::new(Process {
-                child,
-                status: None,
-            }),
-            exited: Condvar::new(),
-            stop_requested: AtomicBool::new(false),
-            stderr: Mutex::new(String::new()),
-            paths: paths.clone(),
-        });
+        let qemu_pid = shared.process().child.id();
         let stderr_reader =
             stderr_pipe.map(|pipe| spawn_stderr_reader(pipe, shared.clone(), cfg.echo_serial));
 
@@ -236,11 +281,15 @@ impl Vm {
             .try_clone()
             .map_err(|e| Error::io("duplicate the console socket", e))?;
         let reader = {
-            let shared = shared.clone();
-            serial::spawn_reader(stream, shared.log.clone(), cfg.echo_serial, move || {
-                shared.reap()
-            })
-            .map_err(|e| Error::io("start the console thread", e))?
+            let close = shared.clone();
+            let echo = echo.clone();
+            let on_bytes = move |bytes: &[u8]| {
+                if let Some(echo) = &echo {
+                    echo.send(bytes);
+                }
+            };
+            serial::spawn_reader(stream, shared.log.clone(), on_bytes, move || close.reap())
+                .map_err(|e| Error::io("start the console thread", e))?
         };
         let stderr_reader = starting.started();
         Ok(Vm {
@@ -250,6 +299,7 @@ impl Vm {
             launched_at,
             shared,
             console: Mutex::new(input),
+            echo,
             reader: Some(reader),
             stderr_reader,
             claim,
@@ -270,6 +320,19 @@ impl Vm {
     /// The VM's files: sockets, mailbox, state.
     pub fn paths(&self) -> &VmPaths {
         &self.claim.paths
+    }
+
+    /// Waits up to `timeout` for the console's echo to reach the terminal (a VM launched
+    /// with [`VmConfig::echo_serial`]); returns how many bytes it dropped because the
+    /// terminal did not keep up.
+    pub fn drain_echo(&self, timeout: Duration) -> u64 {
+        match &self.echo {
+            Some(echo) => {
+                echo.drain(timeout);
+                echo.dropped()
+            }
+            None => 0,
+        }
     }
 
     /// The kernel it booted.
@@ -421,6 +484,7 @@ impl Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
+        self.shared.stop_requested.store(true, Ordering::SeqCst);
         self.shared.kill();
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
@@ -492,7 +556,7 @@ fn spawn_stderr_reader(pipe: ChildStderr, shared: Arc<Shared>, echo: bool) -> Jo
                     continue;
                 }
                 if echo {
-                    eprintln!("{line}");
+                    errln!("{line}");
                 }
                 let mut stderr = shared.stderr.lock().unwrap_or_else(|e| e.into_inner());
                 if stderr.len() < 64 * 1024 {
