@@ -20,7 +20,7 @@
 //! | [`qmp`] | QEMU Machine Protocol client |
 //! | [`mailbox`] | the shared-memory mailbox: requests, responses, reports |
 //! | [`update`] | live-update operations: pack, stage, apply, snapshot |
-//! | [`vm`] | a running VM and its state directory |
+//! | [`vm`] | a running VM, its state directory, its console log |
 //! | [`cli`] | the `hotkernel` command |
 //! | [`workspace`] | where things are on disk |
 #![deny(unsafe_code)]

@@ -9,7 +9,7 @@
 //! - [`Echo`] copies the guest's console to stdout on a thread of its own, through a
 //!   bounded queue: a terminal that stops reading (a paused pager) delays only the
 //!   echo, never the capture of the console, and what does not fit the queue is
-//!   dropped and counted; the in-memory capture (`crate::serial`) keeps every byte.
+//!   dropped and counted. The VM's console log (`crate::vm::console`) keeps every byte.
 //!
 //! What this does not do: a stream whose reader is alive but not reading blocks a
 //! message, as it blocks any program, until it reads or closes. The runner stops a VM

@@ -107,6 +107,13 @@ fn signal_after_the_terminal_closed(signal: &str, number: i32) {
         VmState::load(&name).is_err(),
         "{signal}: the VM's state is left behind"
     );
+    let log = std::fs::read_to_string(state.paths.console_log()).expect("the console log");
+    assert!(log.contains("CPUs online"), "{log}");
+    assert!(
+        log.contains("--- hotkernel: VM ended: stopped on request"),
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&state.paths.dir);
 }
 
 #[test]

@@ -60,6 +60,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
             None => "Ctrl-C stops it".to_owned(),
         }
     );
+    errln!("hotkernel: console log {}", vm.console_log().display());
     if let Some(choice) = vm.coldpatch() {
         errln!("hotkernel: {}", choice.line);
     }
@@ -79,7 +80,8 @@ pub fn run(args: RunArgs) -> Result<u8> {
     errln!();
     if dropped > 0 {
         errln!(
-            "hotkernel: {dropped} bytes of the console were not shown (the terminal did not keep up)"
+            "hotkernel: {dropped} bytes of the console were not shown (the terminal did not keep up); {} has them",
+            vm.console_log().display()
         );
     }
     // QEMU's messages were already echoed to stderr as they came.

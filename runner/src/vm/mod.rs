@@ -1,10 +1,11 @@
-//! A running VM: QEMU with the guest's console captured (in memory, and on the terminal
-//! when asked), its state directory, and the ways it can end.
+//! A running VM: QEMU with the guest's console captured (in memory, in the VM's console
+//! log, and on the terminal when asked), its state directory, and the ways it can end.
 //! The CLI's `run` and the integration tests both go through [`Vm`].
 //!
 //! | module | what |
 //! | --- | --- |
 //! | [`state`] | the VM's directory, `state.json`, who owns a name |
+//! | [`console`] | the console log kept across swaps, boots and the VM's end; panic reports |
 //! | [`registry`] | every VM this process runs, for a signal handler to stop |
 //! | [`slots`] | how many VMs one process runs at once |
 //!
@@ -19,6 +20,7 @@
 //! ```
 
 mod config;
+pub mod console;
 mod kernel;
 pub mod registry;
 pub mod slots;
@@ -27,7 +29,7 @@ pub mod state;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, ChildStderr, ExitStatus};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -40,6 +42,7 @@ use crate::qmp::{self, Qmp, RunState};
 use crate::serial::{self, LineWait, SerialLine, SerialLog};
 use crate::term::{errln, Echo};
 use crate::toolchain;
+use console::ConsoleLog;
 
 pub use config::{KernelChoice, VmConfig};
 pub use kernel::BootedKernel;
@@ -66,6 +69,7 @@ struct Shared {
     stop_requested: AtomicBool,
     stderr: Mutex<String>,
     paths: VmPaths,
+    console: ConsoleLog,
 }
 
 impl Shared {
@@ -74,15 +78,24 @@ impl Shared {
     }
 
     /// Waits for QEMU to end and records its status (called once the console closed,
-    /// i.e. QEMU is exiting, or after a kill).
+    /// i.e. QEMU is exiting, or after a kill), and how it ended in the console log.
     fn reap(&self) {
         let mut process = self.process();
+        let mut ended = None;
         if process.status.is_none() {
             if let Ok(status) = process.child.wait() {
                 process.status = Some(status);
+                ended = Some(status);
             }
         }
         drop(process);
+        if let Some(status) = ended {
+            let exit = GuestExit::from_status(status, self.stop_requested());
+            self.console.end(&match (exit, status.code()) {
+                (GuestExit::Other(_), _) | (_, None) => exit.to_string(),
+                (_, Some(code)) => format!("{exit} (QEMU status {code})"),
+            });
+        }
         self.exited.notify_all();
     }
 
@@ -157,7 +170,7 @@ impl VmHandle {
     }
 }
 
-/// A running VM. Dropping it kills QEMU and removes the VM's files.
+/// A running VM. Dropping it kills QEMU and removes the VM's files but its console log.
 pub struct Vm {
     name: String,
     kernel: BootedKernel,
@@ -185,7 +198,7 @@ impl Vm {
         let kernel = kernel::prepare(&cfg.kernel)?;
         let slot = slots::acquire();
         reap_stale_once();
-        let name = cfg.name.clone().unwrap_or_else(unique_name);
+        let name = cfg.name.clone().unwrap_or_else(state::unique_name);
         let claim = state::Claim::take(&name)?;
         let paths = claim.paths.clone();
         keep_booted_elf(&kernel.elf, &paths.booted_elf())?;
@@ -210,6 +223,27 @@ impl Vm {
             mailbox: paths.mailbox.clone(),
             boot_opts: boot_opts.clone(),
         };
+        let console = ConsoleLog::open_for_boot(
+            &paths.console_log(),
+            &name,
+            &format!(
+                "kernel {} ({}), {} CPUs, {} MiB, {}, boot options `{}`, runner pid {}",
+                kernel
+                    .variant
+                    .as_ref()
+                    .map_or_else(|| "given by path".to_owned(), Variant::to_string),
+                kernel.elf.display(),
+                cfg.cpus,
+                cfg.memory_mib,
+                cfg.accel,
+                boot_opts
+                    .iter()
+                    .map(BootOpt::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                std::process::id()
+            ),
+        )?;
         let echo = if cfg.echo_serial {
             Some(Echo::start().map_err(|e| Error::io("start the console echo thread", e))?)
         } else {
@@ -232,6 +266,7 @@ impl Vm {
                 stop_requested: AtomicBool::new(false),
                 stderr: Mutex::new(String::new()),
                 paths: paths.clone(),
+                console,
             });
             Ok((shared, stderr_pipe))
         })?;
@@ -281,9 +316,10 @@ impl Vm {
             .try_clone()
             .map_err(|e| Error::io("duplicate the console socket", e))?;
         let reader = {
-            let close = shared.clone();
+            let (copy, close) = (shared.clone(), shared.clone());
             let echo = echo.clone();
             let on_bytes = move |bytes: &[u8]| {
+                copy.console.append(bytes);
                 if let Some(echo) = &echo {
                     echo.send(bytes);
                 }
@@ -320,6 +356,11 @@ impl Vm {
     /// The VM's files: sockets, mailbox, state.
     pub fn paths(&self) -> &VmPaths {
         &self.claim.paths
+    }
+
+    /// The VM's console log (see [`console`]): kept after the VM ends.
+    pub fn console_log(&self) -> &std::path::Path {
+        self.shared.console.path()
     }
 
     /// Waits up to `timeout` for the console's echo to reach the terminal (a VM launched
@@ -583,15 +624,6 @@ fn keep_booted_elf(elf: &std::path::Path, kept: &std::path::Path) -> Result<()> 
     std::fs::copy(elf, kept)
         .map(|_| ())
         .map_err(|e| Error::io(format!("copy {} to {}", elf.display(), kept.display()), e))
-}
-
-fn unique_name() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "p{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 fn deadline(timeout: Duration) -> Instant {
