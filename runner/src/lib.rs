@@ -20,7 +20,7 @@
 //! | [`qmp`] | QEMU Machine Protocol client |
 //! | [`mailbox`] | the shared-memory mailbox: requests, responses, reports |
 //! | [`update`] | live-update operations: pack, stage, apply, snapshot |
-//! | [`vm`] | a running VM, its state directory, its console log |
+//! | [`vm`] | a running VM, its state directory, its console log; is it still there |
 //! | [`cli`] | the `hotkernel` command |
 //! | [`workspace`] | where things are on disk |
 #![deny(unsafe_code)]

@@ -1,15 +1,19 @@
 //! The runner's own life, through the real `hotkernel` command in a process of its own:
-//! a signal stops its VM even after its terminal went away.
+//! a signal stops its VM even after its terminal went away, and a guest that dies while
+//! the command waits for its answer is reported as dead, with its panic, at once.
 //!
 //! The tests wait for what the command prints (a console line, an error) and for its
 //! exit, each within [`HANG_GUARD`]; nothing waits for a duration.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hotkernel_tests::{patches, Check, VmState, HANG_GUARD};
+use hotkernel::update::REQUEST_TIMEOUT;
+use hotkernel::{workspace, KernelChoice};
+use hotkernel_tests::{patches, Check, Guest, VmConfig, VmState, HANG_GUARD};
 
 /// One VM at a time in this binary: the commands' VMs are not counted by the helpers'
 /// slots.
@@ -129,4 +133,76 @@ fn sighup_stops_the_vm_after_the_terminal_closed() {
 #[test]
 fn sigint_stops_the_vm_after_the_terminal_closed() {
     signal_after_the_terminal_closed("INT", 2);
+}
+
+/// The `apply-panic` kernel panics when asked to swap: `hotkernel swap` says the VM
+/// died, quoting the panic and its location, instead of waiting for an answer until
+/// its request times out.
+#[test]
+fn a_guest_that_dies_during_a_swap_is_reported_with_its_panic() {
+    let _one = one_vm();
+    let name = format!("lifecycle-dies-{}", std::process::id());
+    let package = patches::package("twin");
+    let dir = workspace::hotkernel_dir().join("test-tmp");
+    std::fs::create_dir_all(&dir).expect("creating the test directory");
+    let package_file = dir.join(format!("{name}.hkpkg"));
+    std::fs::write(&package_file, &package).expect("writing the package");
+    let guest = Guest::boot(
+        VmConfig {
+            kernel: KernelChoice::Elf(patches::kernel("apply-panic").path.clone()),
+            name: Some(name.clone()),
+            ..VmConfig::default()
+        }
+        .cpus(2),
+    );
+
+    let started = Instant::now();
+    let mut child = hotkernel()
+        .args(["swap", "--vm", &name, "--package"])
+        .arg(&package_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting `hotkernel swap`");
+    let mut stderr = child.stderr.take().expect("the command's stderr");
+    let mut stdout = child.stdout.take().expect("the command's stdout");
+    let status = wait_exit(&mut child, "swap to a guest that dies");
+    let elapsed = started.elapsed();
+    let (mut err, mut out) = (String::new(), String::new());
+    stderr.read_to_string(&mut err).expect("reading stderr");
+    stdout.read_to_string(&mut out).expect("reading stdout");
+    let _ = std::fs::remove_file(&package_file);
+
+    assert_eq!(status.code(), Some(1), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        elapsed < REQUEST_TIMEOUT,
+        "the command waited {elapsed:?}, as long as the request's timeout: {err}"
+    );
+    assert!(
+        err.contains(&format!("VM `{name}` ended before answering request")),
+        "{err}"
+    );
+    assert!(
+        err.contains("deliberate panic on the swap request"),
+        "the panic message is missing: {err}"
+    );
+    assert!(
+        err.contains("kernel/src/update/requests.rs:"),
+        "the panic's location is missing: {err}"
+    );
+    assert!(
+        err.contains(&guest.vm.console_log().display().to_string()),
+        "the console log is not named: {err}"
+    );
+    assert!(guest.vm.has_exited());
+    let log = std::fs::read_to_string(guest.vm.console_log()).expect("the console log");
+    assert!(log.contains("KERNEL PANIC"), "{log}");
+    let dir = guest.vm.paths().dir.clone();
+    drop(guest);
+    assert!(
+        Path::new(&dir).join("console.log").exists(),
+        "the console log is kept after the VM ended"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

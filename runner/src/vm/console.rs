@@ -1,7 +1,7 @@
 //! A VM's console log, `target/hotkernel/vm/<name>/console.log`: every byte the guest
 //! wrote on its console (COM1), kept after the VM ends so that what happened — a failed
 //! swap, a panic — can be read afterwards, by a person or by another `hotkernel`
-//! process.
+//! process ([`super::watch`]).
 //!
 //! - The guest's console goes on across swaps, so one boot's section holds every kernel
 //!   that ran in it. Boots of the same name append a section each.

@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | [`state`] | the VM's directory, `state.json`, who owns a name |
 //! | [`console`] | the console log kept across swaps, boots and the VM's end; panic reports |
+//! | [`watch`] | is a VM still there, from any process; what happened when it is not |
 //! | [`registry`] | every VM this process runs, for a signal handler to stop |
 //! | [`slots`] | how many VMs one process runs at once |
 //!
@@ -25,6 +26,7 @@ mod kernel;
 pub mod registry;
 pub mod slots;
 pub mod state;
+pub mod watch;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
