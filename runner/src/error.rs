@@ -32,6 +32,10 @@ pub enum Error {
     #[error("{0}")]
     Patch(String),
 
+    /// `hotkernel gdb` could not set GDB up (no gdbstub, no ELF of the running kernel).
+    #[error("gdb: {0}")]
+    Gdb(String),
+
     /// The guest refused a hotpatch operation the caller needed to succeed (the demo,
     /// the benchmark); `hotkernel patch apply|remove` print refusals instead.
     #[error("{what} was refused by the guest: {reason}")]

@@ -14,6 +14,7 @@
 //! | [`description`] | image descriptions (`.hk_schema`): read, printed, and compared before a push |
 //! | [`diskimage`] | BIOS boot images |
 //! | [`hotpatch`] | hotpatches: make from two builds, apply / list / remove, verify the text |
+//! | [`gdb`] | `hotkernel gdb`: GDB on a VM's gdbstub with the running kernel's and patches' symbols |
 //! | [`qemu`] | QEMU's command line and what its exit status means |
 //! | [`serial`] | the guest console: timestamped lines, the bytes handed on |
 //! | [`term`] | the runner's own output: writes that tolerate a closed terminal, the console's echo |
@@ -37,6 +38,7 @@ pub mod demo;
 pub mod description;
 pub mod diskimage;
 pub mod error;
+pub mod gdb;
 pub mod hotpatch;
 pub mod mailbox;
 pub mod qemu;

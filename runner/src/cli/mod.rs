@@ -10,6 +10,7 @@
 mod bench;
 mod build;
 mod demo;
+mod gdb;
 mod patch;
 mod run;
 pub mod signals;
@@ -69,6 +70,9 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Hotpatches: make one from two builds; apply, list and remove them in a running VM.
     Patch(patch::PatchArgs),
+    /// GDB on a running VM (its gdbstub), with the symbols of the kernel it runs now and
+    /// of its applied hotpatches; arguments after `--` go to gdb.
+    Gdb(gdb::GdbArgs),
 }
 
 /// Options of `hotkernel run`.
@@ -147,6 +151,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Some(Command::Demo(args)) => demo::demo(args),
         Some(Command::Bench(args)) => bench::bench(args),
         Some(Command::Patch(args)) => patch::patch(args),
+        Some(Command::Gdb(args)) => gdb::gdb(args),
     }
 }
 

@@ -222,6 +222,7 @@ impl Vm {
             serial_socket: paths.serial_socket.clone(),
             doorbell_socket: paths.doorbell_socket.clone(),
             qmp_socket: paths.qmp_socket.clone(),
+            gdb_socket: paths.gdb_socket(),
             mailbox: paths.mailbox.clone(),
             boot_opts: boot_opts.clone(),
         };

@@ -7,7 +7,8 @@
 //! | `state.json` | [`VmState`]: pids, sockets, mailbox, kernel |
 //! | `kernel.elf` | the ELF the VM booted (a link or copy: a rebuild does not change it) |
 //! | `stop-requested` | written by `hotkernel stop` before it quits QEMU, so the runner knows the quit was asked for |
-//! | `serial.sock`, `doorbell.sock`, `qmp.sock` | QEMU's sockets (in a short directory under `/tmp/hotkernel-<uid>/` instead when this path is too long for a unix socket) |
+//! | `gdb/` | what `hotkernel gdb` generated: its script, an ELF of symbols per applied patch |
+//! | `serial.sock`, `doorbell.sock`, `qmp.sock`, `gdb.sock` | QEMU's sockets (in a short directory under `/tmp/hotkernel-<uid>/` instead when this path is too long for a unix socket) |
 //! | `console.log` (`console.log.old`) | the guest's console, every boot of this name ([`super::console`]); **kept** when the VM ends |
 //!
 //! When the VM ends, every file but the console logs is removed. A VM without a name
@@ -127,6 +128,17 @@ impl VmPaths {
     /// build's copy; `hotkernel patch make --vm` needs the exact image).
     pub fn booted_elf(&self) -> PathBuf {
         self.dir.join("kernel.elf")
+    }
+
+    /// `gdb.sock`: QEMU's gdbstub (`hotkernel gdb`), with the other sockets.
+    pub fn gdb_socket(&self) -> PathBuf {
+        self.sockets_dir.join("gdb.sock")
+    }
+
+    /// `gdb/`: what `hotkernel gdb` generates for the debugger (its script, the
+    /// symbols of the applied patches).
+    pub fn gdb_dir(&self) -> PathBuf {
+        self.dir.join("gdb")
     }
 
     /// `console.log`: the guest's console, across swaps and boots ([`super::console`]).
@@ -357,9 +369,11 @@ fn remove_files(paths: &VmPaths) {
         &paths.serial_socket,
         &paths.doorbell_socket,
         &paths.qmp_socket,
+        &paths.gdb_socket(),
     ] {
         let _ = fs::remove_file(file);
     }
+    let _ = fs::remove_dir_all(paths.gdb_dir());
     if paths.sockets_dir != paths.dir {
         let _ = fs::remove_dir(&paths.sockets_dir);
     }
