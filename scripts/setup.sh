@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and booting hotkernel needs, when it is missing: the Rust
 # toolchain pinned by rust-toolchain.toml (with rust-src, llvm-tools and the
-# x86_64-unknown-none target) and QEMU. Quick and silent when everything is there.
+# x86_64-unknown-none target), QEMU and GDB (`hotkernel gdb`). Quick and silent when
+# everything is there.
 # Machines here set RUSTUP_AUTO_INSTALL=0, so nothing else installs the toolchain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,13 @@ if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
     as_root apt-get update -q
     as_root env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y -q --no-install-recommends qemu-system-x86
+fi
+
+if ! command -v gdb >/dev/null 2>&1; then
+    echo "setup: installing GDB (Debian package gdb)"
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends gdb
 fi
 
 if ! command -v rustup >/dev/null 2>&1; then

@@ -5,6 +5,8 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::vm::watch::Death;
+
 /// `Result` with the runner's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -29,6 +31,10 @@ pub enum Error {
     /// A hotpatch could not be made or read (an unreadable ELF or patch, a bad label).
     #[error("{0}")]
     Patch(String),
+
+    /// `hotkernel gdb` could not set GDB up (no gdbstub, no ELF of the running kernel).
+    #[error("gdb: {0}")]
+    Gdb(String),
 
     /// The guest refused a hotpatch operation the caller needed to succeed (the demo,
     /// the benchmark); `hotkernel patch apply|remove` print refusals instead.
@@ -134,6 +140,22 @@ pub enum Error {
         exit: String,
         tail: String,
     },
+
+    /// The VM ended (QEMU exited) while the runner waited for the guest's answer to a
+    /// mailbox request: how QEMU ended, the guest's panic report if it printed one, and
+    /// where its console is kept.
+    #[error("{}", guest_died(.vm, .waiting_for, .death))]
+    GuestDied {
+        vm: String,
+        /// What the runner was waiting for: `request 3 (snapshot)`.
+        waiting_for: String,
+        death: Box<Death>,
+    },
+
+    /// A signal (Ctrl-C, SIGTERM, SIGHUP) stopped this process's VMs; no VM is launched
+    /// after it.
+    #[error("interrupted: a signal stopped this process's VMs, and no new one is started")]
+    Interrupted,
 }
 
 impl Error {
@@ -162,6 +184,20 @@ fn stderr_suffix(stderr: &str) -> String {
     } else {
         format!("\nQEMU said:\n{stderr}")
     }
+}
+
+fn guest_died(vm: &str, waiting_for: &str, death: &Death) -> String {
+    let exit = death.exit.as_deref().unwrap_or(
+        "QEMU is gone, and its runner wrote nothing about how it ended (was it killed too?)",
+    );
+    let what = match &death.panic {
+        Some(panic) => format!("{panic}\n  QEMU: {exit}"),
+        None => format!("{exit}{}", tail_suffix(&death.tail)),
+    };
+    format!(
+        "VM `{vm}` ended before answering {waiting_for}: {what}\n  its console is kept in {}",
+        death.log.display()
+    )
 }
 
 fn tail_suffix(tail: &str) -> String {

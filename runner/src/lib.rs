@@ -14,16 +14,20 @@
 //! | [`description`] | image descriptions (`.hk_schema`): read, printed, and compared before a push |
 //! | [`diskimage`] | BIOS boot images |
 //! | [`hotpatch`] | hotpatches: make from two builds, apply / list / remove, verify the text |
+//! | [`gdb`] | `hotkernel gdb`: GDB on a VM's gdbstub with the running kernel's and patches' symbols |
 //! | [`qemu`] | QEMU's command line and what its exit status means |
-//! | [`serial`] | the guest console: bridge to the terminal, timestamped lines |
+//! | [`serial`] | the guest console: timestamped lines, the bytes handed on |
+//! | [`term`] | the runner's own output: writes that tolerate a closed terminal, the console's echo |
 //! | [`qmp`] | QEMU Machine Protocol client |
 //! | [`mailbox`] | the shared-memory mailbox: requests, responses, reports |
 //! | [`update`] | live-update operations: pack, stage, apply, snapshot |
-//! | [`vm`] | a running VM and its state directory |
+//! | [`vm`] | a running VM, its state directory, its console log; is it still there |
 //! | [`cli`] | the `hotkernel` command |
 //! | [`workspace`] | where things are on disk |
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
+// Output goes through `term`, which survives a closed stdout or stderr.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod bench;
 pub mod build;
@@ -34,12 +38,14 @@ pub mod demo;
 pub mod description;
 pub mod diskimage;
 pub mod error;
+pub mod gdb;
 pub mod hotpatch;
 pub mod mailbox;
 pub mod qemu;
 pub mod qmp;
 pub mod report;
 pub mod serial;
+pub mod term;
 pub mod toolchain;
 pub mod update;
 pub mod variant;

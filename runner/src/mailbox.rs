@@ -7,6 +7,12 @@
 //! doorbell, then read the response block until it answers this request's `seq` with
 //! `Done`. A response is read only when whole (both sequence copies and the checksum
 //! agree). Only one client at a time should talk to one VM's mailbox.
+//!
+//! A mailbox opened for a VM ([`Mailbox::open`]) also watches the VM while it waits for
+//! an answer ([`crate::vm::watch`]): when QEMU is gone, the wait ends within
+//! [`WATCH_EVERY`] (plus up to a second for the runner's account of the exit) with
+//! [`Error::GuestDied`], which quotes the guest's panic report, instead of running into
+//! its timeout.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -23,7 +29,11 @@ use image_format::mailbox::{
 use memmap2::MmapMut;
 
 use crate::error::{Error, Result};
+use crate::vm::watch::Watch;
 use crate::vm::VmPaths;
+
+/// How often a wait for an answer checks that the VM is still there.
+pub const WATCH_EVERY: Duration = Duration::from_millis(100);
 
 /// An open mailbox.
 pub struct Mailbox {
@@ -31,6 +41,11 @@ pub struct Mailbox {
     doorbell: std::path::PathBuf,
     /// The VM's copy of the ELF it booted, when the mailbox was opened for a VM.
     booted_elf: Option<std::path::PathBuf>,
+    /// The VM, when the mailbox was opened for one: a wait for an answer ends when it
+    /// is gone.
+    watch: Option<Watch>,
+    /// The last request sent: its sequence number, command and flags.
+    sent: Option<(u64, Command, RequestFlags)>,
 }
 
 /// What a finished request returned.
@@ -52,6 +67,7 @@ impl Mailbox {
     pub fn open(paths: &VmPaths) -> Result<Self> {
         let mut mb = Self::open_file(&paths.mailbox, &paths.doorbell_socket)?;
         mb.booted_elf = Some(paths.booted_elf());
+        mb.watch = Some(Watch::for_vm(paths));
         Ok(mb)
     }
 
@@ -79,6 +95,8 @@ impl Mailbox {
             map,
             doorbell: doorbell.to_owned(),
             booted_elf: None,
+            watch: None,
+            sent: None,
         })
     }
 
@@ -160,6 +178,7 @@ impl Mailbox {
         sealed
             .write_to(&mut self.map[REQUEST_OFFSET..REQUEST_OFFSET + BLOCK_SIZE])
             .map_err(|e| Error::Mailbox(e.to_string()))?;
+        self.sent = Some((request.seq, request.command, request.flags));
         self.ring();
         Ok(())
     }
@@ -181,7 +200,8 @@ impl Mailbox {
     }
 
     /// Waits until the guest answers `seq` with `Done`, calling `progress` with each
-    /// in-progress answer seen; then reads the report the response names.
+    /// in-progress answer seen; then reads the report the response names. Ends with
+    /// [`Error::GuestDied`] as soon as the VM is seen gone (a mailbox opened for a VM).
     pub fn wait_done(
         &self,
         seq: u64,
@@ -190,6 +210,7 @@ impl Mailbox {
     ) -> Result<Answer> {
         let start = Instant::now();
         let mut last_progress = 0;
+        let mut next_watch = start + WATCH_EVERY;
         loop {
             if let BlockRead::Valid(r) = self.read_response() {
                 if r.seq == seq {
@@ -216,6 +237,12 @@ impl Mailbox {
                     }
                 }
             }
+            if Instant::now() >= next_watch {
+                next_watch = Instant::now() + WATCH_EVERY;
+                if let Some(err) = self.guest_died(seq) {
+                    return Err(err);
+                }
+            }
             if start.elapsed() > timeout {
                 return Err(Error::Mailbox(format!(
                     "no answer to request {seq} within {timeout:?}"
@@ -223,6 +250,31 @@ impl Mailbox {
             }
             std::thread::sleep(Duration::from_micros(200));
         }
+    }
+
+    /// [`Error::GuestDied`] when the watched VM is gone (and did not answer `seq` as it
+    /// went: an answer written just before the exit still counts).
+    fn guest_died(&self, seq: u64) -> Option<Error> {
+        let watch = self.watch.as_ref()?;
+        let death = watch.death()?;
+        if matches!(self.read_response(), BlockRead::Valid(r) if r.seq == seq && r.state == ResponseState::Done)
+        {
+            return None;
+        }
+        let waiting_for = match self.sent {
+            Some((sent, Command::Stage, flags))
+                if sent == seq && flags.contains(RequestFlags::APPLY_AFTER_STAGE) =>
+            {
+                format!("request {seq} (stage, then swap)")
+            }
+            Some((sent, command, _)) if sent == seq => format!("request {seq} ({command})"),
+            _ => format!("request {seq}"),
+        };
+        Some(Error::GuestDied {
+            vm: watch.name().to_owned(),
+            waiting_for,
+            death: Box::new(death),
+        })
     }
 
     /// Sends `command` (with `payload` in the data area) and waits for the answer.

@@ -11,6 +11,7 @@
 //! | boot options | `-fw_cfg name=opt/hotkernel/cmdline,string=…` | fw_cfg file |
 //! | exit | `-device isa-debug-exit,iobase=0xf4,iosize=0x04` | port 0xf4 |
 //! | control | `-qmp unix:<vm>/qmp.sock,server=on,wait=off` | — |
+//! | debugger | `-chardev socket,…/gdb.sock,server=on,wait=off` + `-gdb chardev:gdb0` | — (`hotkernel gdb`; attaching stops the guest until GDB continues or detaches) |
 //!
 //! QEMU waits for the runner to connect to the console socket before it starts the
 //! guest, so no output is lost. The boot disk is opened with `snapshot=on`: the guest
@@ -135,6 +136,7 @@ pub struct QemuSpec {
     pub serial_socket: PathBuf,
     pub doorbell_socket: PathBuf,
     pub qmp_socket: PathBuf,
+    pub gdb_socket: PathBuf,
     pub mailbox: PathBuf,
     pub boot_opts: Vec<BootOpt>,
 }
@@ -189,6 +191,15 @@ impl QemuSpec {
         push(&[
             "-qmp",
             &format!("unix:{},server=on,wait=off", escape(&self.qmp_socket)),
+        ]);
+        push(&[
+            "-chardev",
+            &format!(
+                "socket,id=gdb0,path={},server=on,wait=off",
+                escape(&self.gdb_socket)
+            ),
+            "-gdb",
+            "chardev:gdb0",
         ]);
         push(&[
             "-object",
@@ -336,6 +347,7 @@ mod tests {
             serial_socket: "/t/vm/serial.sock".into(),
             doorbell_socket: "/t/vm/doorbell.sock".into(),
             qmp_socket: "/t/vm/qmp.sock".into(),
+            gdb_socket: "/t/vm/gdb.sock".into(),
             mailbox: "/dev/shm/hotkernel-x".into(),
             boot_opts: vec![
                 BootOpt::new("mode", "selftest").unwrap(),

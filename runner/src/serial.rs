@@ -1,11 +1,12 @@
-//! The guest's serial console (COM1): a reader thread that copies the bytes to the
-//! terminal (when asked) and records every line with the host time it arrived at.
+//! The guest's serial console (COM1): a reader thread that records every line with the
+//! host time it arrived at and hands the bytes on (to the VM's console log and, when
+//! asked, the terminal's echo: `crate::vm`).
 //!
 //! Lines are kept as the guest wrote them, without the line ending. A line's time is
 //! when its newline was read from the socket, so it is an upper bound of when the guest
 //! printed it (plus the socket's latency, microseconds).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -162,13 +163,14 @@ impl SerialLog {
     }
 }
 
-/// Starts the thread that reads the console until QEMU closes it: bytes go to `log`
-/// and, with `echo`, to this process's stdout as they arrive. `on_close` runs on the
-/// thread once the console has closed (QEMU is ending).
+/// Starts the thread that reads the console until QEMU closes it: bytes go to
+/// `on_bytes` and then to `log` as they arrive (`on_bytes` must not block: it runs
+/// before waiters see the lines). `on_close` runs on the thread once the console has
+/// closed (QEMU is ending).
 pub fn spawn_reader(
     mut stream: UnixStream,
     log: Arc<SerialLog>,
-    echo: bool,
+    mut on_bytes: impl FnMut(&[u8]) + Send + 'static,
     on_close: impl FnOnce() + Send + 'static,
 ) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -180,11 +182,7 @@ pub fn spawn_reader(
                     Ok(0) => break,
                     Ok(n) => {
                         let at = Instant::now();
-                        if echo {
-                            let mut out = io::stdout().lock();
-                            // A closed stdout must not stop the capture.
-                            let _ = out.write_all(&buf[..n]).and_then(|()| out.flush());
-                        }
+                        on_bytes(&buf[..n]);
                         log.push_bytes(&buf[..n], at);
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -199,6 +197,7 @@ pub fn spawn_reader(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::time::Duration;
 
     #[test]
@@ -263,7 +262,11 @@ mod tests {
         let (mut guest, host) = UnixStream::pair().unwrap();
         let log = Arc::new(SerialLog::default());
         let (tx, rx) = std::sync::mpsc::channel();
-        let reader = spawn_reader(host, log.clone(), false, move || tx.send(()).unwrap()).unwrap();
+        let copied = Arc::new(Mutex::new(Vec::new()));
+        let copy = copied.clone();
+        let on_bytes = move |bytes: &[u8]| copy.lock().unwrap().extend_from_slice(bytes);
+        let reader =
+            spawn_reader(host, log.clone(), on_bytes, move || tx.send(()).unwrap()).unwrap();
         guest
             .write_all(b"[    0.000001][cpu0][INFO  kernel] up\npartial")
             .unwrap();
@@ -279,6 +282,11 @@ mod tests {
         assert_eq!(
             log.text(),
             "[    0.000001][cpu0][INFO  kernel] up\npartial\n"
+        );
+        assert_eq!(
+            *copied.lock().unwrap(),
+            b"[    0.000001][cpu0][INFO  kernel] up\npartial",
+            "every byte is handed on as read"
         );
     }
 }

@@ -11,6 +11,8 @@ use crate::workspace;
 
 /// The QEMU binary the runner starts.
 pub const QEMU: &str = "qemu-system-x86_64";
+/// The debugger `hotkernel gdb` starts.
+pub const GDB: &str = "gdb";
 
 /// The kernel's target triple.
 pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
@@ -33,17 +35,25 @@ pub enum Needs {
     BuildAndQemu,
     /// Building only: the pinned toolchain.
     Build,
+    /// Debugging a running VM: GDB.
+    Gdb,
 }
 
 /// Checks the host; `Err(Error::Setup)` lists every missing piece, one line each.
 pub fn check(needs: Needs) -> Result<()> {
     let mut problems = Vec::new();
-    if needs != Needs::Build && find_on_path(QEMU).is_none() {
+    if needs == Needs::Gdb {
+        if find_on_path(GDB).is_none() {
+            problems.push(format!(
+                "{GDB} not found: run `make setup` (it installs it) or `apt-get install gdb`"
+            ));
+        }
+    } else if needs != Needs::Build && find_on_path(QEMU).is_none() {
         problems.push(format!(
             "{QEMU} not found: run `make run` (it installs it) or `apt-get install qemu-system-x86`"
         ));
     }
-    if needs != Needs::Qemu {
+    if needs != Needs::Qemu && needs != Needs::Gdb {
         problems.extend(toolchain_problems(&workspace::root()));
     }
     if problems.is_empty() {

@@ -15,7 +15,12 @@ fn qmp_sees_a_running_guest_and_quit_stops_it() {
     assert!(vm.has_exited());
     let paths = vm.paths().clone();
     drop(vm);
-    assert!(!paths.dir.exists(), "{} left behind", paths.dir.display());
+    assert_eq!(
+        kept_files(&paths.dir),
+        ["console.log"],
+        "only the console log is kept in {}",
+        paths.dir.display()
+    );
     assert!(
         !paths.mailbox.exists(),
         "{} left behind",
@@ -57,7 +62,21 @@ fn dropping_a_vm_kills_qemu_and_removes_its_files() {
         "QEMU (pid {}) still runs",
         state.qemu_pid
     );
-    assert!(!state.paths.dir.exists());
+    assert_eq!(kept_files(&state.paths.dir), ["console.log"]);
     assert!(!state.paths.mailbox.exists());
     assert!(!state.paths.serial_socket.exists());
+}
+
+/// The names of the files in `dir`, sorted.
+fn kept_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }

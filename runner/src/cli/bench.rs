@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::bench;
 use crate::error::Result;
+use crate::term::outln;
 
 /// Options of `hotkernel bench`.
 #[derive(Debug, Clone, Args)]
@@ -79,17 +80,22 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         BenchWhat::Convert { cpus, tasks, runs } => {
             let v = bench::convert(cpus, tasks, runs)?;
             if args.json {
-                println!("{v}");
+                outln!("{v}");
                 return Ok(0);
             }
-            println!("convert: {tasks} tasks, {cpus} CPUs, {runs} swaps from a fresh v1 to each");
-            println!(
+            outln!("convert: {tasks} tasks, {cpus} CPUs, {runs} swaps from a fresh v1 to each");
+            outln!(
                 "{:<18} {:>8} {:>12} {:>12} {:>12} {:>16}",
-                "target", "entries", "min µs", "median µs", "max µs", "ns/entry vs twin"
+                "target",
+                "entries",
+                "min µs",
+                "median µs",
+                "max µs",
+                "ns/entry vs twin"
             );
             for row in v["swaps"].as_array().into_iter().flatten() {
                 let f = |k: &str| row["reconcile_us"][k].as_f64().unwrap_or(0.0);
-                println!(
+                outln!(
                     "{:<18} {:>8} {:>12.0} {:>12.0} {:>12.0} {:>16.0}",
                     row["target"].as_str().unwrap_or("?"),
                     row["entries_converted"],
@@ -104,13 +110,13 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         BenchWhat::Deliver { cpus, mib, runs } => {
             let v = bench::deliver(cpus, mib << 20, runs)?;
             if args.json {
-                println!("{v}");
+                outln!("{v}");
             } else {
-                println!(
+                outln!(
                     "deliver: {} byte package, {runs} runs, {cpus} CPUs",
                     v["package_bytes"]
                 );
-                println!(
+                outln!(
                     "  host write → guest accepted: {:.1} MB/s median ({:.1}–{:.1})",
                     v["host_write_to_accepted_mb_s"]["median"]
                         .as_f64()
@@ -122,7 +128,7 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
                         .as_f64()
                         .unwrap_or(0.0)
                 );
-                println!(
+                outln!(
                     "  guest copy+hash: {:.1} MB/s, of which SHA-256 alone {:.1} MB/s",
                     v["guest_copy_and_hash_mb_s_median"].as_f64().unwrap_or(0.0),
                     v["guest_sha256_mb_s_median"].as_f64().unwrap_or(0.0)
@@ -156,7 +162,7 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
             }
             let mut configs = Vec::new();
             if !args.json {
-                println!(
+                outln!(
                     "{:>4} {:>5} {:>6} {:>10} {:>10} {:>10} | {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} | {:>10} {:>9}",
                     "cpus", "tasks", "swaps", "min µs", "median µs", "p99 µs", "quiesce", "export", "reconcile",
                     "overlay", "reinit", "release", "cold boot", "ratio"
@@ -167,7 +173,7 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
                     let r = bench::swap_config(c, t, swaps, flags, pair)?;
                     if !args.json {
                         let (min, median, p99) = bench::stats(&r.downtimes_us());
-                        println!(
+                        outln!(
                             "{:>4} {:>5} {:>6} {:>10.0} {:>10.0} {:>10.0} | {:>8.0} {:>8.0} {:>9.0} {:>8.0} {:>8.0} {:>8.0} | {:>8.0}ms {:>9.5}",
                             c,
                             t,
@@ -185,7 +191,7 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
                             median / r.cold_boot_us
                         );
                         if r.free_frames.0 != r.free_frames.1 {
-                            println!(
+                            outln!(
                                 "     free memory changed: {} frames after the first swap, {} after the last",
                                 r.free_frames.0, r.free_frames.1
                             );
@@ -208,7 +214,7 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
                     "cold_boot_us": head.map(|r| r.cold_boot_us),
                     "configs": configs.iter().map(bench::SwapConfigResult::json).collect::<Vec<_>>(),
                 });
-                println!("{v}");
+                outln!("{v}");
             }
             Ok(0)
         }

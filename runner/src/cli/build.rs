@@ -4,6 +4,7 @@ use super::BuildArgs;
 use crate::build::{self, CargoOutput, Variant};
 use crate::diskimage;
 use crate::error::Result;
+use crate::term::{errln, outln};
 use crate::toolchain::{self, Needs};
 
 pub fn build(args: BuildArgs) -> Result<u8> {
@@ -11,7 +12,7 @@ pub fn build(args: BuildArgs) -> Result<u8> {
     let variant = Variant::try_new(&args.variant)?;
     let built = build::build_kernel_with(&variant, CargoOutput::Inherit)?;
     let image = diskimage::for_kernel(&built)?;
-    eprintln!("hotkernel: boot image {}", image.display());
-    println!("{}", built.elf.display());
+    errln!("hotkernel: boot image {}", image.display());
+    outln!("{}", built.elf.display());
     Ok(0)
 }

@@ -4,6 +4,7 @@ use clap::Args;
 
 use crate::demo;
 use crate::error::Result;
+use crate::term::{errln, outln};
 
 /// Options of `hotkernel demo`.
 #[derive(Debug, Clone, Args)]
@@ -26,16 +27,16 @@ pub fn demo(args: DemoArgs) -> Result<u8> {
     let quiet = args.json;
     let run = demo::run(args.cpus, |msg| {
         if !quiet {
-            eprintln!("demo: {msg}");
+            errln!("demo: {msg}");
         }
     })?;
     if args.json {
-        println!("{}", run.json());
+        outln!("{}", run.json());
     } else {
         for s in &run.swaps {
-            println!();
+            outln!();
             crate::cli::update::print_swap(&s.report);
-            println!(
+            outln!(
                 "  continuity: {} tasks carried on ({} dropped as expected, {} initialised by the update){}",
                 s.across.tasks_compared,
                 s.across.tasks_dropped,
@@ -43,15 +44,15 @@ pub fn demo(args: DemoArgs) -> Result<u8> {
                 if s.across.ok() && s.after.ok() { "" } else { " — PROBLEMS:" }
             );
             for p in s.across.problems.iter().chain(&s.after.problems) {
-                println!("    {p}");
+                outln!("    {p}");
             }
             for (what, ok) in &s.behaviour {
-                println!("  {} {what}", if *ok { "ok  " } else { "FAIL" });
+                outln!("  {} {what}", if *ok { "ok  " } else { "FAIL" });
             }
-            println!("  state_ok: {}", s.state_ok());
+            outln!("  state_ok: {}", s.state_ok());
         }
-        println!();
-        println!("demo {}", if run.ok() { "passed" } else { "FAILED" });
+        outln!();
+        outln!("demo {}", if run.ok() { "passed" } else { "FAILED" });
     }
     Ok(if run.ok() { 0 } else { 1 })
 }

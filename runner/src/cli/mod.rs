@@ -3,13 +3,17 @@
 //! `hotkernel` alone (or with `run`'s options) is `hotkernel run`. Exit status: 0 when
 //! the guest reported success or was stopped on request, 1 when it reported failure or
 //! anything went wrong, 2 when the host lacks a tool (the message says what to install)
-//! or the command line is wrong.
+//! or the command line is wrong, 128 + the signal's number when SIGINT (130), SIGHUP
+//! (129) or SIGTERM (143) ended it (every VM it ran is stopped first: [`signals`]).
+//! Everything printed goes through [`crate::term`], so a closed terminal ends nothing.
 
 mod bench;
 mod build;
 mod demo;
+mod gdb;
 mod patch;
 mod run;
+pub mod signals;
 pub(crate) mod update;
 mod vmcmd;
 
@@ -20,6 +24,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::error::{Error, Result};
 use crate::qemu::{Accel, BootOpt};
+use crate::term::errln;
 
 /// Build, boot and live-update the hotkernel kernel in QEMU.
 #[derive(Debug, Parser)]
@@ -65,6 +70,9 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Hotpatches: make one from two builds; apply, list and remove them in a running VM.
     Patch(patch::PatchArgs),
+    /// GDB on a running VM (its gdbstub), with the symbols of the kernel it runs now and
+    /// of its applied hotpatches; arguments after `--` go to gdb.
+    Gdb(gdb::GdbArgs),
 }
 
 /// Options of `hotkernel run`.
@@ -143,22 +151,39 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Some(Command::Demo(args)) => demo::demo(args),
         Some(Command::Bench(args)) => bench::bench(args),
         Some(Command::Patch(args)) => patch::patch(args),
+        Some(Command::Gdb(args)) => gdb::gdb(args),
     }
 }
 
 /// The binary's `main`: parses, runs, reports.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match dispatch(cli) {
+    // Before anything starts a VM: a signal while QEMU starts must not orphan it.
+    if let Err(e) = signals::install() {
+        errln!("hotkernel: {e}");
+        return ExitCode::from(e.exit_code());
+    }
+    let result = dispatch(cli);
+    if let Some(signal) = signals::received() {
+        // What failed after a signal failed because of it (its VM was stopped).
+        if result.is_err() {
+            errln!(
+                "hotkernel: {}: stopped before it finished; every VM it started is stopped",
+                signals::name(signal)
+            );
+        }
+        return ExitCode::from(signals::exit_status(signal));
+    }
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(Error::Setup { problems }) => {
             for problem in &problems {
-                eprintln!("hotkernel: {problem}");
+                errln!("hotkernel: {problem}");
             }
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("hotkernel: {e}");
+            errln!("hotkernel: {e}");
             ExitCode::from(e.exit_code())
         }
     }

@@ -19,6 +19,7 @@ use crate::coldpatch;
 use crate::error::{Error, Result};
 use crate::hotpatch;
 use crate::mailbox::Mailbox;
+use crate::term::outln;
 use crate::update::Refused;
 use crate::vm::VmState;
 
@@ -94,7 +95,7 @@ pub struct RemoveArgs {
 /// One line per function: `<verb> <name> at <site>`.
 pub(super) fn functions_lines(functions: &[PatchedFunction], verb: &str) {
     for f in functions {
-        println!("  {verb} {} at {:#x}", f.name, f.site);
+        outln!("  {verb} {} at {:#x}", f.name, f.site);
     }
 }
 
@@ -111,24 +112,24 @@ pub(super) fn pause_line(r: &PatchReport) -> String {
 fn print_refusal(op: &str, r: &Refused) {
     let reason = hotpatch::refusal_reason(r);
     match &r.report {
-        Some(Report::Patch(p)) if p.id != 0 => println!(
+        Some(Report::Patch(p)) if p.id != 0 => outln!(
             "{op} of patch {} \"{}\" (version {}) refused: {reason}",
             hotpatch::id_text(p.id),
             p.label,
             p.version
         ),
-        _ => println!("{op} refused: {reason}"),
+        _ => outln!("{op} refused: {reason}"),
     }
     if let Some(Report::Patch(p)) = &r.report {
         functions_lines(&p.functions, "it would have replaced");
     }
     if hotpatch::is_transient(r) {
-        println!(
+        outln!(
             "  a CPU stood in that code when it was stopped: trying again may succeed, unless the \
              CPUs never leave it (a scheduler loop) — then apply the change with a full swap"
         );
     }
-    println!("  status {} ({})", r.status.code(), r.status);
+    outln!("  status {} ({})", r.status.code(), r.status);
 }
 
 /// The coldpatch outcome as a line and as JSON: kept for the next boot, or why not (a
@@ -162,13 +163,13 @@ fn keep_for_next_boot(
 pub fn forget(args: ForgetArgs) -> Result<u8> {
     let store = coldpatch::Store::for_vm(&args.vm.name);
     if coldpatch::forget(&args.vm.name)? {
-        println!(
+        outln!(
             "dropped the patches kept for VM `{}` ({}): its next boot is a plain one",
             args.vm.name,
             store.dir.display()
         );
     } else {
-        println!("no patches are kept for VM `{}`", args.vm.name);
+        outln!("no patches are kept for VM `{}`", args.vm.name);
     }
     Ok(0)
 }
@@ -194,9 +195,9 @@ pub fn apply(args: ApplyArgs) -> Result<u8> {
             if args.json {
                 let mut v = hotpatch::report_json(&r);
                 v["coldpatch"] = kept;
-                println!("{v}");
+                outln!("{v}");
             } else {
-                println!(
+                outln!(
                     "applied patch {} \"{}\" (version {}), sequence {} of {}",
                     hotpatch::id_text(r.id),
                     r.label,
@@ -205,14 +206,14 @@ pub fn apply(args: ApplyArgs) -> Result<u8> {
                     r.stack_depth
                 );
                 functions_lines(&r.functions, "replaced");
-                println!("  {}", pause_line(&r));
-                println!("{line}");
+                outln!("  {}", pause_line(&r));
+                outln!("{line}");
             }
             Ok(0)
         }
         Err(refused) => {
             if args.json {
-                println!("{}", hotpatch::refused_json("apply", &refused));
+                outln!("{}", hotpatch::refused_json("apply", &refused));
             } else {
                 print_refusal("apply", &refused);
             }
@@ -223,15 +224,15 @@ pub fn apply(args: ApplyArgs) -> Result<u8> {
 
 fn print_list(vm: &str, list: &PatchList) {
     if list.patches.is_empty() {
-        println!("no patches applied (VM {vm})");
+        outln!("no patches applied (VM {vm})");
         return;
     }
-    println!(
+    outln!(
         "{} patch(es) applied (VM {vm}), bottom first:",
         list.patches.len()
     );
     for p in &list.patches {
-        println!(
+        outln!(
             "  {:>2}  {}  v{}  {:<16}  {} function(s), applied {}",
             p.sequence,
             hotpatch::id_text(p.id),
@@ -241,7 +242,7 @@ fn print_list(vm: &str, list: &PatchList) {
             hotpatch::since_boot(p.applied_ns)
         );
         for f in &p.functions {
-            println!("        {} at {:#x}", f.name, f.site);
+            outln!("        {} at {:#x}", f.name, f.site);
         }
     }
 }
@@ -254,7 +255,7 @@ pub fn list(args: ListArgs) -> Result<u8> {
             "vm": args.vm.name,
             "patches": list.patches.iter().map(hotpatch::entry_json).collect::<Vec<_>>(),
         });
-        println!("{v}");
+        outln!("{v}");
     } else {
         print_list(&args.vm.name, &list);
     }
@@ -265,7 +266,7 @@ pub fn remove(args: RemoveArgs) -> Result<u8> {
     let (state, mut mb) = open(&args.vm)?;
     let before = hotpatch::list(&mut mb)?;
     if before.patches.is_empty() {
-        println!(
+        outln!(
             "no patches applied (VM {}): nothing to remove",
             args.vm.name
         );
@@ -283,7 +284,7 @@ pub fn remove(args: RemoveArgs) -> Result<u8> {
                     .map(|id| json!(hotpatch::id_text(*id)))
                     .collect();
                 v["coldpatch"] = kept;
-                println!("{v}");
+                outln!("{v}");
             } else {
                 let named: Vec<String> = removed
                     .iter()
@@ -296,21 +297,21 @@ pub fn remove(args: RemoveArgs) -> Result<u8> {
                         format!("{} \"{label}\"", hotpatch::id_text(*id))
                     })
                     .collect();
-                println!(
+                outln!(
                     "removed {} patch(es), newest first: {}",
                     removed.len(),
                     named.join(", ")
                 );
                 functions_lines(&r.functions, "restored");
-                println!("  {}", pause_line(&r));
-                println!("  {} patch(es) left", r.stack_depth);
-                println!("{line}");
+                outln!("  {}", pause_line(&r));
+                outln!("  {} patch(es) left", r.stack_depth);
+                outln!("{line}");
             }
             Ok(0)
         }
         Err(refused) => {
             if args.json {
-                println!("{}", hotpatch::refused_json("remove", &refused));
+                outln!("{}", hotpatch::refused_json("remove", &refused));
             } else {
                 print_refusal("remove", &refused);
             }

@@ -1,26 +1,22 @@
-//! `hotkernel run`: build, boot, bridge the console, stop on `--seconds`, Ctrl-C or
-//! `hotkernel stop`, and exit with the guest's verdict.
+//! `hotkernel run`: build, boot, bridge the console, stop on `--seconds`, a signal
+//! (Ctrl-C, SIGTERM, SIGHUP: [`super::signals`]) or `hotkernel stop`, and exit with the
+//! guest's verdict.
 
-use std::io::{self, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::io;
 use std::time::{Duration, Instant};
 
-use super::RunArgs;
+use super::{signals, RunArgs};
 use crate::build::{self, CargoOutput, Variant};
 use crate::error::{Error, Result};
 use crate::qemu::GuestExit;
+use crate::term::errln;
 use crate::toolchain::{self, Needs};
-use crate::vm::{KernelChoice, Vm, VmConfig, VmHandle};
+use crate::vm::{KernelChoice, Vm, VmConfig};
+
+/// How long the console's last bytes may take to reach the terminal once the VM ended.
+const ECHO_DRAIN: Duration = Duration::from_secs(5);
 
 pub fn run(args: RunArgs) -> Result<u8> {
-    // Installed first: a Ctrl-C while QEMU starts must not orphan it.
-    let interrupts = Arc::new(Interrupts::default());
-    {
-        let interrupts = interrupts.clone();
-        ctrlc::set_handler(move || interrupts.on_signal())
-            .map_err(|e| Error::io("install the Ctrl-C handler", io::Error::other(e)))?;
-    }
     let kernel = match &args.kernel {
         Some(elf) => {
             toolchain::check(Needs::Qemu)?;
@@ -30,12 +26,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
             toolchain::check(Needs::BuildAndQemu)?;
             let variant = Variant::try_new(&args.variant)?;
             // Build with cargo's output on the terminal; the launch reuses this build.
-            let built = build::build_kernel_cached_with(&variant, CargoOutput::Inherit);
-            if interrupts.pressed() {
-                eprintln!("hotkernel: interrupted before the VM started");
-                return Ok(130);
-            }
-            built?;
+            build::build_kernel_cached_with(&variant, CargoOutput::Inherit)?;
             KernelChoice::Variant(args.variant.clone())
         }
     };
@@ -54,7 +45,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         echo_serial: true,
     };
     let vm = Vm::launch(cfg)?;
-    eprintln!(
+    errln!(
         "hotkernel: VM `{}`: {} CPUs, {} MiB, {}, kernel {} — {}",
         vm.name(),
         args.cpus,
@@ -69,10 +60,10 @@ pub fn run(args: RunArgs) -> Result<u8> {
             None => "Ctrl-C stops it".to_owned(),
         }
     );
+    errln!("hotkernel: console log {}", vm.console_log().display());
     if let Some(choice) = vm.coldpatch() {
-        eprintln!("hotkernel: {}", choice.line);
+        errln!("hotkernel: {}", choice.line);
     }
-    interrupts.attach(vm.handle());
     forward_terminal_input(&vm)?;
 
     let started = Instant::now();
@@ -84,65 +75,27 @@ pub fn run(args: RunArgs) -> Result<u8> {
             Err(e) => return Err(e),
         },
     };
+    let dropped = vm.drain_echo(ECHO_DRAIN);
     // The guest's last line may lack its newline.
-    let _ = io::stdout().flush();
-    eprintln!();
+    errln!();
+    if dropped > 0 {
+        errln!(
+            "hotkernel: {dropped} bytes of the console were not shown (the terminal did not keep up); {} has them",
+            vm.console_log().display()
+        );
+    }
     // QEMU's messages were already echoed to stderr as they came.
     let code = exit.runner_exit_code("")?;
     match exit {
-        GuestExit::Stopped => eprintln!(
-            "hotkernel: VM `{}` stopped after {:.1} s",
+        GuestExit::Stopped => errln!(
+            "hotkernel: VM `{}` stopped{} after {:.1} s",
             vm.name(),
+            signals::received().map_or_else(String::new, |s| format!(" by {}", signals::name(s))),
             started.elapsed().as_secs_f64()
         ),
-        other => eprintln!("hotkernel: {other} (exit status {code})"),
-    }
+        other => errln!("hotkernel: {other} (exit status {code})"),
+    };
     Ok(code)
-}
-
-/// Ctrl-C (and SIGTERM, SIGHUP) asks QEMU to quit; a second one kills it. QEMU runs in
-/// its own process group, so the terminal's signal reaches only the runner (and a
-/// `cargo build` it is running).
-#[derive(Default)]
-struct Interrupts {
-    presses: AtomicUsize,
-    vm: Mutex<Option<VmHandle>>,
-}
-
-impl Interrupts {
-    fn pressed(&self) -> bool {
-        self.presses.load(Ordering::SeqCst) > 0
-    }
-
-    /// The signal handler (on its own thread).
-    fn on_signal(&self) {
-        let first = self.presses.fetch_add(1, Ordering::SeqCst) == 0;
-        let vm = self.vm.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match vm {
-            None => eprintln!("\nhotkernel: interrupted"),
-            Some(vm) if first => {
-                eprintln!("\nhotkernel: stopping (Ctrl-C again kills QEMU)");
-                stop_or_kill(&vm);
-            }
-            Some(vm) => vm.kill(),
-        }
-    }
-
-    /// The VM is up: from now on a signal stops it; one that came during the start
-    /// stops it now.
-    fn attach(&self, vm: VmHandle) {
-        *self.vm.lock().unwrap_or_else(|e| e.into_inner()) = Some(vm.clone());
-        if self.pressed() {
-            stop_or_kill(&vm);
-        }
-    }
-}
-
-fn stop_or_kill(vm: &VmHandle) {
-    if let Err(e) = vm.stop() {
-        eprintln!("hotkernel: {e}; killing QEMU");
-        vm.kill();
-    }
 }
 
 /// Lines typed on the terminal go to the guest's console (its shell).

@@ -13,6 +13,7 @@ use crate::description::check::{self, Running};
 use crate::description::{self, render, FileKind, HostCheck, HostRefusal};
 use crate::error::{Error, Result};
 use crate::mailbox::Mailbox;
+use crate::term::{err, errln, out, outln};
 use crate::update::{self, HealthWindow, PushOptions, Refused};
 use crate::vm::state::VmState;
 
@@ -146,7 +147,7 @@ pub fn pack(args: PackArgs) -> Result<u8> {
             Ok(HostCheck::Passed { .. }) => {}
             Ok(HostCheck::Skipped { note }) => skipped(&note),
             Err(refusal) => {
-                println!(
+                outln!(
                     "{} not written: {target} would refuse it: {}",
                     args.output.display(),
                     refusal.message
@@ -157,7 +158,7 @@ pub fn pack(args: PackArgs) -> Result<u8> {
     }
     std::fs::write(&args.output, &package)
         .map_err(|e| Error::io(format!("write {}", args.output.display()), e))?;
-    println!("{} ({} bytes)", args.output.display(), package.len());
+    outln!("{} ({} bytes)", args.output.display(), package.len());
     Ok(0)
 }
 
@@ -168,7 +169,7 @@ pub fn inspect(args: InspectArgs) -> Result<u8> {
     let package = match FileKind::of(&bytes) {
         Some(FileKind::Package) => bytes,
         Some(FileKind::Elf) => {
-            println!(
+            outln!(
                 "{}: a kernel ELF, shown as `hotkernel pack` would package it",
                 path.display()
             );
@@ -183,15 +184,15 @@ pub fn inspect(args: InspectArgs) -> Result<u8> {
     };
     let text = image_format::package::describe_bytes(&package)
         .map_err(|e| Error::Package(format!("{}: {e}", path.display())))?;
-    print!("{text}");
+    out!("{text}");
     let bytes = description::of_package(&package, path)?;
     match description::parse(bytes, path) {
         Ok(d) => {
-            print!("{}", render::text(&d, args.verbose));
+            out!("{}", render::text(&d, args.verbose));
             Ok(0)
         }
         Err(e) => {
-            println!("Image description: unreadable: {e}");
+            outln!("Image description: unreadable: {e}");
             Ok(1)
         }
     }
@@ -209,7 +210,7 @@ fn running_in(state: &VmState, mailbox: &Mailbox) -> Running {
 
 /// The note of a check the host could not make.
 fn skipped(note: &str) {
-    eprintln!("hotkernel: host check skipped: {note}; the guest checks at staging");
+    errln!("hotkernel: host check skipped: {note}; the guest checks at staging");
 }
 
 /// The host's check before pushing `package` to the VM `vm` (unless `off`): `Ok(true)`
@@ -233,14 +234,14 @@ fn host_check(state: &VmState, mailbox: &Mailbox, package: &[u8], off: bool) -> 
 }
 
 fn print_host_refusal(r: &HostRefusal, running: &Running) {
-    println!("{r}");
+    outln!("{r}");
     if let Running::Found { elf, .. } = running {
-        println!(
+        outln!(
             "  the host compared the package with the running kernel's description ({}); nothing was sent, the VM runs on",
             elf.display()
         );
     }
-    println!("  --no-host-check sends it to the guest's own staging check");
+    outln!("  --no-host-check sends it to the guest's own staging check");
 }
 
 fn flags(inject: &[Inject], overlay_full: bool) -> RequestFlags {
@@ -278,7 +279,7 @@ impl ProgressLine {
         }
         let total = r.progress_total.max(1);
         let filled = (30 * r.progress_done / total) as usize;
-        eprint!(
+        err!(
             "\r[{}{}] {:>3}% {}",
             "#".repeat(filled),
             " ".repeat(30 - filled.min(30)),
@@ -290,7 +291,7 @@ impl ProgressLine {
     }
     fn finish(self) {
         if self.shown {
-            eprintln!();
+            errln!();
         }
     }
 }
@@ -304,16 +305,16 @@ fn open(vm: &VmArgs) -> Result<(VmState, Mailbox)> {
 fn print_refusal(what: &str, r: &Refused) {
     if let (Status::Reverted, Some(Report::Swap(s))) = (r.status, &r.report) {
         // Applied, failed its health check, taken back: the report says so.
-        println!(
+        outln!(
             "reverted ({} → {} was applied and taken back): {}",
             s.from, s.to, r.message
         );
         print_swap_details(s);
-        println!("  reason code {} ({})", r.status.code(), r.status);
+        outln!("  reason code {} ({})", r.status.code(), r.status);
         return;
     }
-    println!("{what} refused: {}", r.message);
-    println!("  reason code {} ({})", r.status.code(), r.status);
+    outln!("{what} refused: {}", r.message);
+    outln!("  reason code {} ({})", r.status.code(), r.status);
     if let Some(Report::Swap(s)) = &r.report {
         print_swap(s);
     }
@@ -322,9 +323,9 @@ fn print_refusal(what: &str, r: &Refused) {
 /// Prints a swap report the way a person reads it.
 pub fn print_swap(r: &SwapReport) {
     match &r.outcome {
-        Outcome::Applied => println!("swapped {} → {}", r.from, r.to),
+        Outcome::Applied => outln!("swapped {} → {}", r.from, r.to),
         Outcome::RolledBack { reason } => {
-            println!("rolled back ({} → {} not applied): {reason}", r.from, r.to)
+            outln!("rolled back ({} → {} not applied): {reason}", r.from, r.to)
         }
     }
     print_swap_details(r);
@@ -332,7 +333,7 @@ pub fn print_swap(r: &SwapReport) {
 
 /// The lines of a swap report after its outcome.
 fn print_swap_details(r: &SwapReport) {
-    println!(
+    outln!(
         "  downtime {:.1} µs, {} CPUs parked, tasks {} → {}",
         r.downtime_ns as f64 / 1000.0,
         r.cpus_parked,
@@ -344,7 +345,7 @@ fn print_swap_details(r: &SwapReport) {
         .iter()
         .map(|p| format!("{} {:.1}", p.phase.name(), p.ns as f64 / 1000.0))
         .collect();
-    println!("  phases (µs): {}", phases.join(", "));
+    outln!("  phases (µs): {}", phases.join(", "));
     let unchanged: Vec<String> = r
         .conversions
         .iter()
@@ -352,7 +353,7 @@ fn print_swap_details(r: &SwapReport) {
         .map(|c| format!("{} {}", c.kind, c.from))
         .collect();
     if !unchanged.is_empty() {
-        println!(
+        outln!(
             "  unchanged (taken where they stood): {}",
             unchanged.join(", ")
         );
@@ -362,14 +363,16 @@ fn print_swap_details(r: &SwapReport) {
         .iter()
         .filter(|c| c.method != Method::Unchanged)
     {
-        println!("  {c}");
+        outln!("  {c}");
     }
     for w in &r.warnings {
-        println!("  warning: {w}");
+        outln!("  warning: {w}");
     }
-    println!(
+    outln!(
         "  image base {:#x} (was {:#x}), staged at {:#x}",
-        r.new_image_base, r.old_image_base, r.staging_base
+        r.new_image_base,
+        r.old_image_base,
+        r.staging_base
     );
 }
 
@@ -393,15 +396,15 @@ pub fn push(args: PushArgs) -> Result<u8> {
             return Ok(1);
         }
     };
-    println!("accepted {}", report.image);
-    println!(
+    outln!("accepted {}", report.image);
+    outln!(
         "  {} bytes staged in {} µs (hashing {} µs), {:.0} MB/s host write to accepted",
         report.bytes,
         report.staging_us,
         report.hash_us,
         report.bytes as f64 / answer.elapsed.as_secs_f64() / 1e6
     );
-    println!("  {}", answer.response.message);
+    outln!("  {}", answer.response.message);
     if !args.apply {
         return Ok(0);
     }
@@ -437,7 +440,7 @@ pub fn swap(args: SwapArgs) -> Result<u8> {
     match result {
         Ok(r) => {
             if args.json {
-                println!("{}", crate::report::swap_json(&r, None));
+                outln!("{}", crate::report::swap_json(&r, None));
             } else {
                 print_swap(&r);
             }
@@ -454,19 +457,22 @@ pub fn tasks(args: VmArgs) -> Result<u8> {
     let (_, mut mailbox) = open(&args)?;
     let status = mailbox.status()?;
     let snapshot = update::snapshot(&mut mailbox)?;
-    println!(
+    outln!(
         "{} — kernel #{}, {} CPUs, {} tasks",
         status.image,
         status.boot_seq,
         status.cpus_online,
         snapshot.tasks.len()
     );
-    println!(
+    outln!(
         "{:>6} {:<15} {:>4} {:>12}  values",
-        "id", "kind", "cpu", "steps"
+        "id",
+        "kind",
+        "cpu",
+        "steps"
     );
     for t in &snapshot.tasks {
-        println!(
+        outln!(
             "{:>6} {:<15} {:>4} {:>12}  {:?}",
             t.id,
             image_format::TaskKind::from_raw(t.kind).name(),

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::VmArgs;
 use crate::error::{Error, Result};
 use crate::qmp::Qmp;
+use crate::term::outln;
 use crate::vm::state::{self, Claim, VmState};
 
 /// How long `stop` waits for the runner to clean up after QEMU quit.
@@ -36,19 +37,20 @@ pub fn status(args: VmArgs) -> Result<u8> {
         .map_or(0, |d| d.as_millis() as u64);
     let up = now_ms.saturating_sub(state.started_unix_ms) as f64 / 1000.0;
     let kernel = state.variant.as_deref().unwrap_or("(given by path)");
-    println!("VM `{}`: {} (up {up:.1} s)", state.name, run_state.status);
-    println!(
+    outln!("VM `{}`: {} (up {up:.1} s)", state.name, run_state.status);
+    outln!(
         "  runner pid {}, QEMU pid {}",
-        state.runner_pid, state.qemu_pid
+        state.runner_pid,
+        state.qemu_pid
     );
-    println!(
+    outln!(
         "  {} CPUs, {} MiB, {}",
         state.cpus,
         state.memory_mib,
         state.accel.to_string().to_uppercase()
     );
-    println!("  kernel {kernel}: {}", state.kernel_elf.display());
-    println!(
+    outln!("  kernel {kernel}: {}", state.kernel_elf.display());
+    outln!(
         "  boot options: {}",
         if state.boot_opts.is_empty() {
             "(none)".to_owned()
@@ -58,7 +60,7 @@ pub fn status(args: VmArgs) -> Result<u8> {
     );
     match crate::mailbox::Mailbox::open(&state.paths).and_then(|m| m.status()) {
         Ok(g) => {
-            println!(
+            outln!(
                 "  running {} — kernel #{} since cold boot, {} ({})",
                 g.image,
                 g.boot_seq,
@@ -69,18 +71,18 @@ pub fn status(args: VmArgs) -> Result<u8> {
                     format!("{} hotpatches", g.patches)
                 }
             );
-            println!(
+            outln!(
                 "  {} CPUs online, {} tasks, {} MiB free",
                 g.cpus_online,
                 g.tasks,
                 (g.free_frames * 4096) >> 20
             );
         }
-        Err(e) => println!("  guest: {e}"),
+        Err(e) => outln!("  guest: {e}"),
     }
-    println!("  mailbox {}", state.paths.mailbox.display());
-    println!("  console {}", state.paths.serial_socket.display());
-    println!("  QMP {}", state.paths.qmp_socket.display());
+    outln!("  mailbox {}", state.paths.mailbox.display());
+    outln!("  console {}", state.paths.serial_socket.display());
+    outln!("  QMP {}", state.paths.qmp_socket.display());
     Ok(0)
 }
 
@@ -90,7 +92,7 @@ pub fn stop(args: VmArgs) -> Result<u8> {
     File::create(marker).map_err(|e| Error::io(format!("create {}", marker.display()), e))?;
     Qmp::connect(&state.paths.qmp_socket, Duration::from_secs(10))?.quit()?;
     wait_until_released(&args.name)?;
-    println!("stopped VM `{}`", args.name);
+    outln!("stopped VM `{}`", args.name);
     Ok(0)
 }
 

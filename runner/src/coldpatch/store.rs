@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use super::image;
 use crate::error::{Error, Result};
+use crate::term::errln;
 use crate::workspace;
 
 /// Environment variable naming the step after which the install aborts.
@@ -136,7 +137,7 @@ impl Store {
         let crash_after = crash_point().map_err(|m| self.error(m))?;
         let crash = |step: Step| {
             if crash_after == Some(step) {
-                eprintln!("hotkernel: coldpatch: crashing after step `{step}` ({CRASH_ENV})");
+                errln!("hotkernel: coldpatch: crashing after step `{step}` ({CRASH_ENV})");
                 std::process::abort();
             }
         };

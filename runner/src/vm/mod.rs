@@ -1,5 +1,14 @@
-//! A running VM: QEMU with the guest's console captured, its state directory, and the
-//! ways it can end. The CLI's `run` and the integration tests both go through [`Vm`].
+//! A running VM: QEMU with the guest's console captured (in memory, in the VM's console
+//! log, and on the terminal when asked), its state directory, and the ways it can end.
+//! The CLI's `run` and the integration tests both go through [`Vm`].
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`state`] | the VM's directory, `state.json`, who owns a name |
+//! | [`console`] | the console log kept across swaps, boots and the VM's end; panic reports |
+//! | [`watch`] | is a VM still there, from any process; what happened when it is not |
+//! | [`registry`] | every VM this process runs, for a signal handler to stop |
+//! | [`slots`] | how many VMs one process runs at once |
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -12,14 +21,17 @@
 //! ```
 
 mod config;
+pub mod console;
 mod kernel;
+pub mod registry;
 pub mod slots;
 pub mod state;
+pub mod watch;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, ChildStderr, ExitStatus};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,7 +42,9 @@ use crate::error::{Error, Result};
 use crate::qemu::{describe_status, BootOpt, GuestExit, QemuSpec};
 use crate::qmp::{self, Qmp, RunState};
 use crate::serial::{self, LineWait, SerialLine, SerialLog};
+use crate::term::{errln, Echo};
 use crate::toolchain;
+use console::ConsoleLog;
 
 pub use config::{KernelChoice, VmConfig};
 pub use kernel::BootedKernel;
@@ -57,6 +71,7 @@ struct Shared {
     stop_requested: AtomicBool,
     stderr: Mutex<String>,
     paths: VmPaths,
+    console: ConsoleLog,
 }
 
 impl Shared {
@@ -65,16 +80,44 @@ impl Shared {
     }
 
     /// Waits for QEMU to end and records its status (called once the console closed,
-    /// i.e. QEMU is exiting, or after a kill).
+    /// i.e. QEMU is exiting, or after a kill), and how it ended in the console log.
     fn reap(&self) {
         let mut process = self.process();
+        let mut ended = None;
         if process.status.is_none() {
             if let Ok(status) = process.child.wait() {
                 process.status = Some(status);
+                ended = Some(status);
             }
         }
         drop(process);
+        if let Some(status) = ended {
+            let exit = GuestExit::from_status(status, self.stop_requested());
+            self.console.end(&match (exit, status.code()) {
+                (GuestExit::Other(_), _) | (_, None) => exit.to_string(),
+                (_, Some(code)) => format!("{exit} (QEMU status {code})"),
+            });
+        }
         self.exited.notify_all();
+    }
+
+    /// Waits until QEMU has ended and been reaped, or `deadline`. Returns whether it has.
+    fn wait_exited(&self, deadline: Instant) -> bool {
+        let mut process = self.process();
+        loop {
+            if process.status.is_some() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            process = self
+                .exited
+                .wait_timeout(process, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     fn kill(&self) {
@@ -90,10 +133,18 @@ impl Shared {
 
     /// Asks QEMU to quit through QMP; does not wait. Asking twice sends one `quit`.
     fn request_quit(&self) -> Result<()> {
-        if self.stop_requested.swap(true, Ordering::SeqCst) || self.process().status.is_some() {
+        if self.stop_requested.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        Qmp::connect(&self.paths.qmp_socket, Duration::from_secs(10))?.quit()
+        self.send_quit(Duration::from_secs(10))
+    }
+
+    /// Sends QMP `quit` (connecting within `timeout`) unless QEMU has ended.
+    fn send_quit(&self, timeout: Duration) -> Result<()> {
+        if self.process().status.is_some() {
+            return Ok(());
+        }
+        Qmp::connect(&self.paths.qmp_socket, timeout)?.quit()
     }
 
     fn stderr(&self) -> String {
@@ -121,7 +172,7 @@ impl VmHandle {
     }
 }
 
-/// A running VM. Dropping it kills QEMU and removes the VM's files.
+/// A running VM. Dropping it kills QEMU and removes the VM's files but its console log.
 pub struct Vm {
     name: String,
     kernel: BootedKernel,
@@ -129,6 +180,7 @@ pub struct Vm {
     launched_at: Instant,
     shared: Arc<Shared>,
     console: Mutex<UnixStream>,
+    echo: Option<Echo>,
     reader: Option<JoinHandle<()>>,
     stderr_reader: Option<JoinHandle<()>>,
     claim: state::Claim,
@@ -148,7 +200,7 @@ impl Vm {
         let kernel = kernel::prepare(&cfg.kernel)?;
         let slot = slots::acquire();
         reap_stale_once();
-        let name = cfg.name.clone().unwrap_or_else(unique_name);
+        let name = cfg.name.clone().unwrap_or_else(state::unique_name);
         let claim = state::Claim::take(&name)?;
         let paths = claim.paths.clone();
         keep_booted_elf(&kernel.elf, &paths.booted_elf())?;
@@ -170,27 +222,58 @@ impl Vm {
             serial_socket: paths.serial_socket.clone(),
             doorbell_socket: paths.doorbell_socket.clone(),
             qmp_socket: paths.qmp_socket.clone(),
+            gdb_socket: paths.gdb_socket(),
             mailbox: paths.mailbox.clone(),
             boot_opts: boot_opts.clone(),
         };
+        let console = ConsoleLog::open_for_boot(
+            &paths.console_log(),
+            &name,
+            &format!(
+                "kernel {} ({}), {} CPUs, {} MiB, {}, boot options `{}`, runner pid {}",
+                kernel
+                    .variant
+                    .as_ref()
+                    .map_or_else(|| "given by path".to_owned(), Variant::to_string),
+                kernel.elf.display(),
+                cfg.cpus,
+                cfg.memory_mib,
+                cfg.accel,
+                boot_opts
+                    .iter()
+                    .map(BootOpt::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                std::process::id()
+            ),
+        )?;
+        let echo = if cfg.echo_serial {
+            Some(Echo::start().map_err(|e| Error::io("start the console echo thread", e))?)
+        } else {
+            None
+        };
         let launched_at = Instant::now();
-        let mut child = spec.command().spawn().map_err(|e| Error::QemuStart {
-            message: format!("cannot run {}: {e}", toolchain::QEMU),
-            stderr: String::new(),
+        let (shared, stderr_pipe) = registry::spawn_listed(|| {
+            let mut child = spec.command().spawn().map_err(|e| Error::QemuStart {
+                message: format!("cannot run {}: {e}", toolchain::QEMU),
+                stderr: String::new(),
+            })?;
+            let stderr_pipe = child.stderr.take();
+            let shared = Arc::new(Shared {
+                log: Arc::new(SerialLog::default()),
+                process: Mutex::new(Process {
+                    child,
+                    status: None,
+                }),
+                exited: Condvar::new(),
+                stop_requested: AtomicBool::new(false),
+                stderr: Mutex::new(String::new()),
+                paths: paths.clone(),
+                console,
+            });
+            Ok((shared, stderr_pipe))
         })?;
-        let qemu_pid = child.id();
-        let stderr_pipe = child.stderr.take();
-        let shared = Arc::new(Shared {
-            log: Arc::new(SerialLog::default()),
-            process: Mutex::new(Process {
-                child,
-                status: None,
-            }),
-            exited: Condvar::new(),
-            stop_requested: AtomicBool::new(false),
-            stderr: Mutex::new(String::new()),
-            paths: paths.clone(),
-        });
+        let qemu_pid = shared.process().child.id();
         let stderr_reader =
             stderr_pipe.map(|pipe| spawn_stderr_reader(pipe, shared.clone(), cfg.echo_serial));
 
@@ -236,11 +319,16 @@ impl Vm {
             .try_clone()
             .map_err(|e| Error::io("duplicate the console socket", e))?;
         let reader = {
-            let shared = shared.clone();
-            serial::spawn_reader(stream, shared.log.clone(), cfg.echo_serial, move || {
-                shared.reap()
-            })
-            .map_err(|e| Error::io("start the console thread", e))?
+            let (copy, close) = (shared.clone(), shared.clone());
+            let echo = echo.clone();
+            let on_bytes = move |bytes: &[u8]| {
+                copy.console.append(bytes);
+                if let Some(echo) = &echo {
+                    echo.send(bytes);
+                }
+            };
+            serial::spawn_reader(stream, shared.log.clone(), on_bytes, move || close.reap())
+                .map_err(|e| Error::io("start the console thread", e))?
         };
         let stderr_reader = starting.started();
         Ok(Vm {
@@ -250,6 +338,7 @@ impl Vm {
             launched_at,
             shared,
             console: Mutex::new(input),
+            echo,
             reader: Some(reader),
             stderr_reader,
             claim,
@@ -270,6 +359,24 @@ impl Vm {
     /// The VM's files: sockets, mailbox, state.
     pub fn paths(&self) -> &VmPaths {
         &self.claim.paths
+    }
+
+    /// The VM's console log (see [`console`]): kept after the VM ends.
+    pub fn console_log(&self) -> &std::path::Path {
+        self.shared.console.path()
+    }
+
+    /// Waits up to `timeout` for the console's echo to reach the terminal (a VM launched
+    /// with [`VmConfig::echo_serial`]); returns how many bytes it dropped because the
+    /// terminal did not keep up.
+    pub fn drain_echo(&self, timeout: Duration) -> u64 {
+        match &self.echo {
+            Some(echo) => {
+                echo.drain(timeout);
+                echo.dropped()
+            }
+            None => 0,
+        }
     }
 
     /// The kernel it booted.
@@ -421,6 +528,7 @@ impl Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
+        self.shared.stop_requested.store(true, Ordering::SeqCst);
         self.shared.kill();
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
@@ -492,7 +600,7 @@ fn spawn_stderr_reader(pipe: ChildStderr, shared: Arc<Shared>, echo: bool) -> Jo
                     continue;
                 }
                 if echo {
-                    eprintln!("{line}");
+                    errln!("{line}");
                 }
                 let mut stderr = shared.stderr.lock().unwrap_or_else(|e| e.into_inner());
                 if stderr.len() < 64 * 1024 {
@@ -519,15 +627,6 @@ fn keep_booted_elf(elf: &std::path::Path, kept: &std::path::Path) -> Result<()> 
     std::fs::copy(elf, kept)
         .map(|_| ())
         .map_err(|e| Error::io(format!("copy {} to {}", elf.display(), kept.display()), e))
-}
-
-fn unique_name() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "p{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 fn deadline(timeout: Duration) -> Instant {

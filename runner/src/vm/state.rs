@@ -7,7 +7,14 @@
 //! | `state.json` | [`VmState`]: pids, sockets, mailbox, kernel |
 //! | `kernel.elf` | the ELF the VM booted (a link or copy: a rebuild does not change it) |
 //! | `stop-requested` | written by `hotkernel stop` before it quits QEMU, so the runner knows the quit was asked for |
-//! | `serial.sock`, `doorbell.sock`, `qmp.sock` | QEMU's sockets (in a short directory under `/tmp/hotkernel-<uid>/` instead when this path is too long for a unix socket) |
+//! | `gdb/` | what `hotkernel gdb` generated: its script, an ELF of symbols per applied patch |
+//! | `serial.sock`, `doorbell.sock`, `qmp.sock`, `gdb.sock` | QEMU's sockets (in a short directory under `/tmp/hotkernel-<uid>/` instead when this path is too long for a unix socket) |
+//! | `console.log` (`console.log.old`) | the guest's console, every boot of this name ([`super::console`]); **kept** when the VM ends |
+//!
+//! When the VM ends, every file but the console logs is removed. A VM without a name
+//! (the tests', `demo`'s, `bench`'s: [`unique_name`]) leaves a directory with its log;
+//! the newest [`KEEP_UNNAMED_LOGS`] of those are kept, older ones are removed by the
+//! next runner's clean-up ([`reap_stale`]).
 //!
 //! The mailbox is `/dev/shm/hotkernel-<name>`; the runner holds a lock on it too, so two
 //! checkouts that both run a VM called `default` do not share a mailbox.
@@ -34,6 +41,28 @@ use crate::workspace;
 const SOCKET_PATH_MAX: usize = 107;
 /// Longest VM name.
 const NAME_MAX: usize = 48;
+/// Console logs of VMs without a name that [`reap_stale`] keeps.
+pub const KEEP_UNNAMED_LOGS: usize = 32;
+/// The files a VM's directory keeps after the VM ended.
+const KEPT_FILES: [&str; 2] = ["console.log", "console.log.old"];
+
+/// A name for a VM launched without one: `p<pid>-<n>`, unique to this process and call.
+pub fn unique_name() -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    format!(
+        "p{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// Whether `name` is one [`unique_name`] makes.
+fn is_unnamed(name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    name.strip_prefix('p')
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(pid, n)| digits(pid) && digits(n))
+}
 
 /// Checks a VM name: 1–48 characters from `[A-Za-z0-9_.-]`, not starting with `.`
 /// (it becomes a directory and a file name in `/dev/shm`).
@@ -99,6 +128,22 @@ impl VmPaths {
     /// build's copy; `hotkernel patch make --vm` needs the exact image).
     pub fn booted_elf(&self) -> PathBuf {
         self.dir.join("kernel.elf")
+    }
+
+    /// `gdb.sock`: QEMU's gdbstub (`hotkernel gdb`), with the other sockets.
+    pub fn gdb_socket(&self) -> PathBuf {
+        self.sockets_dir.join("gdb.sock")
+    }
+
+    /// `gdb/`: what `hotkernel gdb` generates for the debugger (its script, the
+    /// symbols of the applied patches).
+    pub fn gdb_dir(&self) -> PathBuf {
+        self.dir.join("gdb")
+    }
+
+    /// `console.log`: the guest's console, across swaps and boots ([`super::console`]).
+    pub fn console_log(&self) -> PathBuf {
+        self.dir.join(KEPT_FILES[0])
     }
 }
 
@@ -213,7 +258,7 @@ impl Claim {
         Ok(claim)
     }
 
-    /// Removes the VM's files and releases the locks.
+    /// Removes the VM's files but its console logs, and releases the locks.
     pub fn release(&mut self) {
         if self.lock.is_none() {
             return;
@@ -221,6 +266,7 @@ impl Claim {
         remove_files(&self.paths);
         let _ = fs::remove_file(&self.paths.mailbox);
         let _ = fs::remove_file(self.paths.lock_file());
+        // Fails, as it should, while the directory holds a console log.
         let _ = fs::remove_dir(&self.paths.dir);
         // Unlock only after the files are gone: the next runner finds a clean slate.
         self.mailbox = None;
@@ -323,9 +369,11 @@ fn remove_files(paths: &VmPaths) {
         &paths.serial_socket,
         &paths.doorbell_socket,
         &paths.qmp_socket,
+        &paths.gdb_socket(),
     ] {
         let _ = fs::remove_file(file);
     }
+    let _ = fs::remove_dir_all(paths.gdb_dir());
     if paths.sockets_dir != paths.dir {
         let _ = fs::remove_dir(&paths.sockets_dir);
     }
@@ -344,11 +392,13 @@ fn remove_unowned_mailbox(mailbox: &Path) {
 }
 
 /// Cleans up every VM directory whose runner is gone (tests that were killed leave
-/// them behind). Live VMs are untouched.
+/// them behind), keeping console logs; then removes the logs of VMs without a name
+/// beyond the newest [`KEEP_UNNAMED_LOGS`]. Live VMs are untouched.
 pub fn reap_stale() {
     let Ok(entries) = fs::read_dir(workspace::vm_root()) else {
         return;
     };
+    let mut unnamed_logs = Vec::new();
     for entry in entries.flatten() {
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
@@ -356,10 +406,36 @@ pub fn reap_stale() {
         if check_name(&name).is_err() || is_live(&name) {
             continue;
         }
-        if let Ok(mut claim) = Claim::take(&name) {
-            claim.release();
+        if holds_more_than_logs(&entry.path()) {
+            if let Ok(mut claim) = Claim::take(&name) {
+                claim.release();
+            }
+        }
+        if is_unnamed(&name) {
+            let modified = fs::metadata(VmPaths::for_name(&name).console_log())
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            unnamed_logs.push((modified, name));
         }
     }
+    unnamed_logs.sort_unstable_by(|a, b| b.cmp(a));
+    for (_, name) in unnamed_logs.iter().skip(KEEP_UNNAMED_LOGS) {
+        let dir = VmPaths::for_name(name).dir;
+        for kept in KEPT_FILES {
+            let _ = fs::remove_file(dir.join(kept));
+        }
+        let _ = fs::remove_dir(&dir);
+    }
+}
+
+/// Whether `dir` holds anything besides console logs (a VM's state, locks, sockets).
+fn holds_more_than_logs(dir: &Path) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return false;
+    };
+    entries
+        .flatten()
+        .any(|e| !KEPT_FILES.iter().any(|kept| e.file_name() == *kept))
 }
 
 #[cfg(test)]
@@ -413,8 +489,18 @@ mod tests {
         };
         state.store().unwrap();
         assert_eq!(VmState::load(&name).unwrap(), state);
+        fs::write(claim.paths.console_log(), b"the guest's console\n").unwrap();
         claim.release();
-        assert!(!claim.paths.dir.exists());
+        assert_eq!(
+            fs::read_dir(&claim.paths.dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect::<Vec<_>>(),
+            ["console.log"],
+            "only the console log is kept"
+        );
+        fs::remove_file(claim.paths.console_log()).unwrap();
+        fs::remove_dir(&claim.paths.dir).unwrap();
         assert!(!claim.paths.mailbox.exists());
         assert!(!is_live(&name));
         assert!(matches!(
@@ -436,5 +522,24 @@ mod tests {
         assert!(!paths.stop_marker.exists(), "leftovers removed");
         assert_eq!(fs::read(&paths.mailbox).unwrap(), b"", "a fresh mailbox");
         claim.release();
+    }
+
+    #[test]
+    fn unnamed_vms_are_recognised_by_their_name() {
+        let name = unique_name();
+        assert!(is_unnamed(&name), "{name}");
+        assert_ne!(unique_name(), name);
+        for named in [
+            "default",
+            "p",
+            "p12",
+            "p12-",
+            "p-3",
+            "px-1",
+            "p1-2x",
+            "cli-stop-12",
+        ] {
+            assert!(!is_unnamed(named), "{named}");
+        }
     }
 }

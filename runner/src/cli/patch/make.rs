@@ -10,6 +10,7 @@ use crate::build::{self, CargoOutput, Variant};
 use crate::error::{Error, Result};
 use crate::hotpatch;
 use crate::mailbox::Mailbox;
+use crate::term::{errln, outln};
 use crate::toolchain::{self, Needs};
 use crate::vm::VmState;
 
@@ -171,52 +172,52 @@ pub fn make(args: MakeArgs) -> Result<u8> {
         &hotpatch::read(&new_elf)?,
         &opts,
     )?;
-    println!("{} → {}", old_elf.display(), new_elf.display());
+    outln!("{} → {}", old_elf.display(), new_elf.display());
     for v in &made.verdicts {
         if args.explain {
             let lines = explanation(v);
             if lines.is_empty() {
-                println!("  {v}");
+                outln!("  {v}");
             } else {
                 // The short line, then the difference in full.
-                println!("  {}", verdict_line(v));
+                outln!("  {}", verdict_line(v));
             }
             for line in lines {
-                println!("      {line}");
+                outln!("      {line}");
             }
         } else {
-            println!("  {}", verdict_line(v));
+            outln!("  {}", verdict_line(v));
         }
     }
     if args.explain {
         for n in &made.notes {
-            println!("  note: {n}");
+            outln!("  note: {n}");
         }
     }
     if made.refused {
         let refusals: Vec<_> = made.refusals().collect();
-        eprintln!(
+        errln!(
             "hotkernel: not hotpatchable, no patch written: {} change(s) refused (reasons above):",
             refusals.len()
         );
         for v in refusals {
-            eprintln!("  - {}", v.name);
+            errln!("  - {}", v.name);
         }
-        eprintln!(
+        errln!(
             "apply it with a full swap: {}",
             swap_command(&new, args.vm.as_deref())
         );
         return Ok(1);
     }
     let Some(patch) = &made.patch else {
-        eprintln!("hotkernel: no function changed: nothing to patch, no file written");
+        errln!("hotkernel: no function changed: nothing to patch, no file written");
         return Ok(1);
     };
     std::fs::write(&args.output, patch)
         .map_err(|e| Error::io(format!("write {}", args.output.display()), e))?;
     let view = image_format::hotpatch::parse(patch)
         .map_err(|e| Error::Patch(format!("the generator's patch does not parse: {e}")))?;
-    println!(
+    outln!(
         "wrote {}: patch {} \"{label}\" version {}, {} function(s) replaced ({} carried in all), {} bytes, for build {}",
         args.output.display(),
         view.id(),

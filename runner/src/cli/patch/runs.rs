@@ -6,12 +6,13 @@ use serde_json::json;
 use super::{functions_lines, pause_line};
 use crate::error::{Error, Result};
 use crate::hotpatch::{self, demo::HotpatchDemo};
+use crate::term::{errln, outln};
 
 fn print_demo(run: &HotpatchDemo) {
     for s in &run.steps {
         let r = &s.report;
-        println!();
-        println!(
+        outln!();
+        outln!(
             "{} {}: patch {} \"{}\", sequence {}, {} site(s), {}",
             r.op,
             s.patch,
@@ -27,12 +28,12 @@ fn print_demo(run: &HotpatchDemo) {
         };
         functions_lines(&r.functions, verb);
         if s.retries > 0 {
-            println!(
+            outln!(
                 "  ({} attempt(s) refused first: a CPU stood in a site)",
                 s.retries
             );
         }
-        println!(
+        outln!(
             "  continuity: {} tasks carried on{}",
             s.across.tasks_compared,
             if s.across.ok() && s.after.ok() {
@@ -42,15 +43,15 @@ fn print_demo(run: &HotpatchDemo) {
             }
         );
         for p in s.across.problems.iter().chain(&s.after.problems) {
-            println!("    {p}");
+            outln!("    {p}");
         }
         for (what, ok) in &s.behaviour {
-            println!("  {} {what}", if *ok { "ok  " } else { "FAIL" });
+            outln!("  {} {what}", if *ok { "ok  " } else { "FAIL" });
         }
-        println!("  state_ok: {}", s.state_ok());
+        outln!("  state_ok: {}", s.state_ok());
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "restored: {} text bytes compared with v1's ELF, {}; {}/{} sites restored; {} patch(es) left",
         run.restored.compared,
         if run.restored.identical() { "identical" } else { "DIFFERENT" },
@@ -59,24 +60,26 @@ fn print_demo(run: &HotpatchDemo) {
         run.left
     );
     for d in &run.restored.differences {
-        println!(
+        outln!(
             "  at {:#x}: expected {:02x?}, found {:02x?}",
-            d.address, d.expected, d.found
+            d.address,
+            d.expected,
+            d.found
         );
     }
-    println!();
-    println!("demo {}", if run.ok() { "passed" } else { "FAILED" });
+    outln!();
+    outln!("demo {}", if run.ok() { "passed" } else { "FAILED" });
 }
 
 /// The hotpatch demo.
 pub fn demo(cpus: u32, json: bool) -> Result<u8> {
     let run = hotpatch::demo::run(cpus, |msg| {
         if !json {
-            eprintln!("demo: {msg}");
+            errln!("demo: {msg}");
         }
     })?;
     if json {
-        println!("{}", run.json());
+        outln!("{}", run.json());
     } else {
         print_demo(&run);
     }
@@ -96,22 +99,25 @@ pub fn bench(rounds: usize, cpus: &[u32], json: bool) -> Result<u8> {
     let patch = hotpatch::patch_between("v1", "patch-a")?;
     let mut runs = Vec::new();
     if !json {
-        println!(
+        outln!(
             "hotpatch pause, patch-a on v1, {rounds} apply+remove rounds (guest TSC: first park IPI → release)"
         );
-        println!(
+        outln!(
             "{:>4} {:>6} | {:<38} | {:<38}",
-            "", "", "apply pause µs", "remove pause µs"
+            "",
+            "",
+            "apply pause µs",
+            "remove pause µs"
         );
         let columns = format!("{:>8} {:>10} {:>8} {:>8}", "min", "median", "p99", "first");
-        println!("{:>4} {:>6} | {columns} | {columns}", "cpus", "parked");
+        outln!("{:>4} {:>6} | {columns} | {columns}", "cpus", "parked");
     }
     for &cpus in cpus {
         let r = hotpatch::bench::run(cpus, rounds, &patch)?;
         if !json {
             let (amin, amed, ap99) = crate::bench::stats(&r.apply_us);
             let (rmin, rmed, rp99) = crate::bench::stats(&r.remove_us);
-            println!(
+            outln!(
                 "{:>4} {:>6} | {:>8.1} {:>10.1} {:>8.1} {:>8.1} | {:>8.1} {:>10.1} {:>8.1} {:>8.1}",
                 cpus,
                 r.cpus_parked,
@@ -124,7 +130,7 @@ pub fn bench(rounds: usize, cpus: &[u32], json: bool) -> Result<u8> {
                 rp99,
                 r.remove_us.first().copied().unwrap_or(0.0)
             );
-            println!(
+            outln!(
                 "{:>4} {:>6} | of which parking: median {:.1} µs (apply), {:.1} µs (remove)",
                 "",
                 "",
@@ -132,7 +138,7 @@ pub fn bench(rounds: usize, cpus: &[u32], json: bool) -> Result<u8> {
                 crate::bench::stats(&r.remove_park_us).1
             );
             if r.retries > 0 {
-                println!("     ({} refusals of the moment retried)", r.retries);
+                outln!("     ({} refusals of the moment retried)", r.retries);
             }
         }
         runs.push(r);
@@ -146,7 +152,7 @@ pub fn bench(rounds: usize, cpus: &[u32], json: bool) -> Result<u8> {
             "median_remove_pause_us_4_cpus": head.map(|r| crate::bench::stats(&r.remove_us).1),
             "configs": runs.iter().map(hotpatch::bench::PauseRun::json).collect::<Vec<_>>(),
         });
-        println!("{v}");
+        outln!("{v}");
     }
     Ok(0)
 }
