@@ -18,6 +18,7 @@
 //! | [`serial`] | the guest console: bridge to the terminal, timestamped lines |
 //! | [`qmp`] | QEMU Machine Protocol client |
 //! | [`mailbox`] | the shared-memory mailbox: requests, responses, reports |
+//! | [`plan`] | the advisor: would a new build go in as a hotpatch, a swap, or be refused, and why |
 //! | [`update`] | live-update operations: pack, stage, apply, snapshot |
 //! | [`vm`] | a running VM and its state directory |
 //! | [`cli`] | the `hotkernel` command |
@@ -36,6 +37,7 @@ pub mod diskimage;
 pub mod error;
 pub mod hotpatch;
 pub mod mailbox;
+pub mod plan;
 pub mod qemu;
 pub mod qmp;
 pub mod report;

@@ -307,15 +307,35 @@ pub fn prepare(root: &Path, name: &str) -> Result<PathBuf> {
         };
     }
     let tree = dir(name).join("tree");
-    for (rel, bytes) in &files {
+    write_tree(root, name, &files, &tree)?;
+    Ok(tree)
+}
+
+/// Writes `files` (the crates' sources), the cut manifest and the lock file into `tree`,
+/// each only when its bytes change, and removes the files the crates no longer have.
+fn write_tree(
+    root: &Path,
+    name: &str,
+    files: &BTreeMap<PathBuf, Vec<u8>>,
+    tree: &Path,
+) -> Result<()> {
+    for (rel, bytes) in files {
         write_if_changed(&tree.join(rel), bytes)?;
     }
-    remove_stale(&tree, &files.keys().cloned().collect())?;
+    remove_stale(tree, &files.keys().cloned().collect())?;
     write_if_changed(&tree.join("Cargo.toml"), &manifest(root, name)?)?;
     if let Ok(bytes) = fs::read(root.join("Cargo.lock")) {
         write_if_changed(&tree.join("Cargo.lock"), &bytes)?;
     }
-    Ok(tree)
+    Ok(())
+}
+
+/// Makes (or brings up to date) `tree` as a copy of this tree's kernel crates without
+/// any edit, laid out as a variant's tree: it builds `v1` byte for byte (same package
+/// names, versions and relative paths), so edits written into it afterwards can be
+/// compared with a VM that runs `v1`. Scratch trees for `hotkernel watch --tree`.
+pub fn copy_tree(root: &Path, tree: &Path) -> Result<()> {
+    write_tree(root, "copy", &sources(root)?, tree)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod bench;
 mod build;
 mod demo;
 mod patch;
+mod plan;
 mod run;
 pub(crate) mod update;
 mod vmcmd;
@@ -65,6 +66,9 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Hotpatches: make one from two builds; apply, list and remove them in a running VM.
     Patch(patch::PatchArgs),
+    /// How a new build would go into the running VM (hotpatch, swap or refused) and why;
+    /// changes nothing.
+    Plan(plan::PlanArgs),
 }
 
 /// Options of `hotkernel run`.
@@ -143,6 +147,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Some(Command::Demo(args)) => demo::demo(args),
         Some(Command::Bench(args)) => bench::bench(args),
         Some(Command::Patch(args)) => patch::patch(args),
+        Some(Command::Plan(args)) => plan::plan(args),
     }
 }
 

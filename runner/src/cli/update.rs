@@ -107,6 +107,9 @@ pub struct SwapArgs {
     /// staging check decides.
     #[arg(long)]
     pub no_host_check: bool,
+    /// Show the plan (`hotkernel plan --variant …`) and change nothing.
+    #[arg(long, conflicts_with = "package")]
+    pub dry_run: bool,
 }
 
 pub fn pack(args: PackArgs) -> Result<u8> {
@@ -393,6 +396,9 @@ pub fn push(args: PushArgs) -> Result<u8> {
 }
 
 pub fn swap(args: SwapArgs) -> Result<u8> {
+    if args.dry_run {
+        return super::plan::dry_run(&args);
+    }
     let package = match &args.package {
         Some(p) => std::fs::read(p).map_err(|e| Error::io(format!("read {}", p.display()), e))?,
         None => update::package_variant(&args.variant)?.0,
