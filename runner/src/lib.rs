@@ -21,6 +21,7 @@
 //! | [`plan`] | the advisor: would a new build go in as a hotpatch, a swap, or be refused, and why |
 //! | [`update`] | live-update operations: pack, stage, apply, snapshot |
 //! | [`vm`] | a running VM and its state directory |
+//! | [`watch`] | `hotkernel watch`: rebuild on save, apply the cheapest safe way |
 //! | [`cli`] | the `hotkernel` command |
 //! | [`workspace`] | where things are on disk |
 #![deny(unsafe_code)]
@@ -46,6 +47,7 @@ pub mod toolchain;
 pub mod update;
 pub mod variant;
 pub mod vm;
+pub mod watch;
 pub mod workspace;
 
 pub use build::{build_kernel, build_kernel_cached, BuiltKernel, Variant};

@@ -518,7 +518,7 @@ pub fn preflight(mb: &mut Mailbox, plan: &mut Plan) -> Result<()> {
 }
 
 /// What the guest's staging answer says when its dry run of the new bootstrap fails.
-const PREDICTS_REFUSAL: &str = "predicts a refusal";
+pub(crate) const PREDICTS_REFUSAL: &str = "predicts a refusal";
 
 /// Whether [`preflight`] means anything for `plan`: a swap is the route.
 pub fn wants_preflight(plan: &Plan) -> bool {

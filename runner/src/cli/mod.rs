@@ -13,6 +13,7 @@ mod plan;
 mod run;
 pub(crate) mod update;
 mod vmcmd;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,6 +70,9 @@ pub enum Command {
     /// How a new build would go into the running VM (hotpatch, swap or refused) and why;
     /// changes nothing.
     Plan(plan::PlanArgs),
+    /// Rebuild on every save and put the change into the running VM (hotpatch, swap, or
+    /// nothing with the reason).
+    Watch(watch::WatchArgs),
 }
 
 /// Options of `hotkernel run`.
@@ -148,6 +152,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Some(Command::Bench(args)) => bench::bench(args),
         Some(Command::Patch(args)) => patch::patch(args),
         Some(Command::Plan(args)) => plan::plan(args),
+        Some(Command::Watch(args)) => watch::watch(args),
     }
 }
 
