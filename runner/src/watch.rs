@@ -62,6 +62,8 @@ impl Options {
     /// Watching `tree` for VM `vm`: this checkout builds into `target/kernel` (shared with
     /// `hotkernel run` and `swap`), any other tree into its own `target/`.
     pub fn new(vm: &str, tree: &Path) -> Options {
+        // Absolute: the file events name absolute paths.
+        let tree = &tree.canonicalize().unwrap_or_else(|_| tree.to_path_buf());
         let root = workspace::root();
         let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
             (Ok(a), Ok(b)) => a == b,
