@@ -141,7 +141,7 @@ pub fn build_kernel_with(variant: &Variant, output: CargoOutput) -> Result<Built
             crate::variant::target_dir(variant.name()),
         )
     };
-    run_cargo(&tree, &target_dir, variant, output)?;
+    run_cargo(&tree, &target_dir, variant.name(), output)?;
 
     let built = target_dir
         .join(KERNEL_TARGET)
@@ -157,8 +157,26 @@ pub fn build_kernel_with(variant: &Variant, output: CargoOutput) -> Result<Built
     })
 }
 
+/// Builds the kernel of the workspace at `tree` (a checkout, or a copy made by
+/// [`crate::variant::copy_tree`]) into `target_dir`, under the build lock; returns cargo's
+/// ELF there (the next build of that tree overwrites it: copy it to keep it). `label`
+/// names the build in messages. `hotkernel watch` builds this way.
+pub fn build_tree(
+    tree: &Path,
+    target_dir: &Path,
+    label: &str,
+    output: CargoOutput,
+) -> Result<PathBuf> {
+    let _lock = BuildLock::acquire()?;
+    run_cargo(tree, target_dir, label, output)?;
+    Ok(target_dir
+        .join(KERNEL_TARGET)
+        .join(KERNEL_PROFILE)
+        .join("kernel"))
+}
+
 /// `cargo build` of the kernel in the workspace at `tree`, into `target_dir`.
-fn run_cargo(tree: &Path, target_dir: &Path, variant: &Variant, output: CargoOutput) -> Result<()> {
+fn run_cargo(tree: &Path, target_dir: &Path, variant: &str, output: CargoOutput) -> Result<()> {
     let mut cargo = Command::new("cargo");
     cargo
         .current_dir(tree)

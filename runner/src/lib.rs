@@ -20,8 +20,10 @@
 //! | [`term`] | the runner's own output: writes that tolerate a closed terminal, the console's echo |
 //! | [`qmp`] | QEMU Machine Protocol client |
 //! | [`mailbox`] | the shared-memory mailbox: requests, responses, reports |
+//! | [`plan`] | the advisor: would a new build go in as a hotpatch, a swap, or be refused, and why |
 //! | [`update`] | live-update operations: pack, stage, apply, snapshot |
 //! | [`vm`] | a running VM, its state directory, its console log; is it still there |
+//! | [`watch`] | `hotkernel watch`: rebuild on save, apply the cheapest safe way |
 //! | [`cli`] | the `hotkernel` command |
 //! | [`workspace`] | where things are on disk |
 #![deny(unsafe_code)]
@@ -41,6 +43,7 @@ pub mod error;
 pub mod gdb;
 pub mod hotpatch;
 pub mod mailbox;
+pub mod plan;
 pub mod qemu;
 pub mod qmp;
 pub mod report;
@@ -50,6 +53,7 @@ pub mod toolchain;
 pub mod update;
 pub mod variant;
 pub mod vm;
+pub mod watch;
 pub mod workspace;
 
 pub use build::{build_kernel, build_kernel_cached, BuiltKernel, Variant};

@@ -259,6 +259,15 @@ fn manifest(root: &Path, name: &str) -> Result<Vec<u8>> {
     let members: toml_edit::Array = CRATES.iter().copied().collect();
     doc["workspace"]["members"] = toml_edit::value(members.clone());
     doc["workspace"]["default-members"] = toml_edit::value(members);
+    // The host crates' dev settings name packages the tree does not have (cargo would
+    // warn about each on every build).
+    if let Some(dev) = doc
+        .get_mut("profile")
+        .and_then(|p| p.get_mut("dev"))
+        .and_then(|d| d.as_table_like_mut())
+    {
+        dev.remove("package");
+    }
     Ok(doc.to_string().into_bytes())
 }
 
@@ -307,15 +316,45 @@ pub fn prepare(root: &Path, name: &str) -> Result<PathBuf> {
         };
     }
     let tree = dir(name).join("tree");
-    for (rel, bytes) in &files {
+    write_tree(root, name, &files, &tree)?;
+    Ok(tree)
+}
+
+/// Writes `files` (the crates' sources), the cut manifest and the lock file into `tree`,
+/// each only when its bytes change, and removes the files the crates no longer have.
+fn write_tree(
+    root: &Path,
+    name: &str,
+    files: &BTreeMap<PathBuf, Vec<u8>>,
+    tree: &Path,
+) -> Result<()> {
+    for (rel, bytes) in files {
         write_if_changed(&tree.join(rel), bytes)?;
     }
-    remove_stale(&tree, &files.keys().cloned().collect())?;
+    remove_stale(tree, &files.keys().cloned().collect())?;
     write_if_changed(&tree.join("Cargo.toml"), &manifest(root, name)?)?;
     if let Ok(bytes) = fs::read(root.join("Cargo.lock")) {
         write_if_changed(&tree.join("Cargo.lock"), &bytes)?;
     }
-    Ok(tree)
+    Ok(())
+}
+
+/// Makes (or brings up to date) `tree` as a copy of this tree's kernel crates without
+/// any edit, laid out as a variant's tree: it builds `v1` byte for byte (same package
+/// names, versions and relative paths), so edits written into it afterwards can be
+/// compared with a VM that runs `v1`. Scratch trees for `hotkernel watch --tree`.
+pub fn copy_tree(root: &Path, tree: &Path) -> Result<()> {
+    write_tree(root, "copy", &sources(root)?, tree)?;
+    // The kernel target's flags, for a copy outside this checkout (cargo finds a
+    // `.cargo/config.toml` in the tree or above it).
+    let config = Path::new(".cargo/config.toml");
+    match fs::read(root.join(config)) {
+        Ok(bytes) => write_if_changed(&tree.join(config), &bytes),
+        Err(e) => Err(Error::io(
+            format!("read {}", root.join(config).display()),
+            e,
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -12,10 +12,12 @@ mod build;
 mod demo;
 mod gdb;
 mod patch;
+mod plan;
 mod run;
 pub mod signals;
 pub(crate) mod update;
 mod vmcmd;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,6 +75,12 @@ pub enum Command {
     /// GDB on a running VM (its gdbstub), with the symbols of the kernel it runs now and
     /// of its applied hotpatches; arguments after `--` go to gdb.
     Gdb(gdb::GdbArgs),
+    /// How a new build would go into the running VM (hotpatch, swap or refused) and why;
+    /// changes nothing.
+    Plan(plan::PlanArgs),
+    /// Rebuild on every save and put the change into the running VM (hotpatch, swap, or
+    /// nothing with the reason).
+    Watch(watch::WatchArgs),
 }
 
 /// Options of `hotkernel run`.
@@ -152,6 +160,8 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Some(Command::Bench(args)) => bench::bench(args),
         Some(Command::Patch(args)) => patch::patch(args),
         Some(Command::Gdb(args)) => gdb::gdb(args),
+        Some(Command::Plan(args)) => plan::plan(args),
+        Some(Command::Watch(args)) => watch::watch(args),
     }
 }
 
@@ -164,7 +174,7 @@ pub fn main() -> ExitCode {
         return ExitCode::from(e.exit_code());
     }
     let result = dispatch(cli);
-    if let Some(signal) = signals::received() {
+    if let Some(signal) = signals::received().filter(|_| !(signals::graceful() && result.is_ok())) {
         // What failed after a signal failed because of it (its VM was stopped).
         if result.is_err() {
             errln!(

@@ -14,7 +14,7 @@
 //! that is gone or does not read never keeps a VM running. QEMU runs in its own process
 //! group, so a terminal's signal reaches only the runner (and a `cargo build` it runs).
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -31,6 +31,20 @@ pub const FINISH: Duration = Duration::from_secs(10);
 
 /// The first signal received (0: none).
 static FIRST: AtomicI32 = AtomicI32::new(0);
+/// Set by a command that ends by itself when asked ([`end_gracefully`]).
+static GRACEFUL: AtomicBool = AtomicBool::new(false);
+
+/// For a command that polls [`received`] and ends by itself (`watch`): a first signal
+/// while this process runs no VM only asks it to stop (it finishes what it is doing and
+/// returns its own status); with a VM of its own, the VM is stopped as always.
+pub fn end_gracefully() {
+    GRACEFUL.store(true, Ordering::SeqCst);
+}
+
+/// Whether the command ends by itself on a signal ([`end_gracefully`]).
+pub fn graceful() -> bool {
+    GRACEFUL.load(Ordering::SeqCst)
+}
 
 /// Starts the thread that handles the signals (before anything starts a VM).
 pub fn install() -> Result<()> {
@@ -79,6 +93,9 @@ fn on_signal(signal: i32) {
         std::process::exit(i32::from(exit_status(FIRST.load(Ordering::SeqCst))));
     }
     let running = registry::running();
+    if running == 0 && graceful() {
+        return;
+    }
     let stopper = std::thread::Builder::new()
         .name("stop".to_owned())
         .spawn(move || {

@@ -118,6 +118,9 @@ pub struct SwapArgs {
     /// staging check decides.
     #[arg(long)]
     pub no_host_check: bool,
+    /// Show the plan (`hotkernel plan --variant …`) and change nothing.
+    #[arg(long, conflicts_with = "package")]
+    pub dry_run: bool,
 }
 
 pub fn pack(args: PackArgs) -> Result<u8> {
@@ -307,7 +310,9 @@ fn print_refusal(what: &str, r: &Refused) {
         // Applied, failed its health check, taken back: the report says so.
         outln!(
             "reverted ({} → {} was applied and taken back): {}",
-            s.from, s.to, r.message
+            s.from,
+            s.to,
+            r.message
         );
         print_swap_details(s);
         outln!("  reason code {} ({})", r.status.code(), r.status);
@@ -422,6 +427,9 @@ pub fn push(args: PushArgs) -> Result<u8> {
 }
 
 pub fn swap(args: SwapArgs) -> Result<u8> {
+    if args.dry_run {
+        return super::plan::dry_run(&args);
+    }
     let package = match &args.package {
         Some(p) => std::fs::read(p).map_err(|e| Error::io(format!("read {}", p.display()), e))?,
         None => update::package_variant(&args.variant)?.0,
