@@ -206,6 +206,7 @@ fn mailbox(dir: &str) {
         old_image_base: 0xffff_ffff_8000_0000,
         new_image_base: 0xffff_ffff_8000_0000,
         staging_base: 0xffff_ffff_9000_0000,
+        initialised: vec![],
     };
     write(dir, "swap", &swap.to_vec().expect("encode"));
 }

@@ -36,6 +36,7 @@ pub fn swap_json(r: &SwapReport, state_ok: Option<bool>) -> Value {
             "fields_added": c.added, "fields_dropped": c.dropped, "field_names": c.names,
         })).collect::<Vec<_>>(),
         "warnings": r.warnings,
+        "initialised": r.initialised.iter().map(|i| serde_json::json!({"kind": i.name, "count": i.count})).collect::<Vec<_>>(),
         "state_ok": state_ok,
         "old_image_base": format!("{:#x}", r.old_image_base),
         "new_image_base": format!("{:#x}", r.new_image_base),

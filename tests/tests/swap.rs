@@ -274,6 +274,14 @@ fn check_arrival_in_v3(g: &mut Guest, name: &str, s: &Swapped) {
         );
     }
     assert_eq!(s.continuity.tasks_added, tables.len());
+    // The report lists them by kind.
+    let listed: Vec<(&str, u32)> = s
+        .report
+        .initialised
+        .iter()
+        .map(|i| (i.name.as_str(), i.count))
+        .collect();
+    assert_eq!(listed, [("table", tables.len() as u32)], "{:?}", s.report);
     let later = g.wait_all_progress(&s.after, &[]);
     let steps: Vec<u64> = tasks_of(&later, TaskKind::TABLE)
         .iter()

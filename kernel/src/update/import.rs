@@ -169,5 +169,24 @@ pub fn meet_init_requirements(bits: u64) -> Vec<(updater::records::TaskKind, usi
             created.push((kind, n));
         }
     }
+    *INITIALISED.lock() = created.clone();
     created
+}
+
+/// What [`meet_init_requirements`] created at this kernel's resume.
+static INITIALISED: spin::Mutex<Vec<(updater::records::TaskKind, usize)>> =
+    spin::Mutex::new(Vec::new());
+
+/// The tasks this kernel created by initialisation at its resume, for the swap report.
+pub fn initialised() -> Vec<image_format::mailbox::report::Initialised> {
+    INITIALISED
+        .lock()
+        .iter()
+        .take(image_format::mailbox::report::MAX_INITIALISED)
+        .map(|&(kind, n)| image_format::mailbox::report::Initialised {
+            kind,
+            name: alloc::string::String::from(tasks::name(kind)),
+            count: u32::try_from(n).unwrap_or(u32::MAX),
+        })
+        .collect()
 }

@@ -154,6 +154,11 @@ pub fn swap_report(d: &Descriptor, outcome: Outcome) -> SwapReport {
         old_image_base: d.old_image.base,
         new_image_base: d.new_image.base,
         staging_base: d.staging_base,
+        initialised: if applied {
+            crate::update::import::initialised()
+        } else {
+            Vec::new()
+        },
     }
 }
 

@@ -370,6 +370,10 @@ fn print_swap_details(r: &SwapReport) {
     {
         outln!("  {c}");
     }
+    if !r.initialised.is_empty() {
+        let list: Vec<String> = r.initialised.iter().map(ToString::to_string).collect();
+        outln!("  created by initialisation: {}", list.join(", "));
+    }
     for w in &r.warnings {
         outln!("  warning: {w}");
     }

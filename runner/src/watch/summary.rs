@@ -256,6 +256,11 @@ pub fn swap(
             "#{n} refused: the guest's dry run of the new bootstrap predicts a refusal ({message}); released, the VM runs on as it was | {}",
             times.line(false)
         ),
+        SwapOutcome::Refused(r) if r.status == image_format::mailbox::Status::Reverted => format!(
+            "#{n} swap reverted: {} | {}",
+            r.message,
+            times.line(false)
+        ),
         SwapOutcome::Refused(r) => format!(
             "#{n} swap refused: {}; the VM runs on as it was | {}",
             r.message,

@@ -36,7 +36,9 @@ pub use patch::{
 };
 pub use snapshot::{KindInfo, Snapshot, TaskSnapshot, MAX_CLAUSES, MAX_KINDS};
 pub use stage::StageReport;
-pub use swap::{Conversion, Method, Outcome, PhaseId, PhaseTime, SwapReport};
+pub use swap::{
+    Conversion, Initialised, Method, Outcome, PhaseId, PhaseTime, SwapReport, MAX_INITIALISED,
+};
 
 use super::response::{ReportKind, Response};
 use crate::error::{FormatError, Result};

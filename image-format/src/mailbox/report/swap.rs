@@ -1,4 +1,4 @@
-//! [`SwapReport`] (report kind 3, version 2): what a swap did, applied or rolled back.
+//! [`SwapReport`] (report kind 3, version 3): what a swap did, applied or rolled back.
 //!
 //! | offset | size | field |
 //! | --- | --- | --- |
@@ -17,6 +17,7 @@
 //! | | | phases: count `u16` (≤ 16), then per phase id `u16`, 0 `u16`, ns `u64` |
 //! | | | records: count `u16` (≤ 64), then per record (one per conversion stage) kind `u16`, from `u16`, to `u16`, method `u16` (0 unchanged, 1 by converter, 2 by fields), entries `u32`, fields added `u16`, fields dropped `u16`, their names: text (`+added −dropped`, may list fewer) |
 //! | | | warnings: count `u16` (≤ 32), then per warning a text |
+//! | | | tasks created by the new kernel's initialisation: count `u16` (≤ 16), then per kind the task kind `u16`, the count `u32`, the kind's name: text |
 //!
 //! A text is a `u16` length and that many bytes of UTF-8 (at most 256).
 
@@ -36,7 +37,7 @@ use crate::wire::{Reader, Writer};
 
 const LAYOUT: Layout = Layout {
     kind: ReportKind::Swap,
-    version: 2,
+    version: 3,
     name: "swap report",
 };
 
@@ -220,6 +221,30 @@ pub struct SwapReport {
     pub new_image_base: u64,
     /// Where the new image was staged and relocated first.
     pub staging_base: u64,
+    /// Tasks the new kernel created by initialisation (kinds new in its image), at most
+    /// [`MAX_INITIALISED`] kinds.
+    pub initialised: Vec<Initialised>,
+}
+
+/// Kinds of tasks a swap's report lists as created by initialisation, at most.
+pub const MAX_INITIALISED: usize = 16;
+
+/// Tasks of one kind the new kernel created by initialisation (the kind is new in its
+/// image: nothing crossed the swap for it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Initialised {
+    /// The task kind.
+    pub kind: crate::kinds::TaskKind,
+    /// Its name in the new image.
+    pub name: String,
+    /// How many tasks.
+    pub count: u32,
+}
+
+impl fmt::Display for Initialised {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.count, self.name)
+    }
 }
 
 impl SwapReport {
@@ -251,6 +276,11 @@ impl SwapReport {
             "swap report warning list",
             self.warnings.len(),
             MAX_WARNINGS,
+        )?;
+        bounded(
+            "swap report list of initialised tasks",
+            self.initialised.len(),
+            MAX_INITIALISED,
         )
     }
 
@@ -295,6 +325,12 @@ impl SwapReport {
         w.u16(self.warnings.len() as u16);
         for text in &self.warnings {
             write_text(w, text);
+        }
+        w.u16(self.initialised.len() as u16);
+        for i in &self.initialised {
+            w.u16(i.kind.raw());
+            w.u32(i.count);
+            write_text(w, &i.name);
         }
     }
 
@@ -388,6 +424,24 @@ impl SwapReport {
         for _ in 0..count {
             warnings.push(read_text(r, "warning")?);
         }
+        let count = r.u16()?;
+        let count = read_count(
+            r,
+            "swap report list of initialised tasks",
+            u64::from(count),
+            MAX_INITIALISED,
+            8,
+        )?;
+        let mut initialised = Vec::with_capacity(count);
+        for _ in 0..count {
+            let kind = crate::kinds::TaskKind::from_raw(r.u16()?);
+            let count = r.u32()?;
+            initialised.push(Initialised {
+                kind,
+                count,
+                name: read_text(r, "task kind name")?,
+            });
+        }
         Ok(Self {
             from,
             to,
@@ -402,6 +456,7 @@ impl SwapReport {
             old_image_base,
             new_image_base,
             staging_base,
+            initialised,
         })
     }
 }
@@ -444,6 +499,14 @@ impl fmt::Display for SwapReport {
         )?;
         for c in &self.conversions {
             writeln!(f, "  record {c}")?;
+        }
+        if !self.initialised.is_empty() {
+            let list: Vec<String> = self
+                .initialised
+                .iter()
+                .map(|i| alloc::format!("{i}"))
+                .collect();
+            writeln!(f, "  created by initialisation: {}", list.join(", "))?;
         }
         for w in &self.warnings {
             writeln!(f, "  warning: {w}")?;

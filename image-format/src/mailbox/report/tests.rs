@@ -58,6 +58,11 @@ fn swap() -> SwapReport {
             },
         ],
         warnings: vec!["heartbeat record dropped (optional)".into()],
+        initialised: vec![Initialised {
+            kind: crate::kinds::TaskKind::from_raw(7),
+            name: "table".into(),
+            count: 2,
+        }],
         outcome: Outcome::Applied,
         old_image_base: 0xffff_ffff_8000_0000,
         new_image_base: 0xffff_ffff_8000_0000,
@@ -277,6 +282,7 @@ fn swap_report() -> impl Strategy<Value = SwapReport> {
                     old_image_base: bases[0],
                     new_image_base: bases[1],
                     staging_base: bases[2],
+                    initialised: vec![],
                 }
             },
         )
