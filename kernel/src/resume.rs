@@ -44,6 +44,11 @@ extern "C" fn resume_main(_descriptor: *mut Descriptor) -> ! {
     // its health window. It takes its own exported records again (no conversion).
     let undo = handoff_region::undo();
     let reverted = undo.reverting.load(Ordering::Acquire) != 0;
+    // Faults a test injects into the new kernel (never into the old one after a revert).
+    let inject = if reverted { 0 } else { d.inject };
+    if inject & updater::handoff::inject::FAIL_FIRST_ROUND != 0 {
+        sched::health::fail_first_step();
+    }
     if reverted {
         d.converted = d.exported;
         // The window is over before any other CPU runs this kernel: they load its own
@@ -120,6 +125,11 @@ extern "C" fn resume_main(_descriptor: *mut Descriptor) -> ! {
         crate::history::adopt(carried.history, 0, d.request_seq);
     }
     import::meet_init_requirements(d.init_requirements);
+    if inject & updater::handoff::inject::FAIL_IN_RESUME != 0 {
+        panic!(
+            "injected failure in the new kernel's resume, after the overlay (test fault injection)"
+        );
+    }
     d.tasks_after = sched::task_count() as u32;
     import::note_adopted(adopted);
     // Every task is on a queue: wake the CPUs that idled while the queues filled.

@@ -221,7 +221,22 @@ pub fn apply_with(
     flags: RequestFlags,
     health: HealthWindow,
 ) -> Result<std::result::Result<SwapReport, Refused>> {
-    let (flags, args) = health.request(flags);
+    apply_faulting(mailbox, flags, health, None)
+}
+
+/// [`apply_with`], the conversion of `converter_fault` failing on purpose (with
+/// `RequestFlags::INJECT_CONVERTER_FAIL`: a test of the rollback from each converter).
+pub fn apply_faulting(
+    mailbox: &mut Mailbox,
+    flags: RequestFlags,
+    health: HealthWindow,
+    converter_fault: Option<image_format::RecordKind>,
+) -> Result<std::result::Result<SwapReport, Refused>> {
+    let (mut flags, mut args) = health.request(flags);
+    if let Some(kind) = converter_fault {
+        flags |= RequestFlags::INJECT_CONVERTER_FAIL;
+        args[1] = u64::from(kind.get());
+    }
     let answer = mailbox.call(Command::Apply, flags, None, args, REQUEST_TIMEOUT, |_| {})?;
     swap_outcome(answer)
 }

@@ -25,6 +25,14 @@ pub struct Guest {
     pub mailbox: Mailbox,
 }
 
+/// The health window of the swaps tests apply: longer than the guest's default
+/// (200 ms), because a test VM shares 2 host cores with other VMs and builds, and a
+/// new kernel that is merely slow must not be reverted. (The CLI tests use the default.)
+pub const TEST_HEALTH_WINDOW: update::HealthWindow = match std::num::NonZeroU32::new(1000) {
+    Some(ms) => update::HealthWindow::Millis(ms),
+    None => update::HealthWindow::Default,
+};
+
 impl Guest {
     /// Boots `cfg`, waits for its `CPUs online` line and for its mailbox to say it runs.
     #[track_caller]
@@ -146,7 +154,21 @@ impl Guest {
     /// report, after a rollback, is the swap report with the reason).
     #[track_caller]
     pub fn apply(&mut self, flags: RequestFlags) -> Result<SwapReport, Refused> {
-        let r = update::apply(&mut self.mailbox, flags);
+        let r = update::apply_with(&mut self.mailbox, flags, TEST_HEALTH_WINDOW);
+        self.host_side(r, "applying")
+    }
+
+    /// Applies the staged package with the conversion of `kind` failing on purpose.
+    pub fn apply_with_converter_fault(
+        &mut self,
+        kind: image_format::RecordKind,
+    ) -> Result<SwapReport, Refused> {
+        let r = update::apply_faulting(
+            &mut self.mailbox,
+            RequestFlags::empty(),
+            TEST_HEALTH_WINDOW,
+            Some(kind),
+        );
         self.host_side(r, "applying")
     }
 

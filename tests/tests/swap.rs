@@ -9,7 +9,7 @@
 //! must still work.
 
 use hotkernel::continuity::Continuity;
-use hotkernel::update::Refused;
+use hotkernel::update::{PushOptions, Refused};
 use hotkernel_tests::packages::package;
 use hotkernel_tests::{assert_continuous, tasks_of, Guest, StepRules, VmConfig};
 use image_format::kinds::{COUNTER, LCG, TASK_TABLE};
@@ -138,6 +138,7 @@ fn swap_to(
 /// report; checks continuity from right before to right after and that the old kernel
 /// (`label`, `boot_seq`) still runs. Returns the rollback reason.
 #[track_caller]
+#[allow(clippy::result_large_err)] // a refusal, once per test
 fn expect_failed_swap(
     g: &mut Guest,
     name: &str,
@@ -146,8 +147,20 @@ fn expect_failed_swap(
     label: &str,
     boot_seq: u64,
 ) -> String {
+    expect_failed(g, name, |g| g.apply(flags), status, label, boot_seq)
+}
+
+/// [`expect_failed_swap`] with the apply request made by `apply`.
+fn expect_failed(
+    g: &mut Guest,
+    name: &str,
+    apply: impl FnOnce(&mut Guest) -> Result<SwapReport, Refused>,
+    status: Status,
+    label: &str,
+    boot_seq: u64,
+) -> String {
     let before = g.snapshot();
-    let refused: Refused = match g.apply(flags) {
+    let refused: Refused = match apply(g) {
         Ok(r) => panic!("{name}: the swap was applied: {r:?}"),
         Err(r) => r,
     };
@@ -812,4 +825,119 @@ fn a_good_swap_commits_and_frees_what_its_window_kept() {
         free.iter().all(|&f| f == free[0]),
         "the window's frames are freed when it commits: {free:?}"
     );
+}
+
+/// A fault at each phase boundary of a swap (issue 13): where the VM ends up, every task
+/// continuous, the report naming the phase. (The quiesce — a CPU that never parks — and
+/// the failure right after the export are the tests above.)
+#[test]
+fn a_fault_after_staging_discards_the_staging_and_the_kernel_runs_on() {
+    let name = "a_fault_after_staging_discards_the_staging_and_the_kernel_runs_on";
+    let mut g = Guest::boot(VmConfig::variant("v1").cpus(2));
+    let before = g.snapshot();
+    let opts = PushOptions::with_flags(RequestFlags::INJECT_FAIL_AFTER_STAGE);
+    let refused = match g.stage_with(&package("v2"), &opts) {
+        Ok((r, _)) => panic!("{name}: staged despite the fault: {r:?}"),
+        Err(r) => r,
+    };
+    eprintln!("{name}: {refused}");
+    assert_eq!(refused.status, Status::Injected, "{refused}");
+    assert!(refused.message.contains("after staging"), "{refused}");
+    // The staging was discarded: nothing to apply.
+    let nothing = g
+        .apply(RequestFlags::empty())
+        .expect_err("nothing is staged");
+    assert_eq!(nothing.status, Status::NotStaged, "{nothing}");
+    let after = g.snapshot();
+    assert_continuous(name, &before, &after, StepRules::default(), &[]);
+    g.assert_running("v1", 1);
+    swap_to(&mut g, &format!("{name} (then)"), "v2", &[], 1);
+}
+
+#[test]
+fn a_fault_in_the_preflight_is_predicted_at_staging_and_changes_nothing() {
+    let name = "a_fault_in_the_preflight_is_predicted_at_staging_and_changes_nothing";
+    let mut g = Guest::boot(VmConfig::variant("v1").cpus(2));
+    let before = g.snapshot();
+    let opts = PushOptions::with_flags(RequestFlags::INJECT_PREFLIGHT_FAIL);
+    let (_, answer) = g
+        .stage_with(&package("v2"), &opts)
+        .unwrap_or_else(|r| panic!("{name}: staging refused: {r}"));
+    let message = answer.response.message.to_string();
+    eprintln!("{name}: {message}");
+    assert!(
+        message.contains("dry run predicts a refusal")
+            && message.contains("injected reconciliation failure"),
+        "the stage answer predicts the injected refusal: {message}"
+    );
+    let after = g.snapshot();
+    assert_continuous(name, &before, &after, StepRules::default(), &[]);
+    g.assert_running("v1", 1);
+    // The prediction was the test's fault, not the package's: it swaps.
+    swap_to(&mut g, &format!("{name} (then)"), "v2", &[], 1);
+}
+
+#[test]
+#[allow(clippy::result_large_err)] // a refusal, once per kind
+fn a_fault_in_each_conversion_rolls_back_with_state_intact() {
+    let name = "a_fault_in_each_conversion_rolls_back_with_state_intact";
+    let mut g = Guest::boot(VmConfig::variant("v1").cpus(2));
+    // v2 converts the task table and the LCG state by converter, the counter by field.
+    for kind in [TASK_TABLE, LCG, COUNTER] {
+        g.stage_ok(&package("v2"));
+        let reason = expect_failed(
+            &mut g,
+            &format!("{name} ({kind})"),
+            |g| g.apply_with_converter_fault(kind),
+            Status::RolledBack,
+            "v1",
+            1,
+        );
+        assert!(
+            reason.contains(&format!("injected failure converting {kind}"))
+                && reason.contains("conversion phase"),
+            "the reason names the record and the phase: {reason}"
+        );
+    }
+    swap_to(&mut g, &format!("{name} (then)"), "v2", &[], 1);
+}
+
+#[test]
+fn a_fault_in_the_new_kernels_resume_is_reverted_with_state_intact() {
+    let name = "a_fault_in_the_new_kernels_resume_is_reverted_with_state_intact";
+    let mut g = Guest::boot(VmConfig::variant("v1").cpus(2));
+    g.stage_ok(&package("v2"));
+    let reason = expect_failed_swap(
+        &mut g,
+        name,
+        RequestFlags::INJECT_FAIL_IN_RESUME,
+        Status::Reverted,
+        "v1",
+        1,
+    );
+    assert!(
+        reason.contains("injected failure in the new kernel's resume, after the overlay"),
+        "the reason names the phase: {reason}"
+    );
+    swap_to(&mut g, &format!("{name} (then)"), "v2", &[], 1);
+}
+
+#[test]
+fn a_fault_in_the_new_kernels_first_scheduling_round_is_reverted() {
+    let name = "a_fault_in_the_new_kernels_first_scheduling_round_is_reverted";
+    let mut g = Guest::boot(VmConfig::variant("v1").cpus(2));
+    g.stage_ok(&package("v2"));
+    let reason = expect_failed_swap(
+        &mut g,
+        name,
+        RequestFlags::INJECT_FAIL_FIRST_ROUND,
+        Status::Reverted,
+        "v1",
+        1,
+    );
+    assert!(
+        reason.contains("injected failure in the new kernel's first scheduling round"),
+        "the reason names the phase: {reason}"
+    );
+    swap_to(&mut g, &format!("{name} (then)"), "v2", &[], 1);
 }

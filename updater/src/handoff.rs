@@ -227,6 +227,14 @@ pub mod inject {
     pub const AP_NO_ACK: u64 = 1 << 1;
     /// The old kernel fails right after exporting (before the bootstrap runs).
     pub const FAIL_AFTER_EXPORT: u64 = 1 << 2;
+    /// The bootstrap fails converting the record kind in bits 32–47.
+    pub const CONVERTER_FAIL: u64 = 1 << 3;
+    /// The new kernel panics in its resume (after the overlay).
+    pub const FAIL_IN_RESUME: u64 = 1 << 4;
+    /// The new kernel's first task step panics.
+    pub const FAIL_FIRST_ROUND: u64 = 1 << 5;
+    /// Where [`CONVERTER_FAIL`] keeps its record kind.
+    pub const CONVERTER_KIND_SHIFT: u32 = 32;
     /// Not a fault: make the overlay install every page (to measure against the
     /// default, which installs only pages that differ).
     pub const OVERLAY_FULL: u64 = 1 << 8;

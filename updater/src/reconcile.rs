@@ -108,6 +108,8 @@ pub struct Request {
     pub layout_fingerprint: u64,
     /// A test asked for a refusal (fault injection).
     pub inject_failure: bool,
+    /// A test asked for the conversion of this record kind to fail.
+    pub inject_converter: Option<RecordKind>,
 }
 
 /// How one stage of a record's conversion went.
@@ -205,6 +207,8 @@ pub enum BootstrapRefusal<'a> {
     Incompatible(Incompatibility),
     /// A test asked for it.
     Injected,
+    /// A test asked for the conversion of this record kind to fail.
+    InjectedConversion(RecordKind),
     /// The exported set does not parse.
     Exported(RecordSetError),
     /// The converted set does not fit its area.
@@ -278,6 +282,11 @@ impl core::fmt::Display for BootstrapRefusal<'_> {
             BootstrapRefusal::Injected => {
                 write!(f, "injected reconciliation failure (test fault injection)")
             }
+            BootstrapRefusal::InjectedConversion(kind) => write!(
+                f,
+                "injected failure converting {} (test fault injection, in the conversion phase)",
+                kind
+            ),
             BootstrapRefusal::Exported(e) => write!(f, "exported records unreadable: {e}"),
             BootstrapRefusal::Output(e) => write!(f, "converted records do not fit: {e}"),
             BootstrapRefusal::Unreadable { kind, version } => write!(
@@ -418,7 +427,7 @@ pub fn reconcile<'a, E: TaskEntry, L: Log>(
     let end = {
         let mut writer = RecordSetWriter::new(out, base).map_err(BootstrapRefusal::Output)?;
         for record in input.records() {
-            if let Some(w) = carry(&record, image, &mut writer, log)? {
+            if let Some(w) = carry(&record, image, &mut writer, log, request.inject_converter)? {
                 directory.push(w);
             }
         }
@@ -463,6 +472,7 @@ fn carry<'a, L: Log>(
     image: &Image<'a>,
     w: &mut RecordSetWriter<'_>,
     log: &mut L,
+    inject_converter: Option<RecordKind>,
 ) -> Result<Option<Written>, BootstrapRefusal<'a>> {
     let h = record.header;
     let drop_or = |refusal: BootstrapRefusal<'a>, log: &mut L| {
@@ -514,6 +524,9 @@ fn carry<'a, L: Log>(
                 });
             }
         }
+    }
+    if inject_converter == Some(h.kind) {
+        return Err(BootstrapRefusal::InjectedConversion(h.kind));
     }
     let header = RecordHeader {
         kind: h.kind,

@@ -106,6 +106,21 @@ bitflags::bitflags! {
         /// `Apply`: fail right after the old kernel exported its records, so the
         /// rollback must restore from them.
         const INJECT_FAIL_AFTER_EXPORT = 1 << 2;
+        /// `Stage`: fail once the package is staged (copied, verified, laid out): the
+        /// staging is discarded and the old kernel carries on (`Status::Injected`).
+        const INJECT_FAIL_AFTER_STAGE = 1 << 3;
+        /// `Stage`: the pre-flight's dry run of the new bootstrap fails, so the answer
+        /// predicts a refusal (the package stays staged).
+        const INJECT_PREFLIGHT_FAIL = 1 << 4;
+        /// `Apply`: the conversion of the record kind `args[1]` fails in the new image's
+        /// bootstrap, so the old kernel must roll back.
+        const INJECT_CONVERTER_FAIL = 1 << 5;
+        /// `Apply`: the new kernel panics in its resume, after the overlay (the health
+        /// window reverts the swap; without one the VM is lost).
+        const INJECT_FAIL_IN_RESUME = 1 << 6;
+        /// `Apply`: the new kernel's first task step panics (its first scheduling
+        /// round; the health window reverts the swap).
+        const INJECT_FAIL_FIRST_ROUND = 1 << 7;
         /// `Stage`: go on to `Apply` (with the same flags) once the package verifies,
         /// saving a round trip.
         const APPLY_AFTER_STAGE = 1 << 8;

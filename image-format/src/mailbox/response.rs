@@ -153,6 +153,8 @@ status_codes! {
     RegionMismatch = 20 => "the new image's address map does not fit the running kernel's",
     /// The new kernel failed inside its health window; the old kernel runs again.
     Reverted = 21 => "the new kernel failed its health check; the swap was taken back",
+    /// A test's injected fault stopped the request; nothing changed.
+    Injected = 22 => "an injected fault stopped the request; the running kernel is unchanged",
 }
 
 impl Status {

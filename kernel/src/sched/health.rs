@@ -19,6 +19,24 @@ fn bit(kind: KindIndex) -> u64 {
     1u64.checked_shl(kind.get() as u32).unwrap_or(0)
 }
 
+/// Fault injection: the next task step on any CPU panics (the new kernel's first
+/// scheduling round fails).
+static FAIL_FIRST_STEP: AtomicBool = AtomicBool::new(false);
+
+/// Makes the next task step panic (fault injection at resume).
+pub fn fail_first_step() {
+    FAIL_FIRST_STEP.store(true, Ordering::Release);
+}
+
+/// Before a task step: panics once if a test asked for it.
+pub(super) fn before_step() {
+    if FAIL_FIRST_STEP.load(Ordering::Relaxed) && FAIL_FIRST_STEP.swap(false, Ordering::AcqRel) {
+        panic!(
+            "injected failure in the new kernel's first scheduling round (test fault injection)"
+        );
+    }
+}
+
 /// Starts counting (at resume, with the window open).
 pub fn watch() {
     STEPPED.store(0, Ordering::Relaxed);

@@ -157,6 +157,7 @@ pub fn run_one(me: &'static cpu::Cpu) -> bool {
         task: task.id().0,
         census: &Queues,
     };
+    health::before_step();
     let next = tasks::step(&mut task.state, &ctx);
     task.entry.note_step(me.id.index() as u16);
     health::note_step(taken.kind);

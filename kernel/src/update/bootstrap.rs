@@ -170,6 +170,14 @@ fn reconcile(d: &mut Descriptor, half: &mut [u8]) -> Result<Reconciled, ()> {
         magic_ok: d.magic == DESCRIPTOR_MAGIC,
         layout_fingerprint: d.layout_fingerprint,
         inject_failure: d.inject & inject::RECONCILE_FAIL != 0,
+        inject_converter: (d.inject & inject::CONVERTER_FAIL != 0)
+            .then(|| {
+                updater::records::RecordKind::try_new(
+                    (d.inject >> inject::CONVERTER_KIND_SHIFT) as u16,
+                )
+                .ok()
+            })
+            .flatten(),
     };
     let exported = d.exported;
     let end = (exported.at.saturating_add(exported.len) as usize)

@@ -22,6 +22,9 @@ pub enum Job {
         seq: u64,
         flags: RequestFlags,
         window: Option<Duration>,
+        /// The request's arguments (`args[1]`: the record kind of an injected
+        /// converter failure).
+        args: [u64; 4],
     },
     /// Report every task's state, all CPUs stopped (request `seq`).
     Snapshot { seq: u64 },
@@ -46,8 +49,17 @@ pub fn pending() -> bool {
     PENDING.lock().is_some()
 }
 
-fn inject_bits(flags: RequestFlags) -> u64 {
+fn inject_bits(flags: RequestFlags, args: [u64; 4]) -> u64 {
     let mut bits = 0;
+    if flags.contains(RequestFlags::INJECT_CONVERTER_FAIL) {
+        bits |= inject::CONVERTER_FAIL | (args[1] & 0xffff) << inject::CONVERTER_KIND_SHIFT;
+    }
+    if flags.contains(RequestFlags::INJECT_FAIL_IN_RESUME) {
+        bits |= inject::FAIL_IN_RESUME;
+    }
+    if flags.contains(RequestFlags::INJECT_FAIL_FIRST_ROUND) {
+        bits |= inject::FAIL_FIRST_ROUND;
+    }
     if flags.contains(RequestFlags::INJECT_RECONCILE_FAIL) {
         bits |= inject::RECONCILE_FAIL;
     }
@@ -85,7 +97,12 @@ pub fn run_pending() {
         return;
     };
     match job {
-        Job::Apply { seq, flags, window } => {
+        Job::Apply {
+            seq,
+            flags,
+            window,
+            args,
+        } => {
             let prepared = stage::STAGED.lock().as_ref().map(|s| s.prepared);
             let Some(prepared) = prepared else {
                 requests::set_state(GuestState::Running);
@@ -98,7 +115,7 @@ pub fn run_pending() {
                 return;
             };
             // Returns only if the swap did not happen; the new kernel answers otherwise.
-            let refusal = swap::apply(&prepared, seq, inject_bits(flags), window);
+            let refusal = swap::apply(&prepared, seq, inject_bits(flags, args), window);
             let status = match refusal {
                 swap::SwapRefusal::Quiesce(_) => Status::QuiesceTimeout,
                 swap::SwapRefusal::CopyWithWindow => Status::BadRequest,

@@ -36,9 +36,15 @@ pub enum Preflight {
 pub fn run<I: Iterator<Item = (u64, i64)> + Clone>(
     prepared: &Prepared,
     source: &ImageSource<'_, I>,
+    inject_failure: bool,
 ) -> Preflight {
     let mut guard = handoff_region::descriptor();
-    swap::reset(&mut guard, prepared, 0, inject::DRY_RUN);
+    let fault = if inject_failure {
+        inject::RECONCILE_FAIL
+    } else {
+        0
+    };
+    swap::reset(&mut guard, prepared, 0, inject::DRY_RUN | fault);
     {
         let (d, areas) = guard.areas();
         match export::export(areas.records) {

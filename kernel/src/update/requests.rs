@@ -185,7 +185,7 @@ fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next {
                     return Next::Period;
                 }
             }
-            start_apply(mb, seq, request.flags, request.args[0]);
+            start_apply(mb, seq, request.flags, request.args);
             Next::Period
         }
         Command::Snapshot => {
@@ -238,7 +238,8 @@ fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next {
 }
 
 /// Queues the swap: `health_ms` is the request's health window (0: the default).
-fn start_apply(mb: &SharedMemory, seq: u64, flags: RequestFlags, health_ms: u64) {
+fn start_apply(mb: &SharedMemory, seq: u64, flags: RequestFlags, args: [u64; 4]) {
+    let health_ms = args[0];
     progress(mb, seq, 0, 1, format_args!("applying the staged image"));
     set_state(GuestState::Swapping);
     let window = if flags.contains(RequestFlags::NO_HEALTH_WINDOW) {
@@ -248,7 +249,12 @@ fn start_apply(mb: &SharedMemory, seq: u64, flags: RequestFlags, health_ms: u64)
     } else {
         Some(Duration::from_millis(health_ms))
     };
-    jobs::request(Job::Apply { seq, flags, window });
+    jobs::request(Job::Apply {
+        seq,
+        flags,
+        window,
+        args,
+    });
 }
 
 /// Advances a staging in progress; `Some` when the service has more to do right away.
@@ -272,6 +278,18 @@ fn continue_staging(mb: &SharedMemory, state: &mut Service) -> Option<Next> {
             drop(guard);
             set_state(GuestState::Running);
             match result {
+                Ok(()) if flags.contains(RequestFlags::INJECT_FAIL_AFTER_STAGE) => {
+                    *stage::STAGED.lock() = None;
+                    prepare::release_staging();
+                    log::warn!("injected failure after staging: the staged package is discarded");
+                    respond(
+                        mb,
+                        seq,
+                        Status::Injected,
+                        format_args!("injected failure after staging (test fault injection): the staged package was discarded; the running kernel is unchanged"),
+                        None,
+                    );
+                }
                 Ok(()) => {
                     state.staged += 1;
                     let staged = stage::STAGED.lock();
@@ -311,7 +329,7 @@ fn continue_staging(mb: &SharedMemory, state: &mut Service) -> Option<Next> {
                     drop(staged);
                     if flags.contains(RequestFlags::APPLY_AFTER_STAGE) {
                         let _ = report;
-                        start_apply(mb, seq, flags, args[0]);
+                        start_apply(mb, seq, flags, args);
                     } else {
                         respond(
                             mb,

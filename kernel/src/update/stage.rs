@@ -405,7 +405,8 @@ fn finish(op: &mut StagingOp, buffer: &StagingBuffer) -> Result<(), StageRefusal
     let hash_us = time::ticks_to_nanos(op.hash_ticks) / 1000;
 
     let load_started = time::now();
-    let (prepared, preflight) = lay_out(bytes, &header)?;
+    let inject_preflight = op.flags.contains(RequestFlags::INJECT_PREFLIGHT_FAIL);
+    let (prepared, preflight) = lay_out(bytes, &header, inject_preflight)?;
     let load_us = load_started.elapsed().as_micros() as u64;
     *STAGED.lock() = Some(Staged {
         preflight,
@@ -424,7 +425,13 @@ fn finish(op: &mut StagingOp, buffer: &StagingBuffer) -> Result<(), StageRefusal
 
 /// Lays the verified package (`bytes` in the staging buffer, its `header`) out in the staging window
 /// and the overlay source, against the text running now, and runs the pre-flight.
-fn lay_out(bytes: &[u8], header: &Header<'_>) -> Result<(Prepared, Preflight), StageRefusal> {
+/// Lays the image out and runs the pre-flight (failing it on purpose with
+/// `inject_preflight`: a test of the prediction).
+fn lay_out(
+    bytes: &[u8],
+    header: &Header<'_>,
+    inject_preflight: bool,
+) -> Result<(Prepared, Preflight), StageRefusal> {
     let payload = &bytes[header.payload_offset() as usize..];
     let segments: Vec<SegmentSource<'_>> = header
         .segments()
@@ -458,7 +465,7 @@ fn lay_out(bytes: &[u8], header: &Header<'_>) -> Result<(Prepared, Preflight), S
     let prepared = prepare::prepare(&source).map_err(|e| {
         StageRefusal::new(Status::Internal, format!("cannot lay the image out: {e}"))
     })?;
-    let preflight = preflight::run(&prepared, &source);
+    let preflight = preflight::run(&prepared, &source, inject_preflight);
     Ok((prepared, preflight))
 }
 
@@ -481,7 +488,7 @@ pub fn refresh_for_patches() -> Result<bool, StageRefusal> {
     let bytes = buffer.bytes(staged.bytes);
     let header = parse_header(bytes).map_err(|e| refusal_of(&e))?;
     let started = time::now();
-    let laid_out = lay_out(bytes, &header);
+    let laid_out = lay_out(bytes, &header, false);
     match laid_out {
         Ok((prepared, preflight)) => {
             staged.prepared = prepared;

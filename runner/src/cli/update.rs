@@ -56,6 +56,14 @@ pub enum Inject {
     ApNoAck,
     /// The old kernel fails right after exporting its state.
     FailAfterExport,
+    /// Staging fails once the package is staged (the staging is discarded).
+    FailAfterStage,
+    /// The pre-flight's dry run of the new bootstrap fails (the answer predicts it).
+    PreflightFail,
+    /// The new kernel panics in its resume, after the overlay.
+    FailInResume,
+    /// The new kernel's first task step panics.
+    FailFirstRound,
 }
 
 /// Options of `hotkernel push`.
@@ -254,6 +262,10 @@ fn flags(inject: &[Inject], overlay_full: bool) -> RequestFlags {
             Inject::ReconcileFail => RequestFlags::INJECT_RECONCILE_FAIL,
             Inject::ApNoAck => RequestFlags::INJECT_AP_NO_ACK,
             Inject::FailAfterExport => RequestFlags::INJECT_FAIL_AFTER_EXPORT,
+            Inject::FailAfterStage => RequestFlags::INJECT_FAIL_AFTER_STAGE,
+            Inject::PreflightFail => RequestFlags::INJECT_PREFLIGHT_FAIL,
+            Inject::FailInResume => RequestFlags::INJECT_FAIL_IN_RESUME,
+            Inject::FailFirstRound => RequestFlags::INJECT_FAIL_FIRST_ROUND,
         };
     }
     if overlay_full {

@@ -221,6 +221,7 @@ fn request() -> Request {
         magic_ok: true,
         layout_fingerprint: crate::handoff::LAYOUT_FINGERPRINT,
         inject_failure: false,
+        inject_converter: None,
     }
 }
 
