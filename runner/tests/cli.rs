@@ -112,10 +112,11 @@ fn run_for_some_seconds_stops_the_vm_with_0() {
         stderr.contains(&format!("VM `{name}` stopped after")),
         "{stderr}"
     );
-    assert!(
-        !hotkernel::VmPaths::for_name(&name).dir.exists(),
-        "state removed on exit"
-    );
+    // Its state is removed on exit; its console log is kept.
+    let paths = hotkernel::VmPaths::for_name(&name);
+    assert!(!paths.state_file.exists(), "state removed on exit");
+    assert!(!paths.mailbox.exists(), "mailbox removed on exit");
+    assert!(paths.dir.join("console.log").exists(), "console log kept");
 }
 
 /// Waits (hang guard: the child's own exit) for a stdout line containing `needle`.

@@ -404,12 +404,12 @@ mod tests {
 
     #[test]
     fn statuses_have_stable_codes_and_meanings() {
-        for code in 0..=21 {
+        for code in 0..=22 {
             let s = Status::from_code(code).unwrap();
             assert_eq!(s.code(), code);
             assert!(!s.to_string().is_empty());
         }
-        assert_eq!(Status::from_code(22), None);
+        assert_eq!(Status::from_code(23), None);
         assert_eq!(Status::PayloadDigest.code(), 6);
         assert!(!Status::Ok.is_error() && Status::Busy.is_error());
         let e = FormatError::PayloadDigest {

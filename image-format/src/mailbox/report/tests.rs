@@ -156,10 +156,10 @@ fn refusals() {
     ));
     // A newer version.
     let mut newer = bytes.clone();
-    newer[4] = 3;
+    newer[4] = 4;
     assert_eq!(
         SwapReport::decode(&newer).unwrap_err().to_string(),
-        "swap report version 3 is newer than this kernel understands (2)"
+        "swap report version 4 is newer than this kernel understands (3)"
     );
     // Truncated, or with bytes left over.
     assert!(matches!(
