@@ -7,6 +7,7 @@
 //! refused here ([`Error::RefusedBeforePush`]) and never reaches the mailbox.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use image_format::mailbox::report::{Report, Snapshot, StageReport, SwapReport};
@@ -85,6 +86,15 @@ pub enum HealthWindow {
     Off,
 }
 
+/// The window [`HealthWindow::Default`] asks for, in ms (0: the guest's own default).
+static DEFAULT_HEALTH_MS: AtomicU32 = AtomicU32::new(0);
+
+/// Makes [`HealthWindow::Default`] ask for `ms` milliseconds instead of the guest's
+/// default (the integration tests' copy of the CLI, on a loaded host).
+pub fn set_default_health_window(ms: u32) {
+    DEFAULT_HEALTH_MS.store(ms, Ordering::Relaxed);
+}
+
 impl HealthWindow {
     /// From `--health-ms`: 0 is no window, nothing the guest's default.
     pub fn from_millis(ms: Option<u32>) -> Self {
@@ -97,7 +107,15 @@ impl HealthWindow {
 
     fn request(self, flags: RequestFlags) -> (RequestFlags, [u64; 4]) {
         match self {
-            Self::Default => (flags, [0; 4]),
+            Self::Default => (
+                flags,
+                [
+                    u64::from(DEFAULT_HEALTH_MS.load(Ordering::Relaxed)),
+                    0,
+                    0,
+                    0,
+                ],
+            ),
             Self::Millis(ms) => (flags, [u64::from(ms.get()), 0, 0, 0]),
             Self::Off => (flags | RequestFlags::NO_HEALTH_WINDOW, [0; 4]),
         }
