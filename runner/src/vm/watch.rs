@@ -137,6 +137,11 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
+        // Until the child has exec'd, its command line is this test's.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !qemu_running(pid, mailbox.as_ref()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert!(qemu_running(pid, mailbox.as_ref()));
         assert!(!qemu_running(pid, "/dev/shm/hotkernel-another".as_ref()));
         child.kill().unwrap();
