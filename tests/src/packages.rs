@@ -100,6 +100,7 @@ pub fn grown(package: &[u8], min_total: u64, max_total: u64) -> Vec<u8> {
         segments,
         relocations: p.relocations().collect(),
         description: p.description().to_vec(),
+        svn: p.svn(),
     };
     let out = spec.build().expect("building the grown package");
     let total = out.len() as u64;

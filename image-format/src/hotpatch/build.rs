@@ -90,6 +90,8 @@ pub struct RelocationSpec {
 pub struct PatchSpec {
     /// Version (sequence number), at least 1.
     pub version: u32,
+    /// The security version of the build the code comes from (its `.hk_svn`).
+    pub svn: u32,
     /// Human label.
     pub label: Label,
     /// The image the patch applies to.
@@ -239,7 +241,7 @@ impl PatchSpec {
         w.put(&payload_digest);
         w.u64(PatchId::from_payload_digest(&payload_digest).0);
         w.u32(self.version);
-        w.u32(0);
+        w.u32(self.svn);
         w.put(self.label.as_bytes());
         w.u8(self.target.build_id.len());
         w.seek(at::TARGET_BUILD_ID);
