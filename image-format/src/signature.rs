@@ -277,6 +277,7 @@ pub fn sign(what: Signed, header_digest: &Digest, seed: &[u8; 32]) -> [u8; TRAIL
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -375,7 +375,12 @@ pub fn reseal(bytes: &mut [u8]) -> Result<(), PatchError> {
         .into());
     }
     let payload_at = payload_offset(header_size);
-    let payload: Digest = Sha256::digest(bytes.get(payload_at..).unwrap_or(&[])).into();
+    // A signature trailer after `total_size` is not payload.
+    let total = Fixed::new(bytes, at::FIXED_SIZE, "patch header")?.u64(at::TOTAL_SIZE);
+    let end = usize::try_from(total)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let payload: Digest = Sha256::digest(bytes.get(payload_at..end).unwrap_or(&[])).into();
     if let Some(field) = bytes.get_mut(at::PAYLOAD_DIGEST..at::PATCH_ID) {
         field.copy_from_slice(&payload);
     }
