@@ -125,6 +125,7 @@ fn packages(root: &str) {
             segments,
             relocations,
             description: description(40 + 24 * i as u32),
+            svn: 1,
         };
         let bytes = spec.build().unwrap_or_else(|e| panic!("seed {i}: {e}"));
         for target in ["parse", "parse_resealed"] {
@@ -184,6 +185,9 @@ fn mailbox(dir: &str) {
         bytes: 16448,
         staging_us: 200,
         hash_us: 150,
+        verify_us: 40,
+        signer: [1; 8],
+        svn: 1,
         image,
     };
     write(dir, "stage", &stage.to_vec().expect("encode"));

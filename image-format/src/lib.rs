@@ -57,6 +57,7 @@ pub mod identity;
 pub mod kinds;
 pub mod mailbox;
 pub mod package;
+pub mod signature;
 pub mod version;
 mod wire;
 

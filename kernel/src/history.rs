@@ -6,13 +6,13 @@ use alloc::vec::Vec;
 
 use spin::Mutex;
 use updater::handoff::set_text;
-use updater::records::history::{MAX_ENTRIES, V1 as Entry};
+use updater::records::history::{MAX_ENTRIES, V2 as Entry};
 
 use crate::{identity, image, machine, time};
 
 static HISTORY: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
-fn own_entry(downtime_ns: u64, request_seq: u64) -> Entry {
+fn own_entry(downtime_ns: u64, request_seq: u64, floor_before: u32) -> Entry {
     let v = identity::IDENTITY.version();
     let mut l = [0u8; 32];
     set_text(&mut l, identity::IDENTITY.label().as_str());
@@ -25,19 +25,31 @@ fn own_entry(downtime_ns: u64, request_seq: u64) -> Entry {
         downtime_ns,
         request_seq,
         reserved: 0,
+        svn: identity::SVN,
+        svn_floor: floor_before.max(identity::SVN),
     }
+}
+
+/// The highest security version that ran in this VM (this kernel's included): a package
+/// or patch below it is refused.
+pub fn svn_floor() -> u32 {
+    HISTORY
+        .lock()
+        .last()
+        .map_or(identity::SVN, |e| e.svn_floor.max(identity::SVN))
 }
 
 /// First boot: the history starts with this kernel.
 pub fn init_first_boot() {
-    *HISTORY.lock() = alloc::vec![own_entry(0, 0)];
+    *HISTORY.lock() = alloc::vec![own_entry(0, 0, 0)];
 }
 
 /// After a swap: the imported history, then this kernel with the swap's downtime.
 pub fn adopt(imported: Vec<Entry>, downtime_ns: u64, request_seq: u64) {
     let mut h = HISTORY.lock();
+    let floor = imported.last().map_or(0, |e| e.svn_floor);
     *h = imported;
-    h.push(own_entry(downtime_ns, request_seq));
+    h.push(own_entry(downtime_ns, request_seq, floor));
     let excess = h.len().saturating_sub(MAX_ENTRIES);
     h.drain(..excess);
 }

@@ -48,7 +48,7 @@ const SYSTEM_RECORDS: &[RecordDecl] = &[
     RecordDecl::of::<TaskEntry>(false),
     RecordDecl::of::<run_queues::V1>(false),
     RecordDecl::of::<pipeline::ChannelV1>(false),
-    RecordDecl::of::<history::V1>(false),
+    RecordDecl::of::<history::V2>(false),
     RecordDecl::of::<patch_set::V1>(false),
 ];
 
@@ -178,4 +178,20 @@ pub fn describe() -> impl core::fmt::Display {
         }
     }
     Describe
+}
+
+/// This image's security version (SVN): raised when a release fixes a security bug, never
+/// lowered. Distinct from the version range: a VM refuses a package or patch whose SVN is
+/// below the highest that ever ran in it (the update history keeps that number).
+pub const SVN: u32 = 1;
+
+/// [`SVN`] where the packer reads it (section `.hk_svn`, one `u32`).
+#[used]
+#[unsafe(link_section = ".hk_svn")]
+static SVN_SECTION: u32 = SVN;
+
+/// The public keys this kernel trusts to sign packages and patches, embedded at build
+/// time (`build.rs`: the runner's `HOTKERNEL_TRUSTED_KEYS`, or `target/hotkernel/keys`).
+pub mod trust {
+    include!(concat!(env!("OUT_DIR"), "/trusted_keys.rs"));
 }

@@ -257,8 +257,11 @@ pub fn make_patch(
             notes,
         });
     }
+    // An ELF without `.hk_svn` (the generator's synthetic test images) is SVN 0.
+    let svn = image_format::package::elf_svn(new_elf).unwrap_or(0);
     let spec = PatchSpec {
         version: opts.version,
+        svn,
         label,
         target: old.image.target,
         functions: ex.functions.clone(),

@@ -452,6 +452,7 @@ mod decoding {
         let ex = extract(&mut cmp, &changed);
         let spec = PatchSpec {
             version: 1,
+            svn: 0,
             label: Label::EMPTY,
             target: TargetImage { ..old.image.target },
             functions: ex.functions.clone(),

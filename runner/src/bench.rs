@@ -305,6 +305,7 @@ pub fn padded_package(size: usize) -> Result<Vec<u8>> {
         segments,
         relocations: h.relocations().collect(),
         description: h.description().to_vec(),
+        svn: h.svn(),
     };
     spec.build()
         .map_err(|e| Error::Package(format!("padded package: {e}")))

@@ -177,9 +177,13 @@ pub fn build_tree(
 
 /// `cargo build` of the kernel in the workspace at `tree`, into `target_dir`.
 fn run_cargo(tree: &Path, target_dir: &Path, variant: &str, output: CargoOutput) -> Result<()> {
+    // Every kernel built here trusts the keys in `target/hotkernel/keys` (the dev key
+    // is made there on first build); variant trees are copies, so they are told where.
+    crate::keys::dev_key()?;
     let mut cargo = Command::new("cargo");
     cargo
         .current_dir(tree)
+        .env("HOTKERNEL_TRUSTED_KEYS", crate::keys::trusted_dir())
         .args([
             "build",
             "-p",

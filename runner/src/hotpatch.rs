@@ -64,10 +64,24 @@ impl Generated {
 
 /// Runs the generator on two ELF files' bytes. A refusal is a [`Generated`] with
 /// `refused` set (every verdict kept); only unreadable inputs are errors.
+/// The patch is signed with the development key ([`generate_signed`] takes another).
 pub fn generate(old_elf: &[u8], new_elf: &[u8], opts: &PatchOptions) -> Result<Generated> {
+    generate_signed(old_elf, new_elf, opts, None)
+}
+
+/// [`generate`], the patch signed with key `key` (`None`: the development key).
+pub fn generate_signed(
+    old_elf: &[u8],
+    new_elf: &[u8],
+    opts: &PatchOptions,
+    key: Option<&str>,
+) -> Result<Generated> {
     match patchgen::make_patch(old_elf, new_elf, opts) {
         Ok(out) => Ok(Generated {
-            patch: out.bytes,
+            patch: match out.bytes {
+                Some(p) => Some(crate::keys::sign(&p, &crate::keys::load(key)?)?),
+                None => None,
+            },
             refused: false,
             verdicts: out.verdicts,
             notes: out.notes,

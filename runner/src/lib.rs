@@ -42,6 +42,7 @@ pub mod diskimage;
 pub mod error;
 pub mod gdb;
 pub mod hotpatch;
+pub mod keys;
 pub mod mailbox;
 pub mod plan;
 pub mod qemu;

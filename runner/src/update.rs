@@ -23,11 +23,18 @@ use crate::workspace;
 /// How long a request may take before the runner gives up (a hang guard, not a target).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Packs the kernel ELF at `elf` (label: the ELF's own unless `label` is given).
+/// Packs the kernel ELF at `elf` (label: the ELF's own unless `label` is given), signed
+/// with the development key.
 pub fn pack_elf(elf: &Path, label: Option<String>) -> Result<Vec<u8>> {
+    pack_elf_signed(elf, label, None)
+}
+
+/// [`pack_elf`] signed with key `key` (`None`: the development key, `keys::load`).
+pub fn pack_elf_signed(elf: &Path, label: Option<String>, key: Option<&str>) -> Result<Vec<u8>> {
     let bytes = std::fs::read(elf).map_err(|e| Error::io(format!("read {}", elf.display()), e))?;
-    pack(&bytes, &PackOptions { label })
-        .map_err(|e| Error::Package(format!("cannot pack {}: {e}", elf.display())))
+    let package = pack(&bytes, &PackOptions { label })
+        .map_err(|e| Error::Package(format!("cannot pack {}: {e}", elf.display())))?;
+    crate::keys::sign(&package, &crate::keys::load(key)?)
 }
 
 /// Builds `variant` (once per process) and packs it; returns the package and its path

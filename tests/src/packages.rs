@@ -27,13 +27,31 @@ pub fn package(variant: &str) -> Vec<u8> {
     bytes
 }
 
-/// A copy of `package` changed by `edit`, then resealed (both digests recomputed), so
-/// that the edit is the only thing wrong with it.
+/// A copy of `package` changed by `edit`, then resealed (both digests recomputed) and
+/// signed again with the development key, so that the edit is the only thing wrong
+/// with it.
 pub fn resealed(package: &[u8], edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
+    signed(&resealed_unsigned(package, edit))
+}
+
+/// [`resealed`] without signing again: the old signature trailer (if any) stays, now
+/// over another header.
+pub fn resealed_unsigned(package: &[u8], edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
     let mut bytes = package.to_vec();
     edit(&mut bytes);
     reseal(&mut bytes).expect("resealing an edited package");
     bytes
+}
+
+/// `bytes` (a package or a patch) signed by the development key, replacing any trailer.
+pub fn signed(bytes: &[u8]) -> Vec<u8> {
+    let key = hotkernel::keys::dev_key().check("the development key");
+    hotkernel::keys::sign(bytes, &key).check("signing")
+}
+
+/// `bytes` without a signature trailer.
+pub fn unsigned(bytes: &[u8]) -> Vec<u8> {
+    hotkernel::keys::unsigned(bytes).check("stripping the signature")
 }
 
 /// Writes `value` little-endian at `offset`.
@@ -100,6 +118,7 @@ pub fn grown(package: &[u8], min_total: u64, max_total: u64) -> Vec<u8> {
         segments,
         relocations: p.relocations().collect(),
         description: p.description().to_vec(),
+        svn: p.svn(),
     };
     let out = spec.build().expect("building the grown package");
     let total = out.len() as u64;

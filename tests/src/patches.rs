@@ -131,6 +131,7 @@ pub fn patch(old: &str, new: &str) -> Vec<u8> {
     let bytes = out
         .bytes
         .unwrap_or_else(|| panic!("{old} → {new}: nothing changed, no patch"));
+    let bytes = crate::packages::signed(&bytes);
     cache.lock().unwrap().insert(key, bytes.clone());
     bytes
 }
@@ -219,6 +220,7 @@ pub fn with_original_byte_changed(patch: &[u8], function: &str, index: usize) ->
     let mut bytes = patch.to_vec();
     bytes[at] ^= 0xff;
     reseal(&mut bytes).expect("resealing an edited patch");
+    let bytes = crate::packages::signed(&bytes);
     let edited = image_format::hotpatch::parse(&bytes).expect("the edited patch parses");
     let site = edited
         .functions()

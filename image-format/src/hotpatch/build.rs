@@ -90,6 +90,8 @@ pub struct RelocationSpec {
 pub struct PatchSpec {
     /// Version (sequence number), at least 1.
     pub version: u32,
+    /// The security version of the build the code comes from (its `.hk_svn`).
+    pub svn: u32,
     /// Human label.
     pub label: Label,
     /// The image the patch applies to.
@@ -239,7 +241,7 @@ impl PatchSpec {
         w.put(&payload_digest);
         w.u64(PatchId::from_payload_digest(&payload_digest).0);
         w.u32(self.version);
-        w.u32(0);
+        w.u32(self.svn);
         w.put(self.label.as_bytes());
         w.u8(self.target.build_id.len());
         w.seek(at::TARGET_BUILD_ID);
@@ -373,7 +375,12 @@ pub fn reseal(bytes: &mut [u8]) -> Result<(), PatchError> {
         .into());
     }
     let payload_at = payload_offset(header_size);
-    let payload: Digest = Sha256::digest(bytes.get(payload_at..).unwrap_or(&[])).into();
+    // A signature trailer after `total_size` is not payload.
+    let total = Fixed::new(bytes, at::FIXED_SIZE, "patch header")?.u64(at::TOTAL_SIZE);
+    let end = usize::try_from(total)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let payload: Digest = Sha256::digest(bytes.get(payload_at..end).unwrap_or(&[])).into();
     if let Some(field) = bytes.get_mut(at::PAYLOAD_DIGEST..at::PATCH_ID) {
         field.copy_from_slice(&payload);
     }

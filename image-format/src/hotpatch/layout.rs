@@ -1,10 +1,10 @@
-//! Byte offsets of the patch header (patch format version 1), as in `docs/HOTPATCH.md`.
+//! Byte offsets of the patch header (patch format version 2), as in `docs/HOTPATCH.md`.
 //!
 //! All integers are little-endian. Offsets are from the start of the patch.
 
 /// `[u8; 8]` magic `HKPAT\0\r\n`.
 pub const MAGIC: usize = 0x000;
-/// `u16` format version (1).
+/// `u16` format version (2).
 pub const FORMAT_VERSION: usize = 0x008;
 /// `u16` flags; none are defined, must be 0.
 pub const FLAGS: usize = 0x00a;
@@ -20,8 +20,9 @@ pub const PAYLOAD_DIGEST: usize = 0x038;
 pub const PATCH_ID: usize = 0x058;
 /// `u32` patch version (sequence number chosen by the generator, at least 1).
 pub const PATCH_VERSION: usize = 0x060;
-/// `u32` reserved, zero.
-pub const RESERVED_0: usize = 0x064;
+/// `u32` security version (SVN) of the build the patch's code comes from (new in
+/// version 2, where version 1 had a zero reserved field).
+pub const SVN: usize = 0x064;
 /// `[u8; 48]` label: UTF-8, NUL padded (as [`crate::Label`]).
 pub const LABEL: usize = 0x068;
 /// `u8` length of the target's build id (≤ 32).

@@ -15,13 +15,13 @@
 //! | `build` | [`PatchSpec`] → bytes (`alloc`) |
 //! | [`apply`] | relocating a payload copy, encoding the site jump |
 //!
-//! # Layout (patch format version 1)
+//! # Layout (patch format version 2)
 //!
 //! ```text
 //! 0x000  fixed header (0x150 bytes, offsets in `layout`)
-//!        magic "HKPAT\0\r\n", format version u16 (1), flags u16 (0), header size u32,
+//!        magic "HKPAT\0\r\n", format version u16 (2), flags u16 (0), header size u32,
 //!        total size u64, header digest [32], payload digest [32],
-//!        patch id u64, patch version u32, reserved u32, label [48],
+//!        patch id u64, patch version u32, security version u32, label [48],
 //!        target: build id (len u8, 7 reserved, [32]), header hash [32], text hash [32],
 //!                text offset u64, text size u64,
 //!        code size u32, data offset u32, data size u32,
@@ -44,6 +44,7 @@
 //!                 when there is data: zero padding to data offset (code size rounded
 //!                 up to 4 KiB), then the data region [data offset, + data size)
 //! total_size = payload_offset + payload size
+//!        signature trailer (112 bytes, `crate::signature`), not counted in total_size
 //! ```
 //!
 //! The header digest is the SHA-256 of `[0, header_size)` with its own field read as
@@ -87,8 +88,10 @@ pub use build::{reseal, Anchor, DataSpec, FunctionSpec, PatchSpec, RelocationSpe
 
 /// The first eight bytes of every patch. The CR LF catches text-mode mangling.
 pub const MAGIC: [u8; 8] = *b"HKPAT\0\r\n";
-/// The patch format version this code reads and writes.
-pub const FORMAT_VERSION: u16 = 1;
+/// The patch format version this code reads and writes (2: the header carries the
+/// security version at 0x064 and the patch is followed by a signature trailer,
+/// [`crate::signature`]; version 1 patches are refused as unsupported).
+pub const FORMAT_VERSION: u16 = 2;
 /// Most functions a patch may carry.
 pub const MAX_FUNCTIONS: usize = 1024;
 /// Most data blocks a patch may carry.

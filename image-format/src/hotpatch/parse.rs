@@ -23,6 +23,7 @@ use crate::build_id::BuildId;
 use crate::error::{Digest, FormatError};
 use crate::identity::Label;
 use crate::package::MAX_IMAGE_SPAN;
+use crate::signature::TRAILER_LEN;
 use crate::wire::{Fixed, Reader};
 
 const WHAT: &str = "patch header";
@@ -33,9 +34,7 @@ pub fn parse(bytes: &[u8]) -> Result<PatchView<'_>, PatchError> {
     check_header_digest(header)?;
     let f = Fixed::new(header, at::FIXED_SIZE, WHAT)?;
     let header_size = header.len();
-    let reserved_ok = f.is_zero(at::RESERVED_0, 4)
-        && f.is_zero(at::RESERVED_1, 7)
-        && f.is_zero(at::RESERVED_2, 4);
+    let reserved_ok = f.is_zero(at::RESERVED_1, 7) && f.is_zero(at::RESERVED_2, 4);
     if !reserved_ok {
         return Err(invalid("header reserved fields", 0, "must be zero"));
     }
@@ -63,8 +62,12 @@ pub fn parse(bytes: &[u8]) -> Result<PatchView<'_>, PatchError> {
     let label = Label::from_bytes(f.array(at::LABEL))?;
     let target = read_target(&f)?;
     let (code_size, data_offset, data_size) = check_regions(&f, payload)?;
+    let end = usize::try_from(f.u64(at::TOTAL_SIZE)).unwrap_or(usize::MAX);
+    let (bytes, after) = bytes.split_at(end.min(bytes.len()));
     let mut view = PatchView {
         bytes,
+        after,
+        svn: f.u32(at::SVN),
         header_size,
         payload,
         id,
@@ -191,7 +194,9 @@ fn check_sizes<'a>(
         }
         .into());
     }
-    if got != total {
+    // What follows the patch is its signature trailer (or nothing), which
+    // `signature::find` reads and the guest verifies.
+    if got != total && got != total.saturating_add(TRAILER_LEN as u64) {
         return Err(FormatError::SizeMismatch {
             what: "patch",
             declared: total,
@@ -207,7 +212,8 @@ fn check_sizes<'a>(
             "is not zero",
         ));
     }
-    Ok(bytes.get(payload_at..).unwrap_or(&[]))
+    let end = usize::try_from(total).unwrap_or(usize::MAX);
+    Ok(bytes.get(payload_at..end).unwrap_or(&[]))
 }
 
 fn read_target(f: &Fixed<'_>) -> Result<TargetImage, PatchError> {

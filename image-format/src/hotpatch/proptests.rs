@@ -146,6 +146,7 @@ fn spec() -> impl Strategy<Value = PatchSpec> {
             }
             PatchSpec {
                 version,
+                svn: version,
                 label: Label::try_new(&label).unwrap_or(Label::EMPTY),
                 target: target(),
                 functions,

@@ -33,6 +33,7 @@ pub(super) fn sample_spec() -> PatchSpec {
     };
     PatchSpec {
         version: 3,
+        svn: 4,
         label: Label::new("fix-counter"),
         target: target(),
         functions: vec![
@@ -214,12 +215,34 @@ fn refuses_a_wrong_patch_id() {
 }
 
 #[test]
+fn version_1_patches_are_refused_and_the_svn_reads_back() {
+    // Version 1 had no security version and no signature trailer.
+    let e = parse(&edited(at::FORMAT_VERSION, &1u16.to_le_bytes()))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "patch format version 1 is not one this kernel understands (2)"
+    );
+    let bytes = sample();
+    assert_eq!(parse(&bytes).unwrap().svn(), 4);
+    // A trailer's worth of bytes after the patch is its signature; anything else is not.
+    let mut signed = bytes.clone();
+    signed.extend_from_slice(&[0; crate::signature::TRAILER_LEN]);
+    let view = parse(&signed).unwrap();
+    assert_eq!(view.bytes(), &bytes[..]);
+    assert_eq!(view.trailer().len(), crate::signature::TRAILER_LEN);
+    signed.push(0);
+    assert!(parse(&signed).is_err());
+}
+
+#[test]
 fn refuses_bad_header_fields() {
     let cases: [(usize, &[u8], &str); 5] = [
         (
             at::FORMAT_VERSION,
-            &2u16.to_le_bytes(),
-            "patch format version 2 is newer",
+            &3u16.to_le_bytes(),
+            "patch format version 3 is newer",
         ),
         (at::PATCH_VERSION, &0u32.to_le_bytes(), "patch version"),
         (at::TARGET_BUILD_ID_LEN, &[0], "build id length"),

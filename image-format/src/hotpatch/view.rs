@@ -20,6 +20,8 @@ const WHAT: &str = "patch header";
 #[derive(Debug, Clone)]
 pub struct PatchView<'a> {
     pub(super) bytes: &'a [u8],
+    pub(super) after: &'a [u8],
+    pub(super) svn: u32,
     pub(super) header_size: usize,
     pub(super) payload: &'a [u8],
     pub(super) id: PatchId,
@@ -72,9 +74,20 @@ impl<'a> PatchView<'a> {
         self.header_size
     }
 
-    /// The whole patch.
+    /// The whole patch, `[0, total_size)`, without its signature trailer.
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
+    }
+
+    /// What followed the patch: its signature trailer, or nothing (read it with
+    /// [`crate::signature::find`]).
+    pub fn trailer(&self) -> &'a [u8] {
+        self.after
+    }
+
+    /// The security version of the build the patch's code comes from.
+    pub fn svn(&self) -> u32 {
+        self.svn
     }
 
     /// The payload: code region, then (when there is data) padding and data region.

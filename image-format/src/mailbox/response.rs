@@ -153,14 +153,36 @@ status_codes! {
     RegionMismatch = 20 => "the new image's address map does not fit the running kernel's",
     /// The new kernel failed inside its health window; the old kernel runs again.
     Reverted = 21 => "the new kernel failed its health check; the swap was taken back",
+    /// The package or patch carries no signature trailer.
+    Unsigned = 22 => "the package or patch is not signed",
+    /// Signed by a key the running kernel does not trust.
+    UntrustedKey = 23 => "signed by a key the running kernel does not trust",
+    /// The signature does not verify against the header digest (made over another
+    /// header, or damaged).
+    BadSignature = 24 => "the signature does not verify against this header",
+    /// The signature trailer is cut short, or breaks the trailer's rules.
+    SignatureTruncated = 25 => "the signature trailer is truncated or malformed",
+    /// The security version is below the highest that ever ran in this VM.
+    SvnRollback = 26 => "the security version is lower than one that already ran (anti-rollback)",
     /// A test's injected fault stopped the request; nothing changed.
-    Injected = 22 => "an injected fault stopped the request; the running kernel is unchanged",
+    Injected = 27 => "an injected fault stopped the request; the running kernel is unchanged",
 }
 
 impl Status {
     /// The stable code.
     pub const fn code(self) -> u32 {
         self as u32
+    }
+
+    /// The status of a refused signature.
+    pub const fn from_signature(error: &crate::signature::SignatureError) -> Self {
+        use crate::signature::SignatureError as E;
+        match error {
+            E::Unsigned => Self::Unsigned,
+            E::Truncated { .. } | E::Malformed { .. } => Self::SignatureTruncated,
+            E::Untrusted { .. } => Self::UntrustedKey,
+            E::Mismatch { .. } => Self::BadSignature,
+        }
     }
 
     /// True for every status that reports a failure.
@@ -404,13 +426,14 @@ mod tests {
 
     #[test]
     fn statuses_have_stable_codes_and_meanings() {
-        for code in 0..=22 {
+        for code in 0..=27 {
             let s = Status::from_code(code).unwrap();
             assert_eq!(s.code(), code);
             assert!(!s.to_string().is_empty());
         }
-        assert_eq!(Status::from_code(23), None);
+        assert_eq!(Status::from_code(28), None);
         assert_eq!(Status::PayloadDigest.code(), 6);
+        assert_eq!(Status::SvnRollback.code(), 26);
         assert!(!Status::Ok.is_error() && Status::Busy.is_error());
         let e = FormatError::PayloadDigest {
             stored: [0; 32],

@@ -46,6 +46,8 @@ pub struct PackageSpec {
     pub relocations: Vec<Relocation>,
     /// The image description (the kernel's `.hk_schema` bytes, `HKDESC01` …).
     pub description: Vec<u8>,
+    /// The image's security version (the kernel's `.hk_svn`).
+    pub svn: u32,
 }
 
 impl PackageSpec {
@@ -121,7 +123,7 @@ impl PackageSpec {
         w.u64(rel_table as u64);
         w.u64(description as u64);
         w.u32(u32::try_from(self.description.len()).unwrap_or(u32::MAX));
-        w.u32(0);
+        w.u32(self.svn);
         for (s, &at) in self.segments.iter().zip(&offsets) {
             w.u64(at as u64);
             w.u64(s.vaddr);

@@ -75,6 +75,7 @@ fn write_header(s: &mut String, h: &Header<'_>, payload: Payload) -> std::fmt::R
         spaced_hex(magic)
     )?;
     writeln!(s, "  Format version:        {}", h.format_version())?;
+    writeln!(s, "  Security version:      {}", h.svn())?;
     writeln!(s, "  Header size:           {} bytes", h.header_size())?;
     writeln!(
         s,

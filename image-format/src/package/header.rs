@@ -54,7 +54,7 @@ pub fn parse_header(prefix: &[u8]) -> Result<Header<'_>> {
     let bytes = check_preamble(prefix)?;
     check_header_digest(bytes)?;
     let f = Fixed::new(bytes, at::FIXED_SIZE, WHAT)?;
-    for (offset, len) in [(at::RESERVED, 7), (at::DESCRIPTION_RESERVED, 4)] {
+    for (offset, len) in [(at::RESERVED, 7)] {
         if !f.is_zero(offset, len) {
             return Err(FormatError::InvalidField {
                 field: "header reserved bytes",
@@ -147,7 +147,7 @@ fn check_preamble(prefix: &[u8]) -> Result<&[u8]> {
         return Err(FormatError::InvalidField {
             field: "header flags",
             value: u64::from(flags),
-            reason: "no flags are defined in format version 2",
+            reason: "no flags are defined in format version 3",
         });
     }
     let header_size = f.u32(at::HEADER_SIZE);
@@ -189,7 +189,12 @@ pub fn reseal(bytes: &mut [u8]) -> Result<()> {
         });
     }
     let payload_at = usize::try_from(payload_offset(header_size)).unwrap_or(usize::MAX);
-    let payload: Digest = Sha256::digest(bytes.get(payload_at..).unwrap_or(&[])).into();
+    // A signature trailer after `total_size` is not payload.
+    let total = Fixed::new(bytes, at::FIXED_SIZE, WHAT)?.u64(at::TOTAL_SIZE);
+    let end = usize::try_from(total)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let payload: Digest = Sha256::digest(bytes.get(payload_at..end).unwrap_or(&[])).into();
     if let Some(field) = bytes.get_mut(at::PAYLOAD_DIGEST..at::BUILD_ID_LEN) {
         field.copy_from_slice(&payload);
     }
@@ -259,6 +264,14 @@ impl<'a> Header<'a> {
     /// The package format version (always [`FORMAT_VERSION`] once parsed).
     pub fn format_version(&self) -> u16 {
         FORMAT_VERSION
+    }
+
+    /// The image's security version: a package whose SVN is below the highest that
+    /// ever ran in a VM is refused there.
+    pub fn svn(&self) -> u32 {
+        Fixed::new(self.bytes, at::FIXED_SIZE, WHAT)
+            .map(|f| f.u32(at::SVN))
+            .unwrap_or_default()
     }
 
     /// Bytes covered by the header digest, tables included.

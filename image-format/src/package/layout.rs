@@ -1,10 +1,10 @@
-//! Byte offsets of the package header (format version 2), as in `docs/FORMAT.md`.
+//! Byte offsets of the package header (format version 3), as in `docs/FORMAT.md`.
 //!
 //! All integers are little-endian. Offsets are from the start of the package.
 
 /// `[u8; 8]` magic `HKPKG\0\r\n`.
 pub const MAGIC: usize = 0x000;
-/// `u16` format version (2).
+/// `u16` format version (3).
 pub const FORMAT_VERSION: usize = 0x008;
 /// `u16` header flags; none are defined, must be 0.
 pub const FLAGS: usize = 0x00a;
@@ -49,8 +49,9 @@ pub const RELOCATION_TABLE: usize = 0x1a0;
 pub const DESCRIPTION: usize = 0x1a8;
 /// `u32` length of the image description (1 ..= 1 MiB).
 pub const DESCRIPTION_LEN: usize = 0x1b0;
-/// `u32` reserved, zero.
-pub const DESCRIPTION_RESERVED: usize = 0x1b4;
+/// `u32` security version (SVN) of the image: monotonic, distinct from the version
+/// range (new in format version 3, where version 2 had a zero reserved field).
+pub const SVN: usize = 0x1b4;
 /// Size of the fixed part; the tables and the description follow.
 pub const FIXED_SIZE: usize = 0x1b8;
 

@@ -8,7 +8,7 @@
 //! [`PackageSpec::build`] (feature `alloc`), which [`pack`] (feature `std`) feeds from
 //! a kernel ELF.
 //!
-//! # Layout (format version 2)
+//! # Layout (format version 3)
 //!
 //! ```text
 //! 0x000  header: fixed part (0x1b8 bytes, offsets in `layout`)
@@ -18,7 +18,7 @@
 //!        link base, image span, 4 entry offsets (u64 each),
 //!        segment count u32, relocation count u32, segment table offset u64,
 //!        relocation table offset u64,
-//!        description offset u64, description length u32, reserved u32
+//!        description offset u64, description length u32, security version u32
 //! 0x1b8  segment table: count × 40 bytes
 //!        (payload offset u64, vaddr u64, file size u64, mem size u64, flags u32, 0 u32)
 //!        relocation table: count × 16 bytes (slot vaddr u64, addend i64)
@@ -27,6 +27,8 @@
 //! payload_offset = header_size rounded up to 4 KiB
 //!        payload: each segment's file bytes at its (4 KiB aligned) payload offset
 //! total_size = payload_offset + payload size
+//!        signature trailer (112 bytes, `crate::signature`): Ed25519 over the magic
+//!        and the header digest; not counted in total_size, covered by no digest
 //! ```
 //!
 //! The image description says how the image lays out what crosses a swap (its
@@ -41,8 +43,9 @@
 //!
 //! # What parsing does not guarantee
 //!
-//! A valid package is well formed and arrived intact; it is not authenticated (the
-//! digests catch damage, not an attacker who rewrites both), and it says nothing about
+//! A valid package is well formed and arrived intact; parsing does not authenticate it
+//! (the digests catch damage, not an attacker who rewrites both: that is the signature
+//! trailer's job, checked by [`crate::signature::Trailer::verify`]), and it says nothing about
 //! whether the running kernel should accept it: comparing versions, capabilities and
 //! schemas is the updater's decision.
 
@@ -73,15 +76,17 @@ pub use build::{PackageSpec, SegmentSpec};
 #[cfg(feature = "std")]
 pub use describe::{describe, describe_bytes};
 #[cfg(feature = "std")]
-pub use pack::{elf_description, pack, PackError, PackOptions};
+pub use pack::{elf_description, elf_svn, pack, PackError, PackOptions, SVN_SECTION};
 
 use crate::error::{Digest, FormatError, Result};
 
 /// The first eight bytes of every package. The CR LF catches text-mode mangling.
 pub const MAGIC: [u8; 8] = *b"HKPKG\0\r\n";
-/// The format version this code reads and writes (2: the header carries the image
-/// description; version 1 packages, without it, are refused as unsupported).
-pub const FORMAT_VERSION: u16 = 2;
+/// The format version this code reads and writes (3: the header carries the image's
+/// security version at 0x1b4 and the package is followed by a signature trailer,
+/// [`crate::signature`]; version 2 packages, unsigned and without a security version,
+/// and version 1 packages, without an image description, are refused as unsupported).
+pub const FORMAT_VERSION: u16 = 3;
 /// Most segments a package may have.
 pub const MAX_SEGMENTS: usize = 64;
 /// Most relocations a package may have.
@@ -137,7 +142,10 @@ fn payload<'a>(header: &Header<'_>, bytes: &'a [u8]) -> Result<&'a [u8]> {
             got: bytes.len() as u64,
         });
     }
-    if bytes.len() as u64 != total {
+    // What follows the package is its signature trailer (or nothing), which
+    // `signature::find` reads and the guest verifies.
+    let trailer = crate::signature::TRAILER_LEN as u64;
+    if bytes.len() as u64 != total && bytes.len() as u64 != total.saturating_add(trailer) {
         return Err(FormatError::SizeMismatch {
             what: "package",
             declared: total,
@@ -154,7 +162,8 @@ fn payload<'a>(header: &Header<'_>, bytes: &'a [u8]) -> Result<&'a [u8]> {
             reason: "is not zero",
         });
     }
-    Ok(bytes.get(payload_at..).unwrap_or(&[]))
+    let end = usize::try_from(total).unwrap_or(usize::MAX);
+    Ok(bytes.get(payload_at..end).unwrap_or(&[]))
 }
 
 impl<'a> Package<'a> {

@@ -85,6 +85,13 @@ pub enum PackError {
     },
     /// No `.hk_identity` section.
     MissingIdentity,
+    /// No `.hk_svn` section.
+    MissingSvn,
+    /// `.hk_svn` is not one `u32`.
+    SvnSize {
+        /// The section's size.
+        size: u64,
+    },
     /// `.hk_identity` is not one `EmbeddedIdentity`.
     IdentitySize {
         /// The section's size.
@@ -175,6 +182,14 @@ impl fmt::Display for PackError {
             ),
             IdentityNotLoaded => write!(f, ".hk_identity is not inside a PT_LOAD segment: it must be part of the loaded image"),
             Identity(e) => write!(f, ".hk_identity: {e}"),
+            MissingSvn => write!(
+                f,
+                "no .hk_svn section: the kernel must embed its security version, `#[used] #[link_section = \".hk_svn\"] static SVN: u32 = ..` (kernel/src/identity.rs)"
+            ),
+            SvnSize { size } => write!(
+                f,
+                ".hk_svn is {size} bytes, expected 4 (exactly one u32 static)"
+            ),
             MissingDescription => write!(
                 f,
                 "no .hk_schema section: the kernel must embed its image description, `#[used] #[link_section = \".hk_schema\"] static DESCRIPTION: [u8; updater::describe::len(&DECL)] = updater::describe::build(&DECL)`, so that staging and the host can compare record layouts"
@@ -259,6 +274,7 @@ pub fn pack(elf_bytes: &[u8], opts: &PackOptions) -> Result<Vec<u8>, PackError> 
         ap_resume: offset("hk_ap_resume", symbol(&file, "hk_ap_resume")?)?,
     };
     let description = description(&file)?;
+    let svn = svn(&file)?;
     let spec = PackageSpec {
         identity,
         build_id,
@@ -266,6 +282,7 @@ pub fn pack(elf_bytes: &[u8], opts: &PackOptions) -> Result<Vec<u8>, PackError> 
         segments,
         relocations,
         description,
+        svn,
     };
     spec.build().map_err(PackError::Package)
 }
@@ -425,6 +442,28 @@ fn identity(file: &Elf<'_>, segments: &[SegmentSpec]) -> Result<EmbeddedIdentity
     let loaded = bytes_at(segments, section.address(), section.size())
         .ok_or(PackError::IdentityNotLoaded)?;
     EmbeddedIdentity::parse(loaded).map_err(PackError::Identity)
+}
+
+/// The ELF section a kernel embeds its security version in: one `u32`, little-endian.
+pub const SVN_SECTION: &str = ".hk_svn";
+
+/// The security version in `.hk_svn`.
+fn svn(file: &Elf<'_>) -> Result<u32, PackError> {
+    let section = file
+        .section_by_name(SVN_SECTION)
+        .ok_or(PackError::MissingSvn)?;
+    let bytes = section.data().map_err(|e| PackError::Elf(e.to_string()))?;
+    let array: [u8; 4] = bytes.try_into().map_err(|_| PackError::SvnSize {
+        size: bytes.len() as u64,
+    })?;
+    Ok(u32::from_le_bytes(array))
+}
+
+/// The security version a kernel ELF embeds in `.hk_svn`, or why it cannot be read.
+pub fn elf_svn(elf_bytes: &[u8]) -> Result<u32, PackError> {
+    let file =
+        ElfFile64::<Endianness>::parse(elf_bytes).map_err(|e| PackError::Elf(e.to_string()))?;
+    svn(&file)
 }
 
 /// The bytes of `.hk_schema`, checked only as far as the packer can say what the kernel

@@ -49,12 +49,37 @@ pub enum PatchRefusal {
     Quiesce(String),
     NotApplied(u64),
     NothingApplied,
+    /// The signature trailer is missing, short, by an untrusted key or does not verify.
+    Signature(image_format::signature::SignatureError),
+    /// The patch's security version is below the VM's floor.
+    SvnRollback {
+        svn: u32,
+        floor: u32,
+    },
+}
+
+impl PatchRefusal {
+    /// The status the response carries: the signature's and anti-rollback's own codes,
+    /// `PatchRefused` for the rest.
+    pub fn status(&self) -> image_format::mailbox::Status {
+        use image_format::mailbox::Status;
+        match self {
+            PatchRefusal::Signature(e) => Status::from_signature(e),
+            PatchRefusal::SvnRollback { .. } => Status::SvnRollback,
+            _ => Status::PatchRefused,
+        }
+    }
 }
 
 impl core::fmt::Display for PatchRefusal {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             PatchRefusal::Format(e) => write!(f, "not a valid patch: {e}"),
+            PatchRefusal::Signature(e) => write!(f, "the patch is {e}"),
+            PatchRefusal::SvnRollback { svn, floor } => write!(
+                f,
+                "the patch's security version {svn} is lower than {floor}, the highest that ran in this VM: refused (anti-rollback)"
+            ),
             PatchRefusal::WrongImage(why) => write!(f, "the patch is for another image: {why}"),
             PatchRefusal::SiteModified { function, addr } => write!(
                 f,
@@ -133,6 +158,21 @@ pub fn prepare(bytes: &[u8]) -> Result<Prepared, Rejected> {
 }
 
 fn prepare_view(view: &hotpatch::PatchView<'_>) -> Result<Prepared, PatchRefusal> {
+    let trailer = image_format::signature::find(view.trailer()).map_err(PatchRefusal::Signature)?;
+    trailer
+        .verify(
+            image_format::signature::Signed::Patch,
+            &view.header_digest(),
+            crate::identity::trust::TRUSTED_KEYS,
+        )
+        .map_err(PatchRefusal::Signature)?;
+    let floor = crate::history::svn_floor();
+    if view.svn() < floor {
+        return Err(PatchRefusal::SvnRollback {
+            svn: view.svn(),
+            floor,
+        });
+    }
     let target = view.target();
     let own = crate::image::build_id();
     if target.build_id != own {

@@ -83,7 +83,7 @@ pub fn export(half: &mut [u8]) -> Result<Exported, RecordSetError> {
     )?;
     w.add(
         0,
-        table::<updater::records::history::V1>(d),
+        table::<updater::records::history::V2>(d),
         &history::entries(),
     )?;
     w.add(

@@ -26,7 +26,7 @@ use crate::tasks::{self, pipeline, Pool};
 
 /// What a converted set carries besides the machine record and the tasks.
 pub struct Carried {
-    pub history: Vec<history::V1>,
+    pub history: Vec<history::V2>,
     pub channels: Vec<pipeline::ChannelV1>,
     pub queues: Vec<run_queues::V1>,
 }

@@ -57,6 +57,11 @@ pub fn respond(mb: &SharedMemory, seq: u64, report: PatchReport) {
     } else {
         Status::Ok
     };
+    respond_with(mb, seq, report, status);
+}
+
+/// Writes a finished answer with `status`.
+fn respond_with(mb: &SharedMemory, seq: u64, report: PatchReport, status: Status) {
     let mut r = Response::new(seq, ResponseState::Done, status);
     r.set_message(format_args!("{report}"));
     let report = Report::Patch(report);
@@ -113,7 +118,12 @@ pub fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next 
                 Err(rejected) => {
                     state.refused += 1;
                     log::warn!("patch apply refused: {rejected}");
-                    respond(mb, seq, rejected_report(&rejected));
+                    respond_with(
+                        mb,
+                        seq,
+                        rejected_report(&rejected),
+                        rejected.refusal.status(),
+                    );
                 }
             }
         }

@@ -295,16 +295,22 @@ fn continue_staging(mb: &SharedMemory, state: &mut Service) -> Option<Next> {
                     let staged = stage::STAGED.lock();
                     let s = staged.as_ref().expect("staged after a successful stage");
                     log::info!(
-                        "staged {} ({} bytes): copied and hashed in {} µs, laid out in {} µs",
+                        "staged {} ({} bytes, SVN {}): copied and hashed in {} µs, signature by key {} verified in {} µs, laid out in {} µs",
                         s.summary,
                         s.bytes,
+                        s.svn,
                         s.staging_us,
+                        s.signer,
+                        s.verify_us,
                         s.load_us
                     );
                     let report = StageReport {
                         bytes: s.bytes,
                         staging_us: s.staging_us,
                         hash_us: s.hash_us,
+                        verify_us: s.verify_us,
+                        signer: s.signer.0,
+                        svn: s.svn,
                         image: s.summary,
                     };
                     let verdict = match &s.preflight {

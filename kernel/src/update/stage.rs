@@ -7,6 +7,13 @@
 //! At the end the header is parsed again from the copy (the host could have changed the
 //! shared memory meanwhile: only the copy is trusted), the payload digest compared, and
 //! the image laid out (`update::load`). Only then is the package "accepted".
+//!
+//! Trust: the request must carry the package's signature trailer right after it
+//! (`image_format::signature`); [`begin`] copies the trailer and refuses an unsigned
+//! package, a truncated trailer, a key this kernel does not trust, and a security version
+//! below the VM's floor (`history::svn_floor`), each with its own status. [`finish`]
+//! verifies the signature over the copy's header digest (timed: the stage report's
+//! `verify_us`, outside the downtime).
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -14,6 +21,7 @@ use alloc::vec::Vec;
 
 use image_format::mailbox::{Request, RequestFlags, Status};
 use image_format::package::{parse_header, Header};
+use image_format::signature::{self, KeyId, Signed, Trailer, TRAILER_LEN};
 use image_format::{ImageSummary, PAGE_SIZE};
 use sha2::{Digest as _, Sha256};
 use spin::Mutex;
@@ -26,7 +34,7 @@ use crate::memory::layout::STAGING_BUFFER;
 use crate::time::{self, Instant};
 use crate::update::preflight::{self, Preflight};
 use crate::update::prepare::{self, ImageSource, Prepared, SegmentSource};
-use crate::{identity, memory, schema};
+use crate::{history, identity, memory, schema};
 
 /// Bytes copied and hashed per service step.
 const CHUNK: u64 = 512 * 1024;
@@ -64,6 +72,8 @@ pub struct StagingOp {
     started: Instant,
     copy_ticks: u64,
     hash_ticks: u64,
+    /// The signature trailer, copied at [`begin`] (only the copy is trusted).
+    trailer: Trailer,
 }
 
 /// A verified, laid-out package, ready for `Apply`.
@@ -75,6 +85,12 @@ pub struct Staged {
     pub staging_us: u64,
     pub hash_us: u64,
     pub load_us: u64,
+    /// Verifying the signature, in microseconds.
+    pub verify_us: u64,
+    /// Who signed it.
+    pub signer: KeyId,
+    /// The image's security version.
+    pub svn: u32,
     /// Optional records the image will drop (for the report).
     pub drops: Vec<String>,
     /// How the image will read this kernel's records and take over its regions.
@@ -274,6 +290,42 @@ fn refusal_of(e: &image_format::FormatError) -> StageRefusal {
     StageRefusal::new(Status::from_error(e), e.to_string())
 }
 
+/// Refuses an image whose security version is below the highest that ran in this VM.
+fn check_svn(what: &str, svn: u32) -> Result<(), StageRefusal> {
+    let floor = history::svn_floor();
+    if svn < floor {
+        return Err(StageRefusal::new(
+            Status::SvnRollback,
+            format!(
+                "the {what}'s security version {svn} is lower than {floor}, the highest that ran in this VM: refused (anti-rollback)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the signature trailer that follows the package's `total` bytes in the data
+/// area (the request carries `len` bytes) and refuses what cannot verify: no trailer, a
+/// short or malformed one, a key this kernel does not trust.
+fn read_trailer(mailbox: &SharedMemory, total: u64, len: u64) -> Result<Trailer, StageRefusal> {
+    let refuse = |e: signature::SignatureError| {
+        StageRefusal::new(Status::from_signature(&e), format!("the package is {e}"))
+    };
+    let after = len.saturating_sub(total);
+    let mut bytes = [0u8; TRAILER_LEN + 1];
+    let n = (after as usize).min(bytes.len());
+    mailbox
+        .read_data(total, &mut bytes[..n])
+        .map_err(|e| StageRefusal::new(Status::BadRequest, e.to_string()))?;
+    let trailer = signature::find(&bytes[..n]).map_err(refuse)?;
+    if !trailer.is_trusted_by(identity::trust::TRUSTED_KEYS) {
+        return Err(refuse(signature::SignatureError::Untrusted {
+            key: trailer.key_id(),
+        }));
+    }
+    Ok(trailer)
+}
+
 /// Checks that `header` may replace this kernel; returns the optional records it drops.
 fn compatible(header: &Header<'_>) -> Result<Vec<String>, StageRefusal> {
     match updater::compat::check(&identity::IDENTITY, header.identity()) {
@@ -339,6 +391,8 @@ pub fn begin(mailbox: &SharedMemory, request: &Request) -> Result<StagingOp, Sta
             ),
         ));
     }
+    let trailer = read_trailer(mailbox, header.total_size(), len)?;
+    check_svn("package", header.svn())?;
     compatible(&header)?;
     plan_for(&header)?;
     *STAGED.lock() = None;
@@ -354,6 +408,7 @@ pub fn begin(mailbox: &SharedMemory, request: &Request) -> Result<StagingOp, Sta
         started: time::now(),
         copy_ticks: 0,
         hash_ticks: 0,
+        trailer,
     })
 }
 
@@ -398,6 +453,19 @@ fn finish(op: &mut StagingOp, buffer: &StagingBuffer) -> Result<(), StageRefusal
     header
         .check_payload_digest(&digest)
         .map_err(|e| refusal_of(&e))?;
+    let verify_started = time::now();
+    let signer = op
+        .trailer
+        .verify(
+            Signed::Package,
+            &header.header_digest(),
+            identity::trust::TRUSTED_KEYS,
+        )
+        .map_err(|e| {
+            StageRefusal::new(Status::from_signature(&e), format!("the package is {e}"))
+        })?;
+    let verify_us = verify_started.elapsed().as_micros() as u64;
+    check_svn("package", header.svn())?;
     let drops = compatible(&header)?;
     let (mut plan, grow) = plan_for(&header)?;
     map_growth(&mut plan, grow)?;
@@ -416,6 +484,9 @@ fn finish(op: &mut StagingOp, buffer: &StagingBuffer) -> Result<(), StageRefusal
         staging_us,
         hash_us,
         load_us,
+        verify_us,
+        signer,
+        svn: header.svn(),
         drops,
         plan,
         patch_generation: crate::hotpatch::generation(),

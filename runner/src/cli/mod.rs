@@ -11,6 +11,7 @@ mod bench;
 mod build;
 mod demo;
 mod gdb;
+mod key;
 mod patch;
 mod plan;
 mod run;
@@ -58,6 +59,8 @@ pub enum Command {
     Stop(VmArgs),
     /// Make an update package from a kernel ELF.
     Pack(update::PackArgs),
+    /// Signing keys: new, list, export.
+    Key(key::KeyArgs),
     /// Print a package's header (identity, compatibility, segments, digests).
     Inspect(update::InspectArgs),
     /// Send a package to a running VM; print the guest's verdict (and swap with --apply).
@@ -152,6 +155,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Some(Command::Status(args)) => vmcmd::status(args),
         Some(Command::Stop(args)) => vmcmd::stop(args),
         Some(Command::Pack(args)) => update::pack(args),
+        Some(Command::Key(args)) => key::key(args),
         Some(Command::Inspect(args)) => update::inspect(args),
         Some(Command::Push(args)) => update::push(args),
         Some(Command::Swap(args)) => update::swap(args),

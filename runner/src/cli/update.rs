@@ -28,6 +28,9 @@ pub struct PackArgs {
     /// Replace the label the kernel embeds.
     #[arg(long)]
     pub label: Option<String>,
+    /// Sign with this key (`hotkernel key list`; default: the development key).
+    #[arg(long, value_name = "NAME")]
+    pub key: Option<String>,
     /// Refuse to write the package if a kernel running this ELF would refuse it (its
     /// record layouts, regions or hand-off descriptor; the check `swap` makes).
     #[arg(long, value_name = "ELF", conflicts_with = "vm")]
@@ -132,7 +135,7 @@ pub struct SwapArgs {
 }
 
 pub fn pack(args: PackArgs) -> Result<u8> {
-    let package = update::pack_elf(&args.elf, args.label)?;
+    let package = update::pack_elf_signed(&args.elf, args.label, args.key.as_deref())?;
     let (running, target) = match (&args.against, &args.vm) {
         (Some(elf), _) => {
             let description = check::from_elf(elf)
@@ -196,6 +199,7 @@ pub fn inspect(args: InspectArgs) -> Result<u8> {
     let text = image_format::package::describe_bytes(&package)
         .map_err(|e| Error::Package(format!("{}: {e}", path.display())))?;
     out!("{text}");
+    outln!("{}", crate::keys::signer_line(&package));
     let bytes = description::of_package(&package, path)?;
     match description::parse(bytes, path) {
         Ok(d) => {

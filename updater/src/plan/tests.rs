@@ -213,7 +213,7 @@ mod other_descriptor {
     use super::*;
     const DECL: Declaration<'static> = Declaration {
         abi_version: 1,
-        descriptor: <crate::records::history::V1 as Record>::LAYOUT,
+        descriptor: <crate::records::history::V2 as Record>::LAYOUT,
         records: &[],
         steps: &[],
         regions: &[],

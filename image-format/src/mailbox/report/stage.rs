@@ -1,13 +1,17 @@
-//! [`StageReport`] (report kind 2, version 1): a package was copied into the staging
+//! [`StageReport`] (report kind 2, version 2): a package was copied into the staging
 //! buffer and verified.
 //!
 //! | offset | size | field |
 //! | --- | --- | --- |
-//! | 0 | 8 | header: kind 2, version 1 |
+//! | 0 | 8 | header: kind 2, version 2 |
 //! | 8 | 8 | package bytes |
 //! | 16 | 8 | staging time, µs (copy and hash, one pass) |
 //! | 24 | 8 | of which hashing, µs |
-//! | 32 | 88 | the staged image: version, build id, label |
+//! | 32 | 8 | of which verifying the signature, µs (new in version 2) |
+//! | 40 | 8 | the signer's key id (new in version 2) |
+//! | 48 | 4 | the image's security version (new in version 2) |
+//! | 52 | 4 | reserved, zero |
+//! | 56 | 88 | the staged image: version, build id, label |
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -20,7 +24,7 @@ use crate::wire::{Reader, Writer};
 
 const LAYOUT: Layout = Layout {
     kind: ReportKind::Stage,
-    version: 1,
+    version: 2,
     name: "stage report",
 };
 
@@ -33,6 +37,12 @@ pub struct StageReport {
     pub staging_us: u64,
     /// Of which hashing, in microseconds (measured or estimated by the guest).
     pub hash_us: u64,
+    /// Of which verifying the signature, in microseconds (outside the downtime).
+    pub verify_us: u64,
+    /// The key that signed the package (`signature::KeyId`).
+    pub signer: [u8; 8],
+    /// The image's security version.
+    pub svn: u32,
     /// The staged image.
     pub image: ImageSummary,
 }
@@ -55,6 +65,13 @@ impl StageReport {
                 bytes: r.u64()?,
                 staging_us: r.u64()?,
                 hash_us: r.u64()?,
+                verify_us: r.u64()?,
+                signer: r.array()?,
+                svn: {
+                    let svn = r.u32()?;
+                    let _reserved = r.u32()?;
+                    svn
+                },
                 image: ImageSummary::read(r)?,
             })
         })
@@ -64,11 +81,15 @@ impl StageReport {
         w.u64(self.bytes);
         w.u64(self.staging_us);
         w.u64(self.hash_us);
+        w.u64(self.verify_us);
+        w.put(&self.signer);
+        w.u32(self.svn);
+        w.u32(0);
         self.image.write(w);
     }
 }
 
-/// `staged 2.0.0 "v2" (build …): 1048576 bytes in 13200 µs (hash 12800 µs, 79.4 MB/s)`
+/// `staged 2.0.0 "v2" (build …): 1048576 bytes in 13200 µs (hash 12800 µs, 79.4 MB/s; signature 900 µs by key 0123456789abcdef, SVN 1)`
 impl fmt::Display for StageReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -80,6 +101,12 @@ impl fmt::Display for StageReport {
         if let Some(tenths) = self.bytes.saturating_mul(10).checked_div(self.staging_us) {
             write!(f, ", {}.{} MB/s", tenths / 10, tenths % 10)?;
         }
-        f.write_str(")")
+        write!(
+            f,
+            "; signature {} µs by key {}, SVN {})",
+            self.verify_us,
+            crate::signature::KeyId(self.signer),
+            self.svn
+        )
     }
 }

@@ -99,6 +99,9 @@ fn every_report_round_trips() {
         bytes: 1 << 20,
         staging_us: 13_200,
         hash_us: 12_800,
+        verify_us: 900,
+        signer: [0xab; 8],
+        svn: 3,
         image: image(2, "v2"),
     };
     for report in [
@@ -308,8 +311,8 @@ proptest! {
     }
 
     #[test]
-    fn random_stage_reports_round_trip(n in any::<(u64, u64, u64)>(), image in summary()) {
-        let s = StageReport { bytes: n.0, staging_us: n.1, hash_us: n.2, image };
+    fn random_stage_reports_round_trip(n in any::<(u64, u64, u64, u64)>(), signer in any::<[u8; 8]>(), svn in any::<u32>(), image in summary()) {
+        let s = StageReport { bytes: n.0, staging_us: n.1, hash_us: n.2, verify_us: n.3, signer, svn, image };
         prop_assert_eq!(StageReport::decode(&s.to_vec().unwrap()).unwrap(), s);
     }
 

@@ -26,6 +26,8 @@ struct Fixture {
     /// The `.hk_schema` section's bytes (a non-allocated section after `.data`);
     /// `None`: no such section.
     schema: Option<Vec<u8>>,
+    /// The `.hk_svn` section's bytes (non-allocated, after `.hk_schema`); `None`: none.
+    svn: Option<Vec<u8>>,
     build_id: bool,
     symbols: Vec<&'static str>,
     data_vaddr: u64,
@@ -43,6 +45,7 @@ impl Default for Fixture {
             dynamic: true,
             identity: Some(IDENTITY.to_bytes().to_vec()),
             schema: Some(sample_description()),
+            svn: Some(7u32.to_le_bytes().to_vec()),
             build_id: true,
             symbols: vec!["hk_bootstrap", "hk_resume", "hk_ap_resume"],
             data_vaddr: 0x3000,
@@ -91,7 +94,11 @@ impl Fixture {
         if self.schema.is_some() {
             names.push(".hk_schema");
         }
+        if self.svn.is_some() {
+            names.push(".hk_svn");
+        }
         let schema = self.schema.clone().unwrap_or_default();
+        let svn = self.svn.clone().unwrap_or_default();
         let name_ids: Vec<StringId> = names
             .iter()
             .map(|n| w.add_section_name(n.as_bytes()))
@@ -113,6 +120,7 @@ impl Fixture {
         w.reserve_shstrtab_section_index();
         w.reserve_until((data + 0x40) as usize);
         let schema_at = w.reserve(schema.len(), 8) as u64;
+        let svn_at = w.reserve(svn.len(), 8) as u64;
         w.reserve_symtab();
         w.reserve_strtab();
         w.reserve_shstrtab();
@@ -198,6 +206,8 @@ impl Fixture {
         w.write(&[0x22; 0x40]);
         w.write_align(8);
         w.write(&schema);
+        w.write_align(8);
+        w.write(&svn);
 
         w.write_null_symbol();
         for &(name, value) in &syms {
@@ -267,7 +277,19 @@ impl Fixture {
             ),
         ];
         // Not loaded: the address is 0 and the file offset the one reserved above.
-        sections.push((elf::SHT_PROGBITS, 0, 0, schema.len() as u64, 8, 0));
+        let mut unloaded = Vec::new();
+        if self.schema.is_some() {
+            unloaded.push((schema_at, schema.len() as u64));
+        }
+        if self.svn.is_some() {
+            unloaded.push((svn_at, svn.len() as u64));
+        }
+        let mut unloaded_at = Vec::new();
+        for (at, len) in unloaded {
+            sections.push((elf::SHT_PROGBITS, 0, 0, len, 8, 0));
+            unloaded_at.push(at);
+        }
+        let mut unloaded_at = unloaded_at.into_iter();
         for (&name, (sh_type, flags, addr, size, align, entsize)) in name_ids.iter().zip(sections) {
             w.write_section_header(&SectionHeader {
                 name: Some(name),
@@ -275,7 +297,7 @@ impl Fixture {
                 sh_flags: u64::from(flags),
                 sh_addr: addr,
                 sh_offset: if addr == 0 && flags == 0 {
-                    schema_at
+                    unloaded_at.next().unwrap_or(0)
                 } else {
                     addr
                 },
@@ -561,4 +583,25 @@ fn a_missing_or_wrong_description_says_what_to_embed() {
         ),
         Err(PackError::MissingDescription)
     ));
+}
+
+#[test]
+fn the_security_version_is_copied_from_hk_svn() {
+    let bytes = Fixture::default().pack().unwrap();
+    assert_eq!(parse(&bytes).unwrap().svn(), 7);
+    let e = Fixture {
+        svn: None,
+        ..Fixture::default()
+    }
+    .pack()
+    .unwrap_err();
+    assert!(matches!(e, PackError::MissingSvn), "{e}");
+    assert!(e.to_string().contains(".hk_svn"));
+    let e = Fixture {
+        svn: Some(vec![1, 2]),
+        ..Fixture::default()
+    }
+    .pack()
+    .unwrap_err();
+    assert!(matches!(e, PackError::SvnSize { size: 2 }), "{e}");
 }

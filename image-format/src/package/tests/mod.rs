@@ -96,6 +96,7 @@ pub(crate) fn sample_spec() -> PackageSpec {
             },
         ],
         description: sample_description(),
+        svn: 5,
     }
 }
 
@@ -144,7 +145,8 @@ fn a_built_package_reads_back() {
     let after_tables = layout::FIXED_SIZE + 4 * layout::SEGMENT_ENTRY_SIZE + 3 * 16;
     assert_eq!(p.description_offset(), after_tables as u64);
     assert_eq!(p.header_size() as usize, after_tables + 40);
-    assert_eq!(p.format_version(), 2);
+    assert_eq!(p.format_version(), 3);
+    assert_eq!(p.svn(), 5);
 }
 
 #[test]
@@ -294,7 +296,7 @@ fn wrong_magic_and_unknown_versions_are_named() {
     let e = edited(|b| b[layout::FORMAT_VERSION] = 7);
     assert_eq!(
         e.to_string(),
-        "package format version 7 is newer than this kernel understands (2)"
+        "package format version 7 is newer than this kernel understands (3)"
     );
     // Version 1 had no image description: refused as unsupported, as any other.
     let e = edited(|b| b[layout::FORMAT_VERSION] = 1);
@@ -303,12 +305,18 @@ fn wrong_magic_and_unknown_versions_are_named() {
         FormatError::UnsupportedVersion {
             what: "package format",
             found: 1,
-            supported: 2
+            supported: 3
         }
     );
     assert_eq!(
         e.to_string(),
-        "package format version 1 is not one this kernel understands (2)"
+        "package format version 1 is not one this kernel understands (3)"
+    );
+    // Version 2 had no security version and no signature: refused the same way.
+    let e = edited(|b| b[layout::FORMAT_VERSION] = 2);
+    assert_eq!(
+        e.to_string(),
+        "package format version 2 is not one this kernel understands (3)"
     );
     let e = edited(|b| b[layout::FORMAT_VERSION] = 0);
     assert!(matches!(

@@ -433,15 +433,11 @@ fn the_description_length_is_bounded() {
             ..
         })
     ));
-    let e = edited(|b| b[layout::DESCRIPTION_RESERVED + 3] = 1);
-    assert_eq!(
-        e,
-        FormatError::InvalidField {
-            field: "header reserved bytes",
-            value: layout::DESCRIPTION_RESERVED as u64,
-            reason: "must be zero",
-        }
-    );
+    // Version 3 keeps the image's security version where version 2 had reserved bytes.
+    let mut bytes = sample_spec().build().unwrap();
+    bytes[layout::SVN + 1] = 1;
+    reseal(&mut bytes).unwrap();
+    assert_eq!(parse(&bytes).unwrap().svn(), 256 + sample_spec().svn);
 }
 
 #[test]

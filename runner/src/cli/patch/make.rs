@@ -36,6 +36,9 @@ pub struct MakeArgs {
     /// The patch's label (default: the new kernel's variant or file name).
     #[arg(long)]
     pub label: Option<String>,
+    /// Sign with this key (`hotkernel key list`; default: the development key).
+    #[arg(long, value_name = "NAME")]
+    pub key: Option<String>,
     /// The patch's version.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub version: u32,
@@ -167,10 +170,11 @@ pub fn make(args: MakeArgs) -> Result<u8> {
         label: Some(label.clone()),
         include_unchanged: args.all,
     };
-    let made = hotpatch::generate(
+    let made = hotpatch::generate_signed(
         &hotpatch::read(&old_elf)?,
         &hotpatch::read(&new_elf)?,
         &opts,
+        args.key.as_deref(),
     )?;
     outln!("{} → {}", old_elf.display(), new_elf.display());
     for v in &made.verdicts {

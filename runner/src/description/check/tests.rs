@@ -160,6 +160,7 @@ fn package(description: Vec<u8>) -> Vec<u8> {
         }],
         relocations: Vec::new(),
         description,
+        svn: 1,
     }
     .build()
     .unwrap()
