@@ -24,6 +24,7 @@
 //! | [`update`] | live-update operations: pack, stage, apply, snapshot |
 //! | [`vm`] | a running VM, its state directory, its console log; is it still there |
 //! | [`watch`] | `hotkernel watch`: rebuild on save, apply the cheapest safe way |
+//! | [`fuzz`] | `hotkernel fuzz`: mutated requests into a live guest's mailbox, checked after each |
 //! | [`cli`] | the `hotkernel` command |
 //! | [`workspace`] | where things are on disk |
 #![deny(unsafe_code)]
@@ -40,6 +41,7 @@ pub mod demo;
 pub mod description;
 pub mod diskimage;
 pub mod error;
+pub mod fuzz;
 pub mod gdb;
 pub mod hotpatch;
 pub mod mailbox;

@@ -53,6 +53,27 @@ impl core::fmt::Display for OutOfRange {
     }
 }
 
+/// Why bytes of the data area could not be copied into the kernel's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyError {
+    /// The range lies outside the data area.
+    OutOfRange(OutOfRange),
+    /// The kernel heap has no room for a copy of this many bytes.
+    NoMemory { len: u64 },
+}
+
+impl core::fmt::Display for CopyError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::OutOfRange(e) => e.fmt(f),
+            Self::NoMemory { len } => write!(
+                f,
+                "{len} bytes do not fit the kernel heap: send a payload length that is the size of the patch"
+            ),
+        }
+    }
+}
+
 static SHARED: spin::Once<SharedMemory> = spin::Once::new();
 
 /// The mailbox's shared memory, once discovered or adopted.
@@ -188,18 +209,23 @@ impl SharedMemory {
         Ok(())
     }
 
-    /// The first `len` bytes of the data area, copied.
-    pub fn data_to_vec(&self, len: u64) -> Result<Vec<u8>, OutOfRange> {
+    /// The first `len` bytes of the data area, copied. The host chooses `len`: a copy
+    /// the heap has no room for is refused, never an allocation failure (which panics).
+    pub fn data_to_vec(&self, len: u64) -> Result<Vec<u8>, CopyError> {
         let capacity = self.data_capacity();
         if len > capacity {
-            return Err(OutOfRange {
+            return Err(CopyError::OutOfRange(OutOfRange {
                 offset: 0,
                 len,
                 capacity,
-            });
+            }));
         }
-        let mut out = vec![0u8; len as usize];
-        self.read_data(0, &mut out)?;
+        let mut out = Vec::new();
+        if out.try_reserve_exact(len as usize).is_err() {
+            return Err(CopyError::NoMemory { len });
+        }
+        out.resize(len as usize, 0);
+        self.read_data(0, &mut out).map_err(CopyError::OutOfRange)?;
         Ok(out)
     }
 

@@ -10,6 +10,7 @@
 mod bench;
 mod build;
 mod demo;
+mod fuzz;
 mod gdb;
 mod patch;
 mod plan;
@@ -81,6 +82,8 @@ pub enum Command {
     /// Rebuild on every save and put the change into the running VM (hotpatch, swap, or
     /// nothing with the reason).
     Watch(watch::WatchArgs),
+    /// Write mutated and random requests into a live guest's mailbox; check it survives.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 /// Options of `hotkernel run`.
@@ -162,6 +165,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Some(Command::Gdb(args)) => gdb::gdb(args),
         Some(Command::Plan(args)) => plan::plan(args),
         Some(Command::Watch(args)) => watch::watch(args),
+        Some(Command::Fuzz(args)) => fuzz::fuzz(args),
     }
 }
 
