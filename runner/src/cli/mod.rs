@@ -15,6 +15,7 @@ mod patch;
 mod plan;
 mod run;
 pub mod signals;
+mod soak;
 pub(crate) mod update;
 mod vmcmd;
 mod watch;
@@ -81,6 +82,9 @@ pub enum Command {
     /// Rebuild on every save and put the change into the running VM (hotpatch, swap, or
     /// nothing with the reason).
     Watch(watch::WatchArgs),
+    /// Many swaps (v1 ⇄ twin) and hotpatch rounds on one VM, each checked for
+    /// continuity and free memory; stops at the first discrepancy.
+    Soak(soak::SoakArgs),
 }
 
 /// Options of `hotkernel run`.
@@ -162,6 +166,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Some(Command::Gdb(args)) => gdb::gdb(args),
         Some(Command::Plan(args)) => plan::plan(args),
         Some(Command::Watch(args)) => watch::watch(args),
+        Some(Command::Soak(args)) => soak::soak(args),
     }
 }
 

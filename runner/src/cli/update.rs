@@ -247,7 +247,7 @@ fn print_host_refusal(r: &HostRefusal, running: &Running) {
     outln!("  --no-host-check sends it to the guest's own staging check");
 }
 
-fn flags(inject: &[Inject], overlay_full: bool) -> RequestFlags {
+pub(super) fn flags(inject: &[Inject], overlay_full: bool) -> RequestFlags {
     let mut f = RequestFlags::empty();
     for i in inject {
         f |= match i {
