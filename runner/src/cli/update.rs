@@ -137,7 +137,7 @@ pub fn pack(args: PackArgs) -> Result<u8> {
         }
         (None, Some(vm)) => {
             let state = VmState::load(vm)?;
-            let mailbox = Mailbox::open(&state.paths)?;
+            let mailbox = Mailbox::open_status(&state.paths)?;
             (
                 Some(running_in(&state, &mailbox)),
                 format!("the kernel VM `{vm}` runs"),
