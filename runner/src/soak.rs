@@ -35,7 +35,7 @@ use crate::continuity;
 use crate::error::Result;
 use crate::hotpatch;
 use crate::mailbox::Mailbox;
-use crate::update::{self, PushOptions};
+use crate::update::{self, HealthWindow, PushOptions};
 use crate::vm::{Vm, VmConfig};
 
 /// A hang guard for the boot and for the service's polls (not a target).
@@ -51,6 +51,8 @@ pub struct SoakOptions {
     pub cpus: u32,
     /// A fault for one swap (1-based) to carry: the soak must catch what it does.
     pub inject: Option<(usize, RequestFlags)>,
+    /// The health window every swap asks for.
+    pub health: HealthWindow,
 }
 
 /// The first operation that went wrong, and how.
@@ -105,6 +107,15 @@ impl SoakRun {
         (stats(&d[..w]).1, stats(&d[d.len() - w..]).1)
     }
 
+    /// The longest downtime and its swap (1-based), if any swap applied.
+    pub fn longest(&self) -> Option<(f64, usize)> {
+        self.downtimes_us
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, &us)| (us, i + 1))
+    }
+
     pub fn json(&self) -> Value {
         let figures = |v: &[f64]| {
             let (min, median, p99) = stats(v);
@@ -118,6 +129,7 @@ impl SoakRun {
             "swaps": {"asked": self.asked.0, "applied": self.swaps()},
             "patch_rounds": {"asked": self.asked.1, "done": self.patch_rounds(), "retries": self.retries},
             "downtime_us": figures(&self.downtimes_us),
+            "downtime_longest": self.longest().map(|(us, swap)| json!({"us": us, "swap": swap})),
             "downtime_median_first_100_us": first,
             "downtime_median_last_100_us": last,
             "patch_pause_us": {"apply": figures(&self.apply_us), "remove": figures(&self.remove_us)},
@@ -215,11 +227,19 @@ impl Soak<'_> {
     }
 
     /// Swap number `n` (1-based) with `package`.
-    fn swap(&mut self, n: usize, package: &[u8], flags: RequestFlags) -> Result<bool> {
+    fn swap(
+        &mut self,
+        n: usize,
+        package: &[u8],
+        flags: RequestFlags,
+        health: HealthWindow,
+    ) -> Result<bool> {
         let (_, label) = target(n);
         let from = target(n - 1).1;
         let at = format!("swap {n} ({from} → {label})");
-        let opts = PushOptions::with_flags(flags).without_host_check();
+        let opts = PushOptions::with_flags(flags)
+            .without_host_check()
+            .with_health(health);
         let outcome = update::push_and_apply(&mut self.mb, package, &opts, |_| {})?;
         let mut problems = Vec::new();
         match outcome {
@@ -372,7 +392,7 @@ pub fn run(opts: &SoakOptions, progress: &mut dyn FnMut(&str)) -> Result<SoakRun
             Some((at, flags)) if at == n => flags,
             _ => RequestFlags::empty(),
         };
-        if !soak.swap(n, package, flags)? {
+        if !soak.swap(n, package, flags, opts.health)? {
             break;
         }
     }

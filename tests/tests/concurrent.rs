@@ -5,6 +5,9 @@
 //! - two `push`es of one package: both get the whole verdict (`accepted …`);
 //! - `swap` and `tasks` at once: the swap applies, and `tasks` lists one kernel's
 //!   snapshot, whole (the header's task count is the number of task lines);
+//! - `patch apply` and `swap` at once: one goes before the other, whole — the patch is
+//!   applied to v1 and the swap then drops it, or the swap goes first and the patch
+//!   (made for v1's build) is refused by twin; either way twin runs, unpatched;
 //! - a command that may not wait (`HOTKERNEL_LOCK_WAIT=0`) is refused with a message
 //!   naming the holder's command and pid.
 //!
@@ -175,6 +178,45 @@ fn tasks_during_a_swap_lists_one_kernel_whole() {
     // The swap went in; the guest runs on and answers this test's own requests.
     g.assert_running("v1-twin", 2);
     let _ = std::fs::remove_file(file);
+}
+
+#[test]
+fn a_swap_during_a_patch_apply_goes_before_or_after_it_whole() {
+    let g = Guest::boot(VmConfig::variant("v1").cpus(2));
+    let vm = g.vm.name().to_owned();
+    let package = package_file("twin", "patch-swap");
+    let package = package.to_str().expect("a UTF-8 path");
+    let patch = package.replace(".hkpkg", ".hkp");
+    std::fs::write(&patch, patches::patch("v1", "patch-a")).expect("writing the patch");
+    let (tx, rx) = mpsc::channel();
+    let held = hold(&g);
+    let apply = start(&["patch", "apply", &patch, "--vm", &vm], &tx, &[]);
+    let swap = start(&["swap", "--package", package, "--vm", &vm], &tx, &[]);
+    until_waiting(&rx, 2);
+    drop(held);
+    let (applied, patch_out, patch_err) = finish(apply);
+    let (swapped, swap_out, swap_err) = finish(swap);
+    assert_eq!(swapped, Some(0), "swap:\n{swap_out}\n{swap_err}");
+    assert!(
+        swap_out.starts_with("swapped 1.0.0 \"v1\" (build"),
+        "{swap_out}"
+    );
+    match applied {
+        Some(0) => {
+            assert!(patch_out.starts_with("applied patch "), "{patch_out}");
+            println!("the patch went first; the swap dropped it");
+        }
+        Some(1) => {
+            assert!(patch_out.contains("refused"), "{patch_out}\n{patch_err}");
+            println!("the swap went first; twin refused v1's patch: {patch_out}");
+        }
+        other => panic!("patch apply ended with {other:?}:\n{patch_out}\n{patch_err}"),
+    }
+    g.assert_running("v1-twin", 2);
+    g.assert_patch_count(0);
+    let _ = hotkernel::coldpatch::forget(&vm);
+    let _ = std::fs::remove_file(package);
+    let _ = std::fs::remove_file(&patch);
 }
 
 #[test]

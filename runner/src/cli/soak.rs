@@ -22,6 +22,11 @@ pub struct SoakArgs {
     /// Virtual CPUs of the VM.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=255))]
     pub cpus: u32,
+    /// The health window each swap asks for, in milliseconds (default: the guest's,
+    /// 200 ms; 0: none). It is guest time, which under TCG passes while the host does
+    /// not run the VM's threads.
+    #[arg(long, value_name = "MS")]
+    pub health_ms: Option<u32>,
     /// Print one JSON object (progress still goes to stderr).
     #[arg(long)]
     pub json: bool,
@@ -54,6 +59,7 @@ pub fn soak(args: SoakArgs) -> Result<u8> {
         patches: args.patches.unwrap_or((args.swaps / 10).max(1)),
         cpus: args.cpus,
         inject,
+        health: crate::update::HealthWindow::from_millis(args.health_ms),
     };
     let run = soak::run(&opts, &mut |line| errln!("soak: {line}"))?;
     if args.json {
@@ -84,7 +90,12 @@ fn print(run: &SoakRun) {
         }
     }
     let (min, median, p99) = crate::bench::stats(&run.downtimes_us);
-    outln!("  downtime µs: min {min:.0}, median {median:.0}, p99 {p99:.0}");
+    outln!(
+        "  downtime µs: min {min:.0}, median {median:.0}, p99 {p99:.0}{}",
+        run.longest()
+            .map(|(us, n)| format!(", longest {us:.0} (swap {n})"))
+            .unwrap_or_default()
+    );
     let (first, last) = run.window_medians();
     outln!(
         "  median downtime of the first {w} swaps {first:.0} µs, of the last {w} {last:.0} µs",
