@@ -15,6 +15,14 @@
 //!   the first swap, a removal must leave what the first removal left (the first apply
 //!   makes page tables for the patch area, which stay).
 //!
+//! A swap the guest refuses for a reason of the moment ([`of_the_moment`]: a CPU that
+//! did not park within the quiesce bound, a missed health deadline — under TCG on a
+//! loaded host, a vCPU thread the host did not run for a few hundred ms) is tried again
+//! up to [`SWAP_ATTEMPTS`] times, after checking that the old kernel ran on with every
+//! task; each such attempt is reported ([`SoakRun::retried_swaps`]). `--strict` fails
+//! at the first instead. A refused swap leaves its package staged (the next stage frees
+//! it), so free memory is compared only after swaps that applied.
+//!
 //! The first discrepancy ends the run ([`SoakRun::failure`] says what differed). The
 //! figures: downtime (the guest's own measure) over every swap, the median of the first
 //! and of the last 100 (drift shows as a difference), the hotpatch pauses, free memory
@@ -27,7 +35,7 @@
 use std::time::{Duration, Instant};
 
 use image_format::mailbox::report::{Outcome, Snapshot};
-use image_format::mailbox::{GuestStatus, RequestFlags};
+use image_format::mailbox::{GuestStatus, RequestFlags, Status};
 use serde_json::{json, Value};
 
 use crate::bench::stats;
@@ -35,13 +43,27 @@ use crate::continuity;
 use crate::error::Result;
 use crate::hotpatch;
 use crate::mailbox::Mailbox;
-use crate::update::{self, HealthWindow, PushOptions};
+use crate::update::{self, HealthWindow, PushOptions, Refused};
 use crate::vm::{Vm, VmConfig};
 
 /// A hang guard for the boot and for the service's polls (not a target).
 const GUARD: Duration = Duration::from_secs(300);
 /// Swaps in each of the windows whose medians are compared.
 pub const WINDOW: usize = 100;
+/// Attempts at one swap while the guest refuses it for a passing reason.
+pub const SWAP_ATTEMPTS: u32 = 3;
+
+/// Whether the guest refused a swap for a reason of the moment, with the old kernel
+/// running on: a CPU did not park within the quiesce bound, or the new kernel missed
+/// its health window's deadline (and was taken back). Under TCG on a loaded host both
+/// follow from the host not running a vCPU's thread for a while; a CPU that really
+/// never parks or schedules fails every attempt. An exception or a panic in the new
+/// kernel is never of the moment.
+pub fn of_the_moment(r: &Refused) -> bool {
+    r.status == Status::QuiesceTimeout
+        || (r.status == Status::Reverted
+            && r.message.contains("the health check's deadline passed"))
+}
 
 /// What to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +75,9 @@ pub struct SoakOptions {
     pub inject: Option<(usize, RequestFlags)>,
     /// The health window every swap asks for.
     pub health: HealthWindow,
+    /// Try a swap again when the guest refused it for a reason of the moment
+    /// ([`of_the_moment`]); off, the first refusal fails the soak.
+    pub retry: bool,
 }
 
 /// The first operation that went wrong, and how.
@@ -76,6 +101,8 @@ pub struct SoakRun {
     pub remove_us: Vec<f64>,
     /// Patch operations refused for a passing reason and tried again.
     pub retries: u32,
+    /// Swap attempts refused for a passing reason and tried again: what the guest said.
+    pub retried_swaps: Vec<String>,
     /// Free frames at boot, after the first swap, and after the last operation.
     pub free_boot: u64,
     pub free_after_first_swap: Option<u64>,
@@ -128,6 +155,7 @@ impl SoakRun {
             "tasks": self.tasks,
             "swaps": {"asked": self.asked.0, "applied": self.swaps()},
             "patch_rounds": {"asked": self.asked.1, "done": self.patch_rounds(), "retries": self.retries},
+            "swaps_retried": self.retried_swaps,
             "downtime_us": figures(&self.downtimes_us),
             "downtime_longest": self.longest().map(|(us, swap)| json!({"us": us, "swap": swap})),
             "downtime_median_first_100_us": first,
@@ -179,6 +207,7 @@ struct Soak<'a> {
     progress: &'a mut dyn FnMut(&str),
     /// Free frames after the first patch removal.
     free_after_removal: Option<u64>,
+    retry: bool,
 }
 
 /// The build a swap goes to and its label: odd swaps go to `twin`, even ones back.
@@ -226,7 +255,9 @@ impl Soak<'_> {
         Ok(problems.is_empty() || self.fail(at, problems))
     }
 
-    /// Swap number `n` (1-based) with `package`.
+    /// Swap number `n` (1-based) with `package`: up to [`SWAP_ATTEMPTS`] attempts while
+    /// the guest refuses it for a passing reason ([`of_the_moment`]), each followed by
+    /// the continuity check (the old kernel must run on with every task).
     fn swap(
         &mut self,
         n: usize,
@@ -240,22 +271,44 @@ impl Soak<'_> {
         let opts = PushOptions::with_flags(flags)
             .without_host_check()
             .with_health(health);
-        let outcome = update::push_and_apply(&mut self.mb, package, &opts, |_| {})?;
-        let mut problems = Vec::new();
-        match outcome {
-            Ok(r) if r.outcome == Outcome::Applied && r.to.label.as_str() == label => {
-                self.run.downtimes_us.push(r.downtime_ns as f64 / 1000.0);
-            }
-            Ok(r) => match r.outcome {
-                Outcome::RolledBack { reason } => {
-                    problems.push(format!("rolled back, {from} runs on: {reason}"))
+        let mut attempt = 1;
+        let problems = loop {
+            let outcome = update::push_and_apply(&mut self.mb, package, &opts, |_| {})?;
+            match outcome {
+                Ok(r) if r.outcome == Outcome::Applied && r.to.label.as_str() == label => {
+                    self.run.downtimes_us.push(r.downtime_ns as f64 / 1000.0);
+                    break Vec::new();
                 }
-                Outcome::Applied => problems.push(format!(
-                    "applied, but the guest now runs {}",
-                    r.to.label.as_str()
-                )),
-            },
-            Err(refused) => problems.push(format!("refused: {refused}")),
+                Ok(r) => match r.outcome {
+                    Outcome::RolledBack { reason } => {
+                        break vec![format!("rolled back, {from} runs on: {reason}")]
+                    }
+                    Outcome::Applied => {
+                        break vec![format!(
+                            "applied, but the guest now runs {}",
+                            r.to.label.as_str()
+                        )]
+                    }
+                },
+                Err(refused)
+                    if self.retry && of_the_moment(&refused) && attempt < SWAP_ATTEMPTS =>
+                {
+                    let why = format!("{at}: attempt {attempt} refused for the moment: {refused}");
+                    (self.progress)(&format!("{why}; trying again"));
+                    self.run.retried_swaps.push(why);
+                    // The old kernel runs on: every task must have carried on.
+                    if !self.compare(format!("{at}, attempt {attempt}"), None, Vec::new())? {
+                        return Ok(false);
+                    }
+                    attempt += 1;
+                }
+                Err(refused) => break vec![format!("refused: {refused}")],
+            }
+        };
+        if !problems.is_empty() {
+            // A refused swap leaves its package staged (the next stage frees it): free
+            // memory is not compared.
+            return self.compare(at, None, problems);
         }
         let free = self.settled()?.free_frames;
         let expected = *self.run.free_after_first_swap.get_or_insert(free);
@@ -371,6 +424,7 @@ pub fn run(opts: &SoakOptions, progress: &mut dyn FnMut(&str)) -> Result<SoakRun
         last,
         progress,
         free_after_removal: None,
+        retry: opts.retry,
     };
     let rounds = schedule(opts.swaps, opts.patches);
     let mut round = 0;
