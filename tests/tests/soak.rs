@@ -94,9 +94,9 @@ fn a_swap_that_rolls_back_stops_the_soak_there() {
     assert_eq!(v["failure"]["at"], "swap 3 (v1 → v1-twin)", "{v}");
     let problems = v["failure"]["problems"].as_array().expect("problems");
     assert!(
-        problems.iter().any(|p| p
-            .as_str()
-            .is_some_and(|p| p.starts_with("rolled back, v1 runs on"))),
+        problems.iter().any(|p| p.as_str().is_some_and(|p| p
+            .starts_with("refused: the swap failed and was rolled back")
+            && p.contains("injected reconciliation failure"))),
         "{v}"
     );
     // The rollback kept every task: the only problem is that the swap did not apply.
