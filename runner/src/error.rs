@@ -152,6 +152,16 @@ pub enum Error {
         death: Box<Death>,
     },
 
+    /// Another command held the VM's mailbox for as long as this one would wait
+    /// ([`crate::vm::lock`]).
+    #[error("VM `{vm}` is busy: {holder} is using its mailbox, and this command waited {:.0} s for it; run this again when that has finished (HOTKERNEL_LOCK_WAIT=SECONDS waits longer)", .waited.as_secs_f64())]
+    VmBusy {
+        vm: String,
+        /// The holder, as it wrote itself into the lock file: `` `hotkernel push …` (pid 12) ``.
+        holder: String,
+        waited: Duration,
+    },
+
     /// A signal (Ctrl-C, SIGTERM, SIGHUP) stopped this process's VMs; no VM is launched
     /// after it.
     #[error("interrupted: a signal stopped this process's VMs, and no new one is started")]

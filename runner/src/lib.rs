@@ -17,6 +17,7 @@
 //! | [`gdb`] | `hotkernel gdb`: GDB on a VM's gdbstub with the running kernel's and patches' symbols |
 //! | [`qemu`] | QEMU's command line and what its exit status means |
 //! | [`serial`] | the guest console: timestamped lines, the bytes handed on |
+//! | [`soak`] | `hotkernel soak`: many updates on one VM, each checked |
 //! | [`term`] | the runner's own output: writes that tolerate a closed terminal, the console's echo |
 //! | [`qmp`] | QEMU Machine Protocol client |
 //! | [`mailbox`] | the shared-memory mailbox: requests, responses, reports |
@@ -51,6 +52,7 @@ pub mod qemu;
 pub mod qmp;
 pub mod report;
 pub mod serial;
+pub mod soak;
 pub mod term;
 pub mod toolchain;
 pub mod update;

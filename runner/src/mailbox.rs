@@ -6,7 +6,10 @@
 //! fence, then `seq_end` — [`image_format::mailbox::SealedBlock::write_to`]), ring the
 //! doorbell, then read the response block until it answers this request's `seq` with
 //! `Done`. A response is read only when whole (both sequence copies and the checksum
-//! agree). Only one client at a time should talk to one VM's mailbox.
+//! agree). One client at a time talks to one VM's mailbox: a mailbox opened for a VM
+//! takes the VM's mailbox lock ([`crate::vm::lock`]) for its life ([`Mailbox::open`])
+//! or for each request ([`Mailbox::open_per_request`]), or opens it to read the status
+//! block only ([`Mailbox::open_status`], which sends nothing).
 //!
 //! A mailbox opened for a VM ([`Mailbox::open`]) also watches the VM while it waits for
 //! an answer ([`crate::vm::watch`]): when QEMU is gone, the wait ends within
@@ -29,6 +32,8 @@ use image_format::mailbox::{
 use memmap2::MmapMut;
 
 use crate::error::{Error, Result};
+use crate::term::errln;
+use crate::vm::lock::{self, MailboxLock};
 use crate::vm::watch::Watch;
 use crate::vm::VmPaths;
 
@@ -46,6 +51,35 @@ pub struct Mailbox {
     watch: Option<Watch>,
     /// The last request sent: its sequence number, command and flags.
     sent: Option<(u64, Command, RequestFlags)>,
+    access: Access,
+}
+
+/// What a mailbox may send, and under which lock.
+#[derive(Debug)]
+enum Access {
+    /// The VM's mailbox lock, held for the mailbox's life.
+    Exclusive(#[allow(dead_code)] MailboxLock),
+    /// The VM's mailbox lock, taken for each [`Mailbox::call`].
+    PerRequest { vm: String, paths: Box<VmPaths> },
+    /// Reads the status block; sends nothing.
+    StatusOnly,
+    /// A backing file opened directly ([`Mailbox::open_file`]): no lock.
+    File,
+}
+
+/// The VM's name: its state directory's.
+fn vm_name(paths: &VmPaths) -> String {
+    paths
+        .dir
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+}
+
+/// Takes the mailbox lock of the VM `vm`, saying on stderr whom it waits for.
+fn take_lock(vm: &str, paths: &VmPaths) -> Result<MailboxLock> {
+    lock::acquire(vm, paths, lock::wait_limit(), |holder| {
+        errln!("hotkernel: waiting for {holder} to finish with VM `{vm}`");
+    })
 }
 
 /// What a finished request returned.
@@ -63,12 +97,49 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 impl Mailbox {
-    /// Opens the mailbox of the VM whose files are `paths`.
+    /// Opens the mailbox of the VM whose files are `paths`, holding the VM's mailbox
+    /// lock until dropped: no other client sends anything meanwhile. When another holds
+    /// it, waits for it ([`lock::wait_limit`]), saying so on stderr, then fails with
+    /// [`Error::VmBusy`].
     pub fn open(paths: &VmPaths) -> Result<Self> {
+        let vm = vm_name(paths);
+        let held = take_lock(&vm, paths)?;
+        Self::open_vm(paths, Access::Exclusive(held))
+    }
+
+    /// Opens the mailbox of the VM whose files are `paths` for a client that waits
+    /// between requests: each [`Mailbox::call`] takes the VM's mailbox lock for its
+    /// exchange (as [`Mailbox::open`] waits for it). The framing primitives
+    /// ([`Mailbox::send`], [`Mailbox::wait_done`]) take no lock.
+    pub fn open_per_request(paths: &VmPaths) -> Result<Self> {
+        let access = Access::PerRequest {
+            vm: vm_name(paths),
+            paths: Box::new(paths.clone()),
+        };
+        Self::open_vm(paths, access)
+    }
+
+    /// Opens the mailbox of the VM whose files are `paths` to read its status block
+    /// only, without the lock: a request through it is refused.
+    pub fn open_status(paths: &VmPaths) -> Result<Self> {
+        Self::open_vm(paths, Access::StatusOnly)
+    }
+
+    fn open_vm(paths: &VmPaths, access: Access) -> Result<Self> {
         let mut mb = Self::open_file(&paths.mailbox, &paths.doorbell_socket)?;
         mb.booted_elf = Some(paths.booted_elf());
         mb.watch = Some(Watch::for_vm(paths));
+        mb.access = access;
         Ok(mb)
+    }
+
+    fn sends(&self) -> Result<()> {
+        match self.access {
+            Access::StatusOnly => Err(Error::Mailbox(
+                "this mailbox was opened to read the VM's status only (Mailbox::open_status); open it with Mailbox::open to send requests".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Opens a mailbox backing file directly.
@@ -97,6 +168,7 @@ impl Mailbox {
             booted_elf: None,
             watch: None,
             sent: None,
+            access: Access::File,
         })
     }
 
@@ -161,6 +233,7 @@ impl Mailbox {
 
     /// Writes `payload` into the data area.
     pub fn write_data(&mut self, payload: &[u8]) -> Result<()> {
+        self.sends()?;
         if payload.len() > self.data_capacity() {
             return Err(Error::Mailbox(format!(
                 "{} bytes do not fit the mailbox's data area ({} bytes)",
@@ -174,6 +247,7 @@ impl Mailbox {
 
     /// Writes `request` (complete, framed) and rings the doorbell.
     pub fn send(&mut self, request: &Request) -> Result<()> {
+        self.sends()?;
         let sealed = request.seal();
         sealed
             .write_to(&mut self.map[REQUEST_OFFSET..REQUEST_OFFSET + BLOCK_SIZE])
@@ -287,6 +361,12 @@ impl Mailbox {
         timeout: Duration,
         progress: impl FnMut(&Response),
     ) -> Result<Answer> {
+        self.sends()?;
+        // Held until the answer is read (or the wait fails).
+        let _exchange = match &self.access {
+            Access::PerRequest { vm, paths } => Some(take_lock(vm, paths)?),
+            _ => None,
+        };
         if let Some(p) = payload {
             self.write_data(p)?;
         }

@@ -44,7 +44,8 @@ impl Guest {
                 vm.qemu_stderr()
             );
         }
-        let mailbox = Mailbox::open(vm.paths()).check("opening the mailbox");
+        // Per request: the tests run `hotkernel` commands against this VM meanwhile.
+        let mailbox = Mailbox::open_per_request(vm.paths()).check("opening the mailbox");
         mailbox
             .wait_running(HANG_GUARD)
             .check("waiting for the guest to run");

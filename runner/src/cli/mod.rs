@@ -17,6 +17,7 @@ mod patch;
 mod plan;
 mod run;
 pub mod signals;
+mod soak;
 pub(crate) mod update;
 mod vmcmd;
 mod watch;
@@ -87,6 +88,9 @@ pub enum Command {
     Watch(watch::WatchArgs),
     /// Write mutated and random requests into a live guest's mailbox; check it survives.
     Fuzz(fuzz::FuzzArgs),
+    /// Many swaps (v1 ⇄ twin) and hotpatch rounds on one VM, each checked for
+    /// continuity and free memory; stops at the first discrepancy.
+    Soak(soak::SoakArgs),
 }
 
 /// Options of `hotkernel run`.
@@ -170,6 +174,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Some(Command::Plan(args)) => plan::plan(args),
         Some(Command::Watch(args)) => watch::watch(args),
         Some(Command::Fuzz(args)) => fuzz::fuzz(args),
+        Some(Command::Soak(args)) => soak::soak(args),
     }
 }
 

@@ -148,7 +148,7 @@ pub fn pack(args: PackArgs) -> Result<u8> {
         }
         (None, Some(vm)) => {
             let state = VmState::load(vm)?;
-            let mailbox = Mailbox::open(&state.paths)?;
+            let mailbox = Mailbox::open_status(&state.paths)?;
             (
                 Some(running_in(&state, &mailbox)),
                 format!("the kernel VM `{vm}` runs"),
@@ -259,7 +259,7 @@ fn print_host_refusal(r: &HostRefusal, running: &Running) {
     outln!("  --no-host-check sends it to the guest's own staging check");
 }
 
-fn flags(inject: &[Inject], overlay_full: bool) -> RequestFlags {
+pub(super) fn flags(inject: &[Inject], overlay_full: bool) -> RequestFlags {
     let mut f = RequestFlags::empty();
     for i in inject {
         f |= match i {

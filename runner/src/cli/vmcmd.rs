@@ -58,7 +58,7 @@ pub fn status(args: VmArgs) -> Result<u8> {
             state.boot_opts.join(" ")
         }
     );
-    match crate::mailbox::Mailbox::open(&state.paths).and_then(|m| m.status()) {
+    match crate::mailbox::Mailbox::open_status(&state.paths).and_then(|m| m.status()) {
         Ok(g) => {
             outln!(
                 "  running {} — kernel #{} since cold boot, {} ({})",

@@ -659,6 +659,7 @@ mod tests {
                 &[],
             ),
             build_id: image_format::BuildId::new(&[1; 20]),
+            svn: 1,
             entries: image_format::package::Entries {
                 kernel: 0,
                 bootstrap: 8,

@@ -7,6 +7,7 @@
 //! | [`state`] | the VM's directory, `state.json`, who owns a name |
 //! | [`console`] | the console log kept across swaps, boots and the VM's end; panic reports |
 //! | [`watch`] | is a VM still there, from any process; what happened when it is not |
+//! | [`lock`] | one command at a time on a VM's mailbox |
 //! | [`registry`] | every VM this process runs, for a signal handler to stop |
 //! | [`slots`] | how many VMs one process runs at once |
 //!
@@ -23,6 +24,7 @@
 mod config;
 pub mod console;
 mod kernel;
+pub mod lock;
 pub mod registry;
 pub mod slots;
 pub mod state;

@@ -6,6 +6,7 @@
 //! | `owner.lock` | locked by the runner for the VM's whole life: a VM is live iff it is locked |
 //! | `state.json` | [`VmState`]: pids, sockets, mailbox, kernel |
 //! | `kernel.elf` | the ELF the VM booted (a link or copy: a rebuild does not change it) |
+//! | `mailbox.lock` | held by the command using the mailbox, with its pid and command line ([`super::lock`]) |
 //! | `stop-requested` | written by `hotkernel stop` before it quits QEMU, so the runner knows the quit was asked for |
 //! | `gdb/` | what `hotkernel gdb` generated: its script, an ELF of symbols per applied patch |
 //! | `serial.sock`, `doorbell.sock`, `qmp.sock`, `gdb.sock` | QEMU's sockets (in a short directory under `/tmp/hotkernel-<uid>/` instead when this path is too long for a unix socket) |
@@ -380,6 +381,7 @@ fn remove_files(paths: &VmPaths) {
     let _ = fs::remove_file(&paths.stop_marker);
     let _ = fs::remove_file(paths.booted_elf());
     let _ = fs::remove_file(&paths.state_file);
+    let _ = fs::remove_file(super::lock::path(paths));
 }
 
 /// Removes a mailbox file unless a live runner (of any checkout) holds its lock.

@@ -99,7 +99,7 @@ fn resolve(source: &Source) -> Result<PathBuf> {
         Source::Variant(name) => variant_elf(name),
         Source::Vm(name) => {
             let state = VmState::load(name)?;
-            let mb = Mailbox::open(&state.paths)?;
+            let mb = Mailbox::open_status(&state.paths)?;
             hotpatch::running_elf(&state, &mb)
         }
     }
