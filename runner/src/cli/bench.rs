@@ -133,6 +133,17 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
                     v["guest_copy_and_hash_mb_s_median"].as_f64().unwrap_or(0.0),
                     v["guest_sha256_mb_s_median"].as_f64().unwrap_or(0.0)
                 );
+                outln!(
+                    "  signature check: {:.0} µs median of {:.0} µs staging ({:.1} %)",
+                    v["guest_signature_verify_us_median"]
+                        .as_f64()
+                        .unwrap_or(0.0),
+                    v["guest_staging_us_median"].as_f64().unwrap_or(0.0),
+                    100.0
+                        * v["signature_share_of_staging_median"]
+                            .as_f64()
+                            .unwrap_or(0.0)
+                );
             }
             Ok(0)
         }
