@@ -127,5 +127,6 @@ pub fn grown(package: &[u8], min_total: u64, max_total: u64) -> Vec<u8> {
         "grown package of {total} bytes, wanted {min_total}..={max_total}"
     );
     assert_eq!(parse_header(&out).unwrap().total_size(), total);
-    out
+    // Signed like every package `pack` makes (the trailer follows the total size).
+    signed(&out)
 }
