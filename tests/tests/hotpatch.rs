@@ -734,7 +734,8 @@ fn a_longer_log_message_is_hotpatched_into_the_running_heartbeat() {
         .map(|v| v.name.as_str())
         .collect();
     assert_eq!(changed, [HEARTBEAT_STEP], "{:?}", out.verdicts);
-    let pf = out.bytes.expect("a patch");
+    // Signed as `patch make` signs (the guest refuses unsigned patches).
+    let pf = hotkernel_tests::packages::signed(&out.bytes.expect("a patch"));
 
     let first = g.vm.serial_lines().len();
     let line =
