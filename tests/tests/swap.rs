@@ -568,8 +568,10 @@ fn patch_between(old: &str, new: &str) -> Vec<u8> {
     };
     let out = make_patch(&elf(old), &elf(new), &PatchOptions::default())
         .unwrap_or_else(|e| panic!("generating {old}→{new}: {e}"));
-    out.bytes
-        .unwrap_or_else(|| panic!("{old}→{new} cannot be hotpatched: {:?}", out.verdicts))
+    let bytes = out
+        .bytes
+        .unwrap_or_else(|| panic!("{old}→{new} cannot be hotpatched: {:?}", out.verdicts));
+    hotkernel_tests::packages::signed(&bytes)
 }
 
 /// Counter increments per step between two snapshots, one per counter task.

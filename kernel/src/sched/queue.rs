@@ -87,17 +87,6 @@ impl Queue {
         &self.states
     }
 
-    /// Pools that hold records, and how many of them are adopted in place (the
-    /// task-table entries included).
-    pub fn pools(&self) -> (usize, usize) {
-        let (held, adopted) = self.states.held();
-        let entries = usize::from(self.entries.len() > 0);
-        (
-            held + entries,
-            adopted + usize::from(entries == 1 && self.entries.is_adopted()),
-        )
-    }
-
     pub fn len(&self) -> usize {
         self.slots.len()
     }

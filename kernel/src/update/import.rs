@@ -65,21 +65,30 @@ pub fn read(set: &RecordSet<'_>) -> Carried {
     }
 }
 
-/// Tasks adopted at resume, and how many of the queues' record pools that held records
-/// were adopted where they stood (tasks, pools in place, pools).
-static ADOPTED: Mutex<(usize, usize, usize)> = Mutex::new((0, 0, 0));
-
-/// Counts what the queues adopted (at resume, right after [`adopt_tasks`]).
-pub fn note_adopted(tasks: usize) {
-    let (pools, in_place) = sched::lock_all()
-        .queues()
-        .map(|q| q.pools())
-        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
-    *ADOPTED.lock() = (tasks, in_place, pools);
+/// What [`adopt_tasks`] placed: the tasks, and the record pools that held records with
+/// how many of them were adopted where they stood. Counted as the queues take them:
+/// a released CPU's first step of a task copies its pool to the heap (pools are read
+/// only in place), so counting later would measure the CPUs' progress instead.
+#[derive(Clone, Copy, Default)]
+pub struct Adoption {
+    pub tasks: usize,
+    pub pools: usize,
+    pub in_place: usize,
 }
 
-/// What [`note_adopted`] counted.
-pub fn adopted() -> (usize, usize, usize) {
+static ADOPTED: Mutex<Adoption> = Mutex::new(Adoption {
+    tasks: 0,
+    pools: 0,
+    in_place: 0,
+});
+
+/// Keeps what [`adopt_tasks`] placed for the swap report's log line.
+pub fn note_adopted(adoption: Adoption) {
+    *ADOPTED.lock() = adoption;
+}
+
+/// What [`note_adopted`] kept.
+pub fn adopted() -> Adoption {
     *ADOPTED.lock()
 }
 
@@ -95,8 +104,8 @@ pub fn channels(channels: Vec<pipeline::ChannelV1>) {
 }
 
 /// Gives every CPU its tasks, where they stand in `half` (the converted set at `at`);
-/// returns how many tasks were placed.
-pub fn adopt_tasks(half: &'static mut [u8], at: usize, queues: &[run_queues::V1]) -> usize {
+/// returns what was placed.
+pub fn adopt_tasks(half: &'static mut [u8], at: usize, queues: &[run_queues::V1]) -> Adoption {
     let mut entries = EntriesMut::split(half, at)
         .unwrap_or_else(|e| panic!("converted set (checked by the bootstrap): {e}"));
     let (_, table) = entries
@@ -106,7 +115,7 @@ pub fn adopt_tasks(half: &'static mut [u8], at: usize, queues: &[run_queues::V1]
         entries_mut(table).unwrap_or_else(|e| panic!("task table in place: {e}"));
     let mut states = tasks::Adopter::new(&mut entries)
         .unwrap_or_else(|e| panic!("{} states in place: {}", e.kind, e.error));
-    let mut placed = 0;
+    let mut placed = Adoption::default();
     for q in queues {
         let n = (q.tasks as usize).min(rest.len());
         let (mine, tail) = core::mem::take(&mut rest).split_at_mut(n);
@@ -139,7 +148,11 @@ pub fn adopt_tasks(half: &'static mut [u8], at: usize, queues: &[run_queues::V1]
                     .collect(),
             )
         };
-        placed += entries.len();
+        let (held, in_place) = pools.held();
+        let has_entries = !entries.as_slice().is_empty();
+        placed.tasks += entries.len();
+        placed.pools += held + usize::from(has_entries);
+        placed.in_place += in_place + usize::from(has_entries && entries.is_adopted());
         sched::adopt_queue(CpuId::new(q.cpu as usize), entries, pools);
     }
     placed

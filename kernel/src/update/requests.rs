@@ -417,7 +417,11 @@ fn finish_swap(mb: &SharedMemory) -> bool {
         crate::identity::describe(),
         crate::machine::boot_seq()
     );
-    let (tasks, in_place, pools) = crate::update::import::adopted();
+    let crate::update::import::Adoption {
+        tasks,
+        pools,
+        in_place,
+    } = crate::update::import::adopted();
     log::info!("adopted {tasks} tasks: {in_place} of {pools} record pools where they stood");
     log::info!(
         "swap {} → {}: downtime {} µs, {} tasks before, {} after",
