@@ -134,6 +134,11 @@ bitflags::bitflags! {
         /// `Apply`: no health window — the swap commits as soon as the new kernel runs,
         /// and the old image's frames are freed at once (the copy overlay needs it).
         const NO_HEALTH_WINDOW = 1 << 11;
+        /// `Apply`, `Snapshot`, `PatchApply`, `PatchRemove` (tests of a request that
+        /// comes while one's work waits for the bootstrap processor): the work waits
+        /// until the guest has read the next request, instead of running at the BSP's
+        /// next checkpoint.
+        const HOLD_JOB = 1 << 12;
     }
 }
 

@@ -101,9 +101,21 @@ impl core::fmt::Display for PatchRefusal {
     }
 }
 
-/// A patch loaded into patch memory, ready for its jumps.
+/// A patch loaded into patch memory, ready for its jumps. Dropped without being
+/// installed (refused, or its request abandoned), it frees that memory: nothing stays
+/// mapped in the patch area that no applied patch owns.
 pub struct Prepared {
     pub applied: Applied,
+    /// Whether the patch memory is still this value's to free (not once installed).
+    owns_memory: bool,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if self.owns_memory {
+            memory::free(self.applied.memory.0, self.applied.memory.1);
+        }
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -226,9 +238,8 @@ fn prepare_view(view: &hotpatch::PatchView<'_>) -> Result<Prepared, PatchRefusal
     }
     // Load and relocate.
     let payload = view.payload();
-    let none_applied = super::count() == 0;
-    let start = memory::allocate(payload.len() as u64, none_applied)
-        .map_err(|e| PatchRefusal::Memory(e.to_string()))?;
+    let start =
+        memory::allocate(payload.len() as u64).map_err(|e| PatchRefusal::Memory(e.to_string()))?;
     let len = (payload.len() as u64).max(1).next_multiple_of(4096);
     // SAFETY: `start` was just mapped writable for `len` bytes, for this patch only.
     let mem = unsafe { core::slice::from_raw_parts_mut(start as *mut u8, payload.len()) };
@@ -271,12 +282,8 @@ fn prepare_view(view: &hotpatch::PatchView<'_>) -> Result<Prepared, PatchRefusal
             code,
             applied_ns: 0,
         },
+        owns_memory: true,
     })
-}
-
-/// Frees what [`prepare`] loaded (a prepared patch that will not be installed).
-pub fn discard(p: Prepared) {
-    memory::free(p.applied.memory.0, p.applied.memory.1);
 }
 
 /// The outcome of a stop: how long, how many CPUs.
@@ -379,13 +386,14 @@ pub fn install(mut prepared: Prepared) -> Result<(Applied, Pause), (PatchRefusal
             prepared.applied.applied_ns = time::since_boot().as_nanos() as u64;
             stack.push(prepared.applied.clone());
             drop(stack);
+            // The memory is the applied patch's now (freed when it is removed).
+            prepared.owns_memory = false;
             super::bump_generation();
-            Ok((prepared.applied, pause))
+            Ok((prepared.applied.clone(), pause))
         }
         Err((refusal, pause)) => {
-            let described = prepared.applied.clone();
-            discard(prepared);
-            Err((refusal, pause, described))
+            // Dropping `prepared` frees its memory.
+            Err((refusal, pause, prepared.applied.clone()))
         }
     }
 }

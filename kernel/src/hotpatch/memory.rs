@@ -10,22 +10,35 @@ use x86_64::structures::paging::PageTableFlags;
 use crate::memory::layout::PATCH_AREA;
 use crate::memory::{self, paging::MapError, DATA};
 
-/// Next free address in the patch area (reset when no patch is applied).
-static NEXT: Mutex<u64> = Mutex::new(PATCH_AREA.start);
+/// The patch area's allocation: the next free address, and how many allocations of
+/// this kernel are live (mapped and not freed yet).
+struct Area {
+    next: u64,
+    live: usize,
+}
+
+static AREA: Mutex<Area> = Mutex::new(Area {
+    next: PATCH_AREA.start,
+    live: 0,
+});
 
 /// Maps `len` bytes (rounded to pages) of fresh writable memory; returns its start.
-pub fn allocate(len: u64, none_applied: bool) -> Result<u64, MapError> {
-    let mut next = NEXT.lock();
-    if none_applied {
-        *next = PATCH_AREA.start;
+/// Addresses are handed out upwards and start again at the bottom once nothing this
+/// kernel allocated is live (a loaded patch not yet installed counts, as an applied
+/// one does).
+pub fn allocate(len: u64) -> Result<u64, MapError> {
+    let mut area = AREA.lock();
+    if area.live == 0 {
+        area.next = PATCH_AREA.start;
     }
     let size = len.max(1).next_multiple_of(4096);
-    if *next + size > PATCH_AREA.end() {
+    if area.next + size > PATCH_AREA.end() {
         return Err(MapError::OutOfFrames);
     }
-    let start = *next;
+    let start = area.next;
     memory::with_tables(|t| t.map_fresh(start, size, DATA))?;
-    *next += size + 4096; // a guard page between patches
+    area.next += size + 4096; // a guard page between patches
+    area.live += 1;
     Ok(start)
 }
 
@@ -47,8 +60,23 @@ pub fn seal(start: u64, len: u64, code: u64) -> Result<(), MapError> {
     })
 }
 
-/// Unmaps patch memory and frees its frames.
+/// Unmaps memory [`allocate`] returned (or [`adopt`] counted) and frees its frames.
 pub fn free(start: u64, len: u64) {
+    let mut area = AREA.lock();
+    unmap(start, len);
+    area.live = area.live.saturating_sub(1);
+}
+
+/// Counts memory a previous kernel's patch holds (after a swap) as live until it is
+/// freed with [`free`]: this kernel allocates above it meanwhile.
+pub fn adopt(start: u64, len: u64) {
+    let mut area = AREA.lock();
+    let end = start + len.max(1).next_multiple_of(4096) + 4096;
+    area.next = area.next.max(end);
+    area.live += 1;
+}
+
+fn unmap(start: u64, len: u64) {
     memory::with_tables(|t| {
         let _ = t.unmap(start, len.next_multiple_of(4096), true);
     });

@@ -34,14 +34,14 @@ impl core::fmt::Display for MapError {
     }
 }
 
-impl From<MapToError<Size4KiB>> for MapError {
-    fn from(e: MapToError<Size4KiB>) -> Self {
+impl MapError {
+    /// What mapping `page` failed with.
+    fn of_map(e: MapToError<Size4KiB>, page: Page<Size4KiB>) -> Self {
+        let virt = page.start_address().as_u64();
         match e {
             MapToError::FrameAllocationFailed => MapError::OutOfFrames,
-            MapToError::PageAlreadyMapped(frame) => MapError::AlreadyMapped {
-                virt: frame.start_address().as_u64(),
-            },
-            MapToError::ParentEntryHugePage => MapError::HugePage { virt: 0 },
+            MapToError::PageAlreadyMapped(_) => MapError::AlreadyMapped { virt },
+            MapToError::ParentEntryHugePage => MapError::HugePage { virt },
         }
     }
 }
@@ -89,21 +89,46 @@ impl PageTables {
         len: u64,
         flags: PageTableFlags,
     ) -> Result<(), MapError> {
-        for page in pages(virt, len) {
-            let frame = GlobalFrames.allocate_frame().ok_or(MapError::OutOfFrames)?;
-            // SAFETY: the frame is fresh (allocator) and zeroed below before use.
-            unsafe {
-                core::ptr::write_bytes(
-                    (self.phys_offset + frame.start_address().as_u64()) as *mut u8,
-                    0,
-                    4096,
-                );
-                self.inner
-                    .map_to(page, frame, flags, &mut GlobalFrames)?
-                    .flush();
+        for (done, page) in pages(virt, len).enumerate() {
+            if let Err(e) = self.map_fresh_page(page, flags) {
+                // All or nothing: what this call mapped before the failure goes again.
+                let _ = self.unmap(virt, done as u64 * 4096, true);
+                return Err(e);
             }
         }
         Ok(())
+    }
+
+    /// Maps one page to a fresh zeroed frame; the frame goes back if the page cannot be
+    /// mapped.
+    fn map_fresh_page(
+        &mut self,
+        page: Page<Size4KiB>,
+        flags: PageTableFlags,
+    ) -> Result<(), MapError> {
+        let frame = GlobalFrames.allocate_frame().ok_or(MapError::OutOfFrames)?;
+        // SAFETY: the frame is fresh (allocator), not mapped anywhere else yet; zeroing
+        // it through the physical-memory window touches nothing else.
+        unsafe {
+            core::ptr::write_bytes(
+                (self.phys_offset + frame.start_address().as_u64()) as *mut u8,
+                0,
+                4096,
+            );
+        }
+        // SAFETY: mapping a fresh frame nobody else refers to at a page of ours.
+        match unsafe { self.inner.map_to(page, frame, flags, &mut GlobalFrames) } {
+            Ok(flush) => {
+                flush.flush();
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(f) = FRAMES.lock().as_mut() {
+                    f.deallocate(frame);
+                }
+                Err(MapError::of_map(e, page))
+            }
+        }
     }
 
     /// Maps `len` bytes at `virt` to the physical range at `phys` (device memory or
@@ -124,7 +149,8 @@ impl PageTables {
             // SAFETY: caller contract.
             unsafe {
                 self.inner
-                    .map_to(page, frame, flags, &mut GlobalFrames)?
+                    .map_to(page, frame, flags, &mut GlobalFrames)
+                    .map_err(|e| MapError::of_map(e, page))?
                     .flush()
             };
         }

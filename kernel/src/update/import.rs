@@ -57,7 +57,11 @@ pub fn machine(set: &RecordSet<'_>) -> MachineRecord {
 
 /// Reads everything but the machine and the tasks out of the converted set.
 pub fn read(set: &RecordSet<'_>) -> Carried {
-    *HANDED_OVER.lock() = all::<patch_set::V1>(set);
+    let patches = all::<patch_set::V1>(set);
+    for p in &patches {
+        crate::hotpatch::memory::adopt(p.memory, u64::from(p.pages) * 4096);
+    }
+    *HANDED_OVER.lock() = patches;
     Carried {
         history: all(set),
         channels: all(set),

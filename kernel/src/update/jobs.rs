@@ -4,8 +4,10 @@
 //! coordinator hook), so no task is in flight on the coordinating CPU either.
 #![deny(unsafe_code)]
 
+use core::sync::atomic::{AtomicBool, Ordering};
 use image_format::mailbox::report::{Outcome, Report};
 use image_format::mailbox::{GuestState, RequestFlags, Response, ResponseState, Status};
+
 use spin::Mutex;
 use updater::handoff::inject;
 
@@ -37,16 +39,69 @@ pub enum Job {
     PatchRemove { seq: u64, id: Option<u64> },
 }
 
-static PENDING: Mutex<Option<Job>> = Mutex::new(None);
+impl Job {
+    /// The request the job answers.
+    fn seq(&self) -> u64 {
+        match self {
+            Job::Apply { seq, .. }
+            | Job::Snapshot { seq }
+            | Job::PatchApply { seq, .. }
+            | Job::PatchRemove { seq, .. } => *seq,
+        }
+    }
 
-/// Queues `job` for the BSP's next checkpoint.
-pub fn request(job: Job) {
-    *PENDING.lock() = Some(job);
+    /// What the job does, for a refusal's message.
+    fn what(&self) -> &'static str {
+        match self {
+            Job::Apply { .. } => "a swap",
+            Job::Snapshot { .. } => "a snapshot",
+            Job::PatchApply { .. } => "a patch apply",
+            Job::PatchRemove { .. } => "a patch removal",
+        }
+    }
 }
 
-/// Whether a job waits.
-pub fn pending() -> bool {
+static PENDING: Mutex<Option<Job>> = Mutex::new(None);
+
+/// The waiting job is held back until the next request is read (`RequestFlags::HOLD_JOB`).
+static HELD: AtomicBool = AtomicBool::new(false);
+
+/// Queues `job` for the BSP's next checkpoint. One job waits at a time: while another
+/// one does, `job`'s request is answered `Busy` here and `job` is dropped (a loaded
+/// patch frees its memory); returns whether it was queued. A request is never dropped
+/// unanswered, and a waiting job is never replaced.
+pub fn request(job: Job, flags: RequestFlags) -> bool {
+    let mut pending = PENDING.lock();
+    let Some(waiting) = pending.as_ref() else {
+        HELD.store(flags.contains(RequestFlags::HOLD_JOB), Ordering::Release);
+        *pending = Some(job);
+        return true;
+    };
+    let (waiting, seq, what) = (waiting.what(), job.seq(), job.what());
+    drop(pending);
+    log::warn!("{what} refused: {waiting} requested earlier has not run yet");
+    respond(
+        seq,
+        Status::Busy,
+        format_args!("{what} must wait: {waiting} requested earlier has not run yet; try again"),
+        None,
+    );
+    false
+}
+
+/// Whether a job waits (held back or not): a request for another one is refused.
+pub fn waiting() -> bool {
     PENDING.lock().is_some()
+}
+
+/// Whether a job is ready for the BSP (the scheduler's question).
+pub fn pending() -> bool {
+    !HELD.load(Ordering::Acquire) && waiting()
+}
+
+/// The next request was read: a held job may run.
+pub fn release_held() {
+    HELD.store(false, Ordering::Release);
 }
 
 fn inject_bits(flags: RequestFlags, args: [u64; 4]) -> u64 {
@@ -93,6 +148,9 @@ fn respond(seq: u64, status: Status, message: core::fmt::Arguments<'_>, report: 
 
 /// Runs the pending job, if any (BSP only, between task steps).
 pub fn run_pending() {
+    if HELD.load(Ordering::Acquire) {
+        return;
+    }
     let Some(job) = PENDING.lock().take() else {
         return;
     };

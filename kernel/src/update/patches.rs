@@ -110,10 +110,14 @@ pub fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next 
                     let mut r = Response::new(seq, ResponseState::InProgress, Status::Accepted);
                     r.set_message(format_args!("patch loaded; writing its jumps"));
                     mb.respond(&r);
-                    jobs::request(Job::PatchApply {
-                        seq,
-                        prepared: alloc::boxed::Box::new(prepared),
-                    });
+                    // Or answered `Busy`, its memory freed.
+                    let _queued = jobs::request(
+                        Job::PatchApply {
+                            seq,
+                            prepared: alloc::boxed::Box::new(prepared),
+                        },
+                        request.flags,
+                    );
                 }
                 Err(rejected) => {
                     state.refused += 1;
@@ -129,7 +133,8 @@ pub fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next 
         }
         Command::PatchRemove => {
             let id = (request.args[0] != 0).then_some(request.args[0]);
-            jobs::request(Job::PatchRemove { seq, id });
+            let _queued = jobs::request(Job::PatchRemove { seq, id }, request.flags);
+            // or `Busy`
         }
         Command::PatchList => {
             let list = crate::hotpatch::list();

@@ -125,6 +125,31 @@ fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next {
         );
         return Next::Period;
     }
+    let queues_job = matches!(
+        request.command,
+        Command::Apply | Command::Snapshot | Command::PatchApply | Command::PatchRemove
+    );
+    let busy = queues_job && jobs::waiting();
+    jobs::release_held();
+    if busy {
+        // Refused before any work (a patch is not even loaded); `jobs::request` would
+        // refuse it too.
+        state.refused += 1;
+        log::warn!(
+            "{:?} request {seq} refused (busy): an earlier request's work has not run yet",
+            request.command
+        );
+        respond(
+            mb,
+            seq,
+            Status::Busy,
+            format_args!(
+                "an earlier request's work has not run yet: try again once it is answered"
+            ),
+            None,
+        );
+        return Next::Period;
+    }
     match request.command {
         Command::Ping => {
             respond(
@@ -189,7 +214,7 @@ fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next {
             Next::Period
         }
         Command::Snapshot => {
-            jobs::request(Job::Snapshot { seq });
+            let _queued = jobs::request(Job::Snapshot { seq }, request.flags); // or answered `Busy`
             Next::Period
         }
         Command::Reset => {
@@ -249,12 +274,17 @@ fn start_apply(mb: &SharedMemory, seq: u64, flags: RequestFlags, args: [u64; 4])
     } else {
         Some(Duration::from_millis(health_ms))
     };
-    jobs::request(Job::Apply {
-        seq,
+    if !jobs::request(
+        Job::Apply {
+            seq,
+            flags,
+            window,
+            args,
+        },
         flags,
-        window,
-        args,
-    });
+    ) {
+        set_state(GuestState::Running);
+    }
 }
 
 /// Advances a staging in progress; `Some` when the service has more to do right away.
