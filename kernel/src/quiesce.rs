@@ -68,6 +68,12 @@ impl core::fmt::Display for QuiesceTimeout {
     }
 }
 
+/// How long after a health window's deadline another CPU fails the window itself when
+/// the bootstrap processor has not (it checks at its service's next step): long enough
+/// that a vCPU the loaded host did not run for a while is not mistaken for a hung
+/// bootstrap processor, which would name the wrong failure.
+const BSP_GRACE: Duration = Duration::from_millis(1000);
+
 /// Called by every CPU between task steps: parks it if a park was requested.
 pub fn checkpoint() {
     let control = handoff_region::park_control();
@@ -75,12 +81,15 @@ pub fn checkpoint() {
     if idt::guarded(me.id.index()) {
         // A swap's health window: back to this kernel's own IDT once it closed; and, as
         // a backstop for a bootstrap processor that never gets to its health check,
-        // the window fails a while after its deadline.
+        // the window fails a while after its deadline ([`BSP_GRACE`]).
         let undo = handoff_region::undo();
         if undo.armed.load(Ordering::Acquire) == 0 {
             idt::load(me.id.index());
         } else if me.id != CpuId::BSP
-            && tsc::read() > undo.deadline_tsc.saturating_add(undo.park_wait_ticks)
+            && tsc::read()
+                > undo
+                    .deadline_tsc
+                    .saturating_add(time::duration_to_ticks(BSP_GRACE))
         {
             handoff_region::fail_window(
                 updater::handoff::cause::DEADLINE,
