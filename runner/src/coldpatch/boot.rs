@@ -88,7 +88,9 @@ pub fn choose(vm: &str, kernel_elf: &Path) -> Result<Option<BootChoice>> {
             (pick(&store, floor, &mut notes), floor)
         }
         Err(e) => {
-            notes.other.push(format!("the store cannot be locked ({e})"));
+            notes
+                .other
+                .push(format!("the store cannot be locked ({e})"));
             (None, 0)
         }
     };
@@ -219,9 +221,7 @@ fn pick(store: &Store, floor: u32, notes: &mut Notes) -> Option<(Source, PathBuf
     let mut admit = |name: &str, kept: &Kept| {
         let ok = kept.meta.svn >= floor;
         if !ok {
-            notes
-                .refused
-                .push(refused_line(name, kept.meta.svn, floor));
+            notes.refused.push(refused_line(name, kept.meta.svn, floor));
         }
         ok
     };
@@ -350,10 +350,20 @@ mod tests {
         let e = plain(&store, &store.dir.join("no-kernel"), 2, notes, "none left").unwrap_err();
         let e = e.to_string();
         assert!(e.contains("is not launched"), "{e}");
-        assert!(e.contains("current.img refused: security version 1 is below 2"), "{e}");
+        assert!(
+            e.contains("current.img refused: security version 1 is below 2"),
+            "{e}"
+        );
         assert!(e.contains("hotkernel patch forget --vm plain"), "{e}");
         // Without a floor there is nothing to compare: the plain image boots.
-        let c = plain(&store, &store.dir.join("no-kernel"), 0, Notes::default(), "x").unwrap();
+        let c = plain(
+            &store,
+            &store.dir.join("no-kernel"),
+            0,
+            Notes::default(),
+            "x",
+        )
+        .unwrap();
         assert_eq!(c.source, Source::Plain);
         fs::remove_dir_all(&store.dir).unwrap();
     }
