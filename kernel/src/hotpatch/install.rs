@@ -143,12 +143,33 @@ impl core::fmt::Display for Rejected {
 
 /// Checks and loads `bytes`.
 pub fn prepare(bytes: &[u8]) -> Result<Prepared, Rejected> {
-    let view = hotpatch::parse(bytes).map_err(|e| Rejected {
-        refusal: PatchRefusal::Format(e),
-        patch: None,
+    let view = hotpatch::parse(bytes).map_err(|e| {
+        bad_trailer(bytes).unwrap_or(Rejected {
+            refusal: PatchRefusal::Format(e),
+            patch: None,
+        })
     })?;
     prepare_view(&view).map_err(|refusal| Rejected {
         refusal,
+        patch: Some(PatchName {
+            id: view.id().0,
+            version: view.version(),
+            label: String::from(view.label().as_str()),
+        }),
+    })
+}
+
+/// When `bytes` fail to parse only because of what follows the patch (a well-formed
+/// patch, then a signature trailer of the wrong length), the signature's refusal: a
+/// truncated trailer is refused with its own status, as for a package.
+fn bad_trailer(bytes: &[u8]) -> Option<Rejected> {
+    let field = bytes.get(hotpatch::layout::TOTAL_SIZE..hotpatch::layout::TOTAL_SIZE + 8)?;
+    let total = usize::try_from(u64::from_le_bytes(field.try_into().ok()?)).ok()?;
+    let (patch, after) = (bytes.get(..total)?, bytes.get(total..)?);
+    let view = hotpatch::parse(patch).ok()?;
+    let e = image_format::signature::find(after).err()?;
+    Some(Rejected {
+        refusal: PatchRefusal::Signature(e),
         patch: Some(PatchName {
             id: view.id().0,
             version: view.version(),

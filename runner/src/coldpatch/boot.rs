@@ -99,7 +99,12 @@ pub fn choose(vm: &str, kernel_elf: &Path) -> Result<Option<BootChoice>> {
         if notes.refused.is_empty() && notes.other.is_empty() && floor == 0 {
             return Ok(None);
         }
-        return plain(&store, kernel_elf, floor, notes, "no kept image checks").map(Some);
+        let why = if notes.refused.is_empty() {
+            "no kept image checks"
+        } else {
+            "no other kept image checks"
+        };
+        return plain(&store, kernel_elf, floor, notes, why).map(Some);
     };
     let booting = image::build_id_of(kernel_elf);
     if booting.as_deref() != Some(kept.meta.kernel_build_id.as_str()) {
