@@ -75,7 +75,13 @@ impl core::fmt::Display for PatchRefusal {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             PatchRefusal::Format(e) => write!(f, "not a valid patch: {e}"),
-            PatchRefusal::Signature(e) => write!(f, "the patch is {e}"),
+            // "the patch is unsigned: …", "the patch is signed by key …, which …"; the
+            // others name the signature themselves ("the signature by key … does not verify").
+            PatchRefusal::Signature(
+                e @ (image_format::signature::SignatureError::Unsigned
+                | image_format::signature::SignatureError::Untrusted { .. }),
+            ) => write!(f, "the patch is {e}"),
+            PatchRefusal::Signature(e) => write!(f, "{e}"),
             PatchRefusal::SvnRollback { svn, floor } => write!(
                 f,
                 "the patch's security version {svn} is lower than {floor}, the highest that ran in this VM: refused (anti-rollback)"
