@@ -22,7 +22,8 @@
 //!
 //! Data comes in as the VM's name, the ELF it runs, the ids of the patches it reports
 //! applied (bottom first) and, after an apply, the new patch's bytes; it leaves as
-//! files in the store and, at launch, as a [`BootChoice`].
+//! files in the store (the images and the VM's kept security floor) and, at launch, as a
+//! [`BootChoice`] (or a refused launch, when nothing at or above the floor can boot).
 
 pub mod boot;
 pub mod floor;
@@ -141,7 +142,14 @@ pub fn keep(vm: &str, kernel: &Path, running: &[u64], added: Option<&[u8]>) -> R
                 .join(", ")
         ),
         &lock,
-    )?;
+    )
+    .map_err(|e| {
+        store.error(format!(
+            "the new image is installed, but the VM's kept floor could not be raised to {} \
+             ({e}); the next boot goes by the floor kept before",
+            meta.svn
+        ))
+    })?;
     Ok(Persisted {
         disk: store.current(),
         patches: installed.ids,
