@@ -64,16 +64,16 @@ fn patch_a_file() -> (Vec<u8>, PathBuf) {
     (bytes, path)
 }
 
-/// `bytes` in a file named by the patch's id and `tag`, for the command.
+/// `bytes` in a file named by the patch's id and `tag`, for the command. Written every
+/// time: the id is the payload's, so a file left by an earlier run for another build of
+/// the kernel would have the same name and another header.
 fn patch_file(bytes: &[u8], tag: &str) -> PathBuf {
     let dir = workspace::hotkernel_dir().join("test-tmp");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("patch-{:016x}{tag}.hkp", id(bytes)));
-    if !path.exists() {
-        let tmp = workspace::temp_path_for(&path);
-        std::fs::write(&tmp, bytes).unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
-    }
+    let tmp = workspace::temp_path_for(&path);
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
     path
 }
 
