@@ -18,12 +18,15 @@
 //! | [`image`] | the coldpatch image: disk, patch set, description, checksum |
 //! | [`store`] | `target/hotkernel/disks/<vm>/`: the install with the double rename, crash injection |
 //! | [`boot`] | which image a launch boots, and recovery from an interrupted install |
+//! | [`floor`] | the VM's kept security floor: the highest SVN seen run in it (anti-rollback across boots) |
 //!
 //! Data comes in as the VM's name, the ELF it runs, the ids of the patches it reports
 //! applied (bottom first) and, after an apply, the new patch's bytes; it leaves as
-//! files in the store and, at launch, as a [`BootChoice`].
+//! files in the store (the images and the VM's kept security floor) and, at launch, as a
+//! [`BootChoice`] (or a refused launch, when nothing at or above the floor can boot).
 
 pub mod boot;
+pub mod floor;
 pub mod image;
 pub mod store;
 
@@ -46,6 +49,12 @@ pub struct Persisted {
     pub patches: Vec<u64>,
     /// Hex SHA-256 of the image (what the boot validates).
     pub checksum: String,
+    /// The image's security version (its kernel's and patches' highest).
+    pub svn: u32,
+    /// The VM's kept floor after the install: above `svn` when the VM ran something
+    /// more secure than what it now runs (a removed patch), and then the next boot
+    /// refuses this image.
+    pub floor: u32,
 }
 
 impl fmt::Display for Persisted {
@@ -56,7 +65,17 @@ impl fmt::Display for Persisted {
             self.disk.display(),
             self.patches.len(),
             image::short(&self.checksum)
-        )
+        )?;
+        if self.svn < self.floor {
+            write!(
+                f,
+                "; but its security version {} is below {}, the highest this VM has run: \
+                 the next boot refuses it and falls back to backup.img (`hotkernel patch forget --vm <name>` \
+                 drops the kept images and the VM's kept floor)",
+                self.svn, self.floor
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -106,9 +125,36 @@ pub fn keep(vm: &str, kernel: &Path, running: &[u64], added: Option<&[u8]>) -> R
     let _ = std::fs::remove_dir(&scratch);
     let image = image?;
     let installed = store.install(&image, &lock)?;
+    // The image describes what the VM runs now: its SVN ran.
+    let meta = &installed.meta;
+    let floor = floor::raise(
+        &store,
+        meta.svn,
+        &format!(
+            "kept image sha256 {}: kernel {} (SVN {}), patches [{}]",
+            image::short(&installed.checksum),
+            image::short(&meta.kernel_build_id),
+            meta.kernel_svn,
+            meta.patches
+                .iter()
+                .map(|p| format!("{} (SVN {})", p.id, p.svn))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        &lock,
+    )
+    .map_err(|e| {
+        store.error(format!(
+            "the new image is installed, but the VM's kept floor could not be raised to {} \
+             ({e}); the next boot goes by the floor kept before",
+            meta.svn
+        ))
+    })?;
     Ok(Persisted {
         disk: store.current(),
         patches: installed.ids,
+        svn: installed.meta.svn,
+        floor: floor.svn,
         checksum: installed.checksum,
     })
 }

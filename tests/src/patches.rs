@@ -239,6 +239,27 @@ pub fn with_original_byte_changed(patch: &[u8], function: &str, index: usize) ->
     bytes
 }
 
+/// `patch` with its header changed by `edit`, resealed (digests and id recomputed) but
+/// not signed again: its old signature trailer stays, now over another header.
+pub fn resealed_unsigned(patch: &[u8], edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
+    let mut bytes = patch.to_vec();
+    edit(&mut bytes);
+    reseal(&mut bytes).expect("resealing an edited patch");
+    bytes
+}
+
+/// `patch` with security version `svn`, resealed and signed by the development key:
+/// the patch the generator makes when the new build's `.hk_svn` is `svn` (same code,
+/// same id: the id is the payload's, the SVN is a header field).
+pub fn with_svn(patch: &[u8], svn: u32) -> Vec<u8> {
+    let bytes = crate::packages::signed(&resealed_unsigned(patch, |b| {
+        b[layout::SVN..layout::SVN + 4].copy_from_slice(&svn.to_le_bytes())
+    }));
+    let view = image_format::hotpatch::parse(&bytes).expect("the edited patch parses");
+    assert_eq!(view.svn(), svn);
+    bytes
+}
+
 fn read_u64(bytes: &[u8], offset: usize) -> u64 {
     u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap())
 }

@@ -15,7 +15,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Output;
 
-use hotkernel::coldpatch::{self, image, BootChoice, Source, Step, Store, CRASH_ENV};
+use hotkernel::coldpatch::{self, floor, image, BootChoice, Source, Step, Store, CRASH_ENV};
 use hotkernel::workspace;
 use hotkernel_tests::patches::{self, id};
 use hotkernel_tests::{Guest, KernelChoice, VmConfig};
@@ -60,15 +60,21 @@ fn boot(name: &Named, variant: &str) -> Guest {
 /// command.
 fn patch_a_file() -> (Vec<u8>, PathBuf) {
     let bytes = patches::patch("v1", "patch-a");
+    let path = patch_file(&bytes, "");
+    (bytes, path)
+}
+
+/// `bytes` in a file named by the patch's id and `tag`, for the command. Written every
+/// time: the id is the payload's, so a file left by an earlier run for another build of
+/// the kernel would have the same name and another header.
+fn patch_file(bytes: &[u8], tag: &str) -> PathBuf {
     let dir = workspace::hotkernel_dir().join("test-tmp");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("patch-{:016x}.hkp", id(&bytes)));
-    if !path.exists() {
-        let tmp = workspace::temp_path_for(&path);
-        std::fs::write(&tmp, &bytes).unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
-    }
-    (bytes, path)
+    let path = dir.join(format!("patch-{:016x}{tag}.hkp", id(bytes)));
+    let tmp = workspace::temp_path_for(&path);
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    path
 }
 
 /// Runs `hotkernel <args>` with `env` set.
@@ -357,4 +363,78 @@ fn a_stack_the_store_cannot_rebuild_is_not_kept() {
         image::read(&name.store().current()).unwrap().checksum,
         kept.checksum
     );
+}
+
+#[test]
+fn an_image_below_the_vms_floor_is_refused_and_the_backup_boots() {
+    let name = Named::new("svn");
+    // patch-a made from a build with security version 2 (v1 runs with SVN 1).
+    let a2 = patches::with_svn(&patches::patch("v1", "patch-a"), 2);
+    let a_id = id(&a2);
+    let file = patch_file(&a2, "-svn2");
+
+    let mut g = boot(&name, "v1");
+    let apply = ["patch", "apply", "--vm", &name.0, "--json"];
+    let v = json_of(
+        &hotkernel(&[&apply[..], &[file.to_str().unwrap()]].concat(), &[]),
+        "patch apply",
+    );
+    assert_eq!(v["coldpatch"]["kept"], true, "{v}");
+    assert_eq!(v["coldpatch"]["svn"], 2, "{v}");
+    assert_eq!(v["coldpatch"]["svn_floor"], 2, "{v}");
+    assert_eq!(counter_increment(&mut g), 2);
+
+    // Removing it keeps an image of SVN 1 (the plain v1) while the VM has run SVN 2:
+    // kept, and the command says the next boot refuses it.
+    let out = hotkernel(&["patch", "remove", "--vm", &name.0], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("its security version 1 is below 2, the highest this VM has run"),
+        "{text}"
+    );
+    assert_eq!(floor::read(&name.store()).unwrap().map(|f| f.svn), Some(2));
+    assert_eq!(image::read(&name.store().current()).unwrap().meta.svn, 1);
+    drop(g);
+
+    // The next boot refuses current.img and boots backup.img, which re-applies patch-a.
+    let mut g = boot(&name, "v1");
+    let choice = assert_booted(&g, Source::Backup, &[a_id]);
+    let said = format!(
+        "coldpatch: current.img refused: security version 1 is below 2, the highest this VM \
+         has run; booting {}",
+        name.store().backup().display()
+    );
+    assert!(choice.line.starts_with(&said), "{}", choice.line);
+    assert_eq!(choice.floor, 2);
+    assert_eq!(applied(&mut g), [a_id]);
+    assert_eq!(counter_increment(&mut g), 2);
+    drop(g);
+
+    // With the floor above every kept image and above v1's own SVN, the launch is
+    // refused rather than booting plain v1 (the floor raised the way `keep` raises it).
+    let store = name.store();
+    let lock = store.lock().unwrap();
+    floor::raise(&store, 3, "the test: a VM that ran SVN 3", &lock).unwrap();
+    drop(lock);
+    let err = hotkernel::Vm::launch(
+        VmConfig {
+            kernel: KernelChoice::Elf(patches::kernel("v1").path.clone()),
+            name: Some(name.0.clone()),
+            ..VmConfig::default()
+        }
+        .cpus(2),
+    )
+    .map(|_| ())
+    .expect_err("a launch below the floor");
+    let e = err.to_string();
+    for part in [
+        "current.img refused: security version 1 is below 3",
+        "backup.img refused: security version 2 is below 3",
+        "has security version 1, below 3, the highest this VM has run",
+        "hotkernel patch forget --vm",
+    ] {
+        assert!(e.contains(part), "`{part}` not in: {e}");
+    }
+    println!("{e}");
 }

@@ -75,7 +75,13 @@ impl core::fmt::Display for PatchRefusal {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             PatchRefusal::Format(e) => write!(f, "not a valid patch: {e}"),
-            PatchRefusal::Signature(e) => write!(f, "the patch is {e}"),
+            // "the patch is unsigned: …", "the patch is signed by key …, which …"; the
+            // others name the signature themselves ("the signature by key … does not verify").
+            PatchRefusal::Signature(
+                e @ (image_format::signature::SignatureError::Unsigned
+                | image_format::signature::SignatureError::Untrusted { .. }),
+            ) => write!(f, "the patch is {e}"),
+            PatchRefusal::Signature(e) => write!(f, "{e}"),
             PatchRefusal::SvnRollback { svn, floor } => write!(
                 f,
                 "the patch's security version {svn} is lower than {floor}, the highest that ran in this VM: refused (anti-rollback)"
@@ -155,12 +161,33 @@ impl core::fmt::Display for Rejected {
 
 /// Checks and loads `bytes`.
 pub fn prepare(bytes: &[u8]) -> Result<Prepared, Rejected> {
-    let view = hotpatch::parse(bytes).map_err(|e| Rejected {
-        refusal: PatchRefusal::Format(e),
-        patch: None,
+    let view = hotpatch::parse(bytes).map_err(|e| {
+        bad_trailer(bytes).unwrap_or(Rejected {
+            refusal: PatchRefusal::Format(e),
+            patch: None,
+        })
     })?;
     prepare_view(&view).map_err(|refusal| Rejected {
         refusal,
+        patch: Some(PatchName {
+            id: view.id().0,
+            version: view.version(),
+            label: String::from(view.label().as_str()),
+        }),
+    })
+}
+
+/// When `bytes` fail to parse only because of what follows the patch (a well-formed
+/// patch, then a signature trailer of the wrong length), the signature's refusal: a
+/// truncated trailer is refused with its own status, as for a package.
+fn bad_trailer(bytes: &[u8]) -> Option<Rejected> {
+    let field = bytes.get(hotpatch::layout::TOTAL_SIZE..hotpatch::layout::TOTAL_SIZE + 8)?;
+    let total = usize::try_from(u64::from_le_bytes(field.try_into().ok()?)).ok()?;
+    let (patch, after) = (bytes.get(..total)?, bytes.get(total..)?);
+    let view = hotpatch::parse(patch).ok()?;
+    let e = image_format::signature::find(after).err()?;
+    Some(Rejected {
+        refusal: PatchRefusal::Signature(e),
         patch: Some(PatchName {
             id: view.id().0,
             version: view.version(),

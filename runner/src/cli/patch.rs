@@ -138,7 +138,8 @@ fn persisted(result: Result<coldpatch::Persisted>) -> (String, Value) {
     match result {
         Ok(p) => {
             let v = json!({"kept": true, "disk": p.disk, "patches": p.patches.iter()
-                .map(|id| hotpatch::id_text(*id)).collect::<Vec<_>>(), "checksum": p.checksum});
+                .map(|id| hotpatch::id_text(*id)).collect::<Vec<_>>(), "checksum": p.checksum,
+                "svn": p.svn, "svn_floor": p.floor});
             (p.to_string(), v)
         }
         Err(e) => (

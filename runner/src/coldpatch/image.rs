@@ -11,11 +11,15 @@
 //! | from the end | size | field |
 //! | --- | --- | --- |
 //! | −64 | 8 | magic `HKCOLD01` |
-//! | −56 | 4 | layout version (1) |
+//! | −56 | 4 | layout version (2: the description records security versions) |
 //! | −52 | 4 | length of the JSON description |
 //! | −48 | 8 | length of the disk image (where the patch set copy starts) |
 //! | −40 | 8 | length of the patch set copy (the JSON follows it) |
 //! | −32 | 32 | SHA-256 of every byte of the file before this field |
+//!
+//! The description records the image's security version ([`Meta::svn`]): the highest of
+//! its kernel's `.hk_svn` and its patches' SVNs, the security version of the code the
+//! image runs. The boot compares it with the VM's kept floor ([`super::floor`]).
 //!
 //! [`make`] writes one in memory; [`verify`] checks one and returns what it keeps
 //! ([`Kept`]) or what is wrong with it ([`Damage`]).
@@ -36,7 +40,7 @@ use crate::hotpatch::{elf, hex, id_text};
 /// Magic of a coldpatch image's footer.
 pub const MAGIC: [u8; 8] = *b"HKCOLD01";
 /// Layout version of the footer and description.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 const FOOTER: usize = 64;
 const SECTOR: usize = 512;
 /// Longest JSON description accepted (a description lists at most 64 patches).
@@ -53,6 +57,12 @@ pub struct Meta {
     pub kernel_sha256: String,
     /// The ELF the kernel was taken from.
     pub kernel_from: PathBuf,
+    /// The kernel's security version (its `.hk_svn`).
+    pub kernel_svn: u32,
+    /// The image's security version: the highest of `kernel_svn` and the patches' SVNs.
+    /// A patch carries the fixes of the build it was made from (its SVN is that
+    /// build's), so the code this image runs is at this security version.
+    pub svn: u32,
     /// The patch set, bottom first.
     pub patches: Vec<KeptPatch>,
     /// When the image was made (Unix time, ms).
@@ -66,6 +76,8 @@ pub struct KeptPatch {
     pub id: String,
     pub label: String,
     pub version: u32,
+    /// The patch's security version (its header's SVN).
+    pub svn: u32,
 }
 
 /// A checksum-valid coldpatch image.
@@ -153,6 +165,12 @@ pub fn make(vm: &str, kernel: &Path, patches: &[&[u8]], scratch: &Path) -> Resul
             kernel.display()
         ))
     })?;
+    let kernel_svn = image_format::package::elf_svn(&elf_bytes).map_err(|e| {
+        fail(format!(
+            "{}: {e}: a coldpatch image must know its security version",
+            kernel.display()
+        ))
+    })?;
     let mut kept = Vec::with_capacity(patches.len());
     for (i, p) in patches.iter().enumerate() {
         let view = image_format::hotpatch::parse(p)
@@ -171,6 +189,7 @@ pub fn make(vm: &str, kernel: &Path, patches: &[&[u8]], scratch: &Path) -> Resul
             id: id_text(view.id().0),
             label: view.label().as_str().to_owned(),
             version: view.version(),
+            svn: view.svn(),
         });
     }
     let set = set::build(patches).map_err(|e| fail(format!("cannot make the patch set: {e}")))?;
@@ -200,6 +219,8 @@ pub fn make(vm: &str, kernel: &Path, patches: &[&[u8]], scratch: &Path) -> Resul
         kernel_build_id: hex(&build_id),
         kernel_sha256: hex(&Sha256::digest(&elf_bytes)),
         kernel_from: kernel.to_path_buf(),
+        kernel_svn,
+        svn: image_svn(kernel_svn, &kept),
         patches: kept,
         created_unix_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -208,6 +229,11 @@ pub fn make(vm: &str, kernel: &Path, patches: &[&[u8]], scratch: &Path) -> Resul
     let json = serde_json::to_vec(&meta).map_err(|e| fail(format!("describe the image: {e}")))?;
     seal(&mut image, &set, &json);
     Ok(image)
+}
+
+/// The security version of an image of a kernel with `kernel_svn` running `patches`.
+pub fn image_svn(kernel_svn: u32, patches: &[KeptPatch]) -> u32 {
+    patches.iter().map(|p| p.svn).fold(kernel_svn, u32::max)
 }
 
 /// Appends the patch set copy, the description and the footer to `disk`.
@@ -273,11 +299,13 @@ pub fn verify(bytes: &[u8]) -> std::result::Result<Kept, Damage> {
         .map_err(|e| Damage::Inconsistent(format!("the patch set is not readable: {e}")))?;
     let mut patches = Vec::with_capacity(parsed.len());
     let mut ids = Vec::with_capacity(parsed.len());
+    let mut svns = Vec::with_capacity(parsed.len());
     for p in parsed.iter() {
         let p = p.map_err(|e| Damage::Inconsistent(format!("a patch of the set: {e}")))?;
         let view = image_format::hotpatch::parse(p)
             .map_err(|e| Damage::Inconsistent(format!("a patch of the set: {e}")))?;
         ids.push(view.id().0);
+        svns.push(view.svn());
         patches.push(p.to_vec());
     }
     let described: Vec<&str> = meta.patches.iter().map(|p| p.id.as_str()).collect();
@@ -289,6 +317,14 @@ pub fn verify(bytes: &[u8]) -> std::result::Result<Kept, Damage> {
             held.join(", ")
         )));
     }
+    let described_svns: Vec<u32> = meta.patches.iter().map(|p| p.svn).collect();
+    if svns != described_svns || meta.svn != image_svn(meta.kernel_svn, &meta.patches) {
+        return Err(Damage::Inconsistent(format!(
+            "the description's security versions (image {}, kernel {}, patches {described_svns:?}) \
+             do not match the set's patches {svns:?}",
+            meta.svn, meta.kernel_svn
+        )));
+    }
     Ok(Kept {
         meta,
         set: set.to_vec(),
@@ -298,27 +334,59 @@ pub fn verify(bytes: &[u8]) -> std::result::Result<Kept, Damage> {
     })
 }
 
+/// A footer-valid image with an empty patch set around an arbitrary "disk" (no
+/// bootloader needed), describing `meta_patches` and a kernel with `kernel_svn`.
+#[cfg(test)]
+pub(super) fn fake_image_with_svn(kernel_svn: u32, meta_patches: Vec<KeptPatch>) -> Vec<u8> {
+    let meta = Meta {
+        vm: "t".into(),
+        kernel_build_id: "ab".into(),
+        kernel_sha256: "cd".into(),
+        kernel_from: "/k".into(),
+        kernel_svn,
+        svn: image_svn(kernel_svn, &meta_patches),
+        patches: meta_patches,
+        created_unix_ms: 0,
+    };
+    let mut image = vec![0xeb; 1000];
+    seal(
+        &mut image,
+        &set::build(&[]).unwrap(),
+        &serde_json::to_vec(&meta).unwrap(),
+    );
+    image
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A footer-valid image around an arbitrary "disk" (no bootloader needed).
     fn fake_image(meta_patches: Vec<KeptPatch>) -> Vec<u8> {
-        let meta = Meta {
-            vm: "t".into(),
-            kernel_build_id: "ab".into(),
-            kernel_sha256: "cd".into(),
-            kernel_from: "/k".into(),
-            patches: meta_patches,
-            created_unix_ms: 0,
+        fake_image_with_svn(1, meta_patches)
+    }
+
+    #[test]
+    fn the_image_svn_is_the_highest_of_the_kernel_and_the_patches() {
+        let p = |svn| KeptPatch {
+            id: "1".into(),
+            label: "p".into(),
+            version: 1,
+            svn,
         };
-        let mut image = vec![0xeb; 1000];
-        seal(
-            &mut image,
-            &set::build(&[]).unwrap(),
-            &serde_json::to_vec(&meta).unwrap(),
-        );
-        image
+        assert_eq!(image_svn(2, &[]), 2);
+        assert_eq!(image_svn(1, &[p(3), p(0)]), 3);
+        assert_eq!(image_svn(4, &[p(3)]), 4);
+    }
+
+    #[test]
+    fn a_description_whose_svn_is_not_its_parts_highest_is_refused() {
+        let mut image = fake_image_with_svn(2, vec![]);
+        let json_start = image.windows(8).position(|w| w == b"\"svn\":2,").unwrap();
+        image[json_start + 6] = b'1';
+        let n = image.len();
+        let digest = Sha256::digest(&image[..n - 32]);
+        image[n - 32..].copy_from_slice(&digest);
+        assert!(matches!(verify(&image), Err(Damage::Inconsistent(_))));
     }
 
     #[test]
@@ -351,6 +419,7 @@ mod tests {
             id: "0000000000000001".into(),
             label: "x".into(),
             version: 1,
+            svn: 1,
         }]);
         assert!(matches!(verify(&image), Err(Damage::Inconsistent(_))));
     }

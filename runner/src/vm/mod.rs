@@ -206,11 +206,12 @@ impl Vm {
         let claim = state::Claim::take(&name)?;
         let paths = claim.paths.clone();
         keep_booted_elf(&kernel.elf, &paths.booted_elf())?;
-        // A named VM boots its kept coldpatch image, if it has one that checks.
-        let coldpatch = cfg
-            .name
-            .as_ref()
-            .and_then(|name| coldpatch::choose(name, &kernel.elf));
+        // A named VM boots its kept coldpatch image, if it has one that checks and is not
+        // below the VM's kept security floor (or is refused launch: see `coldpatch::boot`).
+        let coldpatch = match &cfg.name {
+            Some(name) => coldpatch::choose(name, &kernel.elf)?,
+            None => None,
+        };
         let boot_image = coldpatch
             .as_ref()
             .and_then(|c| c.image.clone())
