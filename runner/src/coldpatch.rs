@@ -159,6 +159,20 @@ pub fn keep(vm: &str, kernel: &Path, running: &[u64], added: Option<&[u8]>) -> R
     })
 }
 
+/// After a swap applied in VM `vm` to an image of security version `svn` (described as
+/// `to`): that version ran, so the VM's kept floor rises to it — when the VM keeps a
+/// coldpatch store (a VM that never kept a patch boots plainly, with nothing to guard).
+/// Returns the floor kept now, `None` without a store.
+pub fn note_swap(vm: &str, svn: u32, to: &str) -> Result<Option<u32>> {
+    let store = Store::for_vm(vm);
+    if !store.exists() {
+        return Ok(None);
+    }
+    let lock = store.lock()?;
+    let floor = floor::raise(&store, svn, &format!("swap to {to} (SVN {svn})"), &lock)?;
+    Ok(Some(floor.svn))
+}
+
 /// Drops VM `vm`'s kept images: its next boot is a plain one. False when there were none.
 pub fn forget(vm: &str) -> Result<bool> {
     Store::for_vm(vm).remove()

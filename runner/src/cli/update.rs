@@ -437,6 +437,7 @@ pub fn push(args: PushArgs) -> Result<u8> {
     match update::apply_with(&mut mailbox, flags, health)? {
         Ok(r) => {
             print_swap(&r);
+            raise_floor(&args.vm.name, &package, &r);
             Ok(0)
         }
         Err(refused) => {
@@ -472,12 +473,30 @@ pub fn swap(args: SwapArgs) -> Result<u8> {
             } else {
                 print_swap(&r);
             }
+            raise_floor(&args.vm.name, &package, &r);
             Ok(0)
         }
         Err(refused) => {
             print_refusal("swap", &refused);
             Ok(1)
         }
+    }
+}
+
+/// After an applied swap: the VM's kept security floor rises to the package's SVN
+/// (`coldpatch::note_swap`). The swap happened either way: a failure is a warning.
+fn raise_floor(vm: &str, package: &[u8], r: &SwapReport) {
+    if r.outcome != Outcome::Applied {
+        return;
+    }
+    let Ok(header) = image_format::package::parse_header(package) else {
+        return; // the guest staged it, so it parses; nothing to say otherwise
+    };
+    if let Err(e) = crate::coldpatch::note_swap(vm, header.svn(), &r.to.to_string()) {
+        errln!(
+            "warning: the VM's kept security floor was not raised to {}: {e}",
+            header.svn()
+        );
     }
 }
 

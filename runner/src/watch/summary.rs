@@ -226,6 +226,11 @@ pub fn swap(
             }
             match &r.outcome {
                 Outcome::Applied => {
+                    if let Ok(h) = image_format::package::parse_header(&plan.package) {
+                        if let Err(e) = crate::coldpatch::note_swap(&opts.vm, h.svn(), &r.to.to_string()) {
+                            say(&format!("  warning: the VM's kept security floor was not raised: {e}"));
+                        }
+                    }
                     let dropped = match plan.patches.len() {
                         0 => String::new(),
                         k => format!(", {k} patch(es) dropped"),
