@@ -177,3 +177,24 @@ pub fn note_swap(vm: &str, svn: u32, to: &str) -> Result<Option<u32>> {
 pub fn forget(vm: &str) -> Result<bool> {
     Store::for_vm(vm).remove()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_swap_raises_the_kept_floor_only_of_a_vm_with_a_store() {
+        let vm = format!("unit-note-swap-{}", std::process::id());
+        let store = Store::for_vm(&vm);
+        let _ = store.remove();
+        assert_eq!(note_swap(&vm, 3, "1.0.1 \"v1-twin\"").unwrap(), None);
+        assert!(!store.exists(), "no store is made for a swap");
+        std::fs::create_dir_all(&store.dir).unwrap();
+        assert_eq!(note_swap(&vm, 3, "1.0.1 \"v1-twin\"").unwrap(), Some(3));
+        assert_eq!(note_swap(&vm, 2, "1.0.0 \"v1\"").unwrap(), Some(3));
+        let kept = floor::read(&store).unwrap().unwrap();
+        assert_eq!(kept.svn, 3);
+        assert!(kept.raised_by.contains("v1-twin"), "{}", kept.raised_by);
+        assert!(store.remove().unwrap());
+    }
+}
