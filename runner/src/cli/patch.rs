@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use image_format::mailbox::report::{PatchList, PatchReport, PatchedFunction, Report};
+use image_format::mailbox::Status;
 use serde_json::{json, Value};
 
 use super::VmArgs;
@@ -111,6 +112,22 @@ pub(super) fn pause_line(r: &PatchReport) -> String {
 /// Prints a refused apply or remove the way a person reads it.
 fn print_refusal(op: &str, r: &Refused) {
     let reason = hotpatch::refusal_reason(r);
+    if r.status == Status::Reverted {
+        // Applied, then taken back by its health window: the guest says why.
+        if let Some(Report::Patch(p)) = &r.report {
+            outln!(
+                "{op} of patch {} \"{}\" (version {}) reverted: {reason}",
+                hotpatch::id_text(p.id),
+                p.label,
+                p.version
+            );
+            functions_lines(&p.functions, "taken back from");
+        } else {
+            outln!("{op} reverted: {reason}");
+        }
+        outln!("  status {} ({})", r.status.code(), r.status);
+        return;
+    }
     match &r.report {
         Some(Report::Patch(p)) if p.id != 0 => outln!(
             "{op} of patch {} \"{}\" (version {}) refused: {reason}",
@@ -211,7 +228,10 @@ pub fn apply(args: ApplyArgs) -> Result<u8> {
             }
             Ok(0)
         }
-        Err(refused) => {
+        Err(mut refused) => {
+            if let Some(Report::Patch(p)) = &mut refused.report {
+                hotpatch::name_sites(&patch, p);
+            }
             if args.json {
                 outln!("{}", hotpatch::refused_json("apply", &refused));
             } else {
