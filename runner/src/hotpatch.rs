@@ -222,11 +222,23 @@ fn patch_outcome(answer: Answer, what: &str) -> Result<std::result::Result<Patch
 /// report names the patch and, when it got that far, the functions it would have
 /// replaced); `Err(_)` a failure of the host side.
 pub fn apply(mb: &mut Mailbox, patch: &[u8]) -> Result<std::result::Result<PatchReport, Refused>> {
+    apply_with(mb, patch, update::HealthWindow::Default)
+}
+
+/// [`apply`] with a health window of `window`: the patch's new code must let every CPU
+/// schedule and every task kind step, without an exception or a panic, within it, or
+/// the guest takes the patch back (answered `Reverted`, the reason in the refusal).
+pub fn apply_with(
+    mb: &mut Mailbox,
+    patch: &[u8],
+    window: update::HealthWindow,
+) -> Result<std::result::Result<PatchReport, Refused>> {
+    let (flags, args) = window.request(RequestFlags::empty());
     let answer = mb.call(
         Command::PatchApply,
-        RequestFlags::empty(),
+        flags,
         Some(patch),
-        [0; 4],
+        args,
         update::REQUEST_TIMEOUT,
         |_| {},
     )?;
@@ -258,6 +270,9 @@ pub const TRANSIENT_ATTEMPTS: u32 = 5;
 /// — unlike a scheduler loop, which its CPUs never leave (that refusal repeats).
 pub fn is_transient(r: &Refused) -> bool {
     let reason = refusal_reason(r);
+    if r.status == image_format::mailbox::Status::Reverted {
+        return false; // its code ran and failed: another attempt fails alike
+    }
     reason.contains("cannot be replaced now") || reason.contains("cannot be removed now")
 }
 

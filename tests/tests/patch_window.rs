@@ -102,7 +102,11 @@ fn expect_reverted(g: &mut Guest, name: &str, per_step: u64, stack: &[u64]) -> S
         "{name}: {} tasks continuous across the reverted patch, {} steps",
         c.tasks_compared, c.steps_between
     );
-    assert_eq!(after.tasks.len(), before.tasks.len(), "no task added or lost");
+    assert_eq!(
+        after.tasks.len(),
+        before.tasks.len(),
+        "no task added or lost"
+    );
     assert_eq!(
         g.read_image(site.addr, 5),
         site_before,

@@ -57,6 +57,11 @@ pub struct ApplyArgs {
     pub patch: PathBuf,
     #[command(flatten)]
     pub vm: VmArgs,
+    /// The health window, in milliseconds: with the patch's code running, every CPU must
+    /// schedule and every task kind step, without an exception or panic, within it, or
+    /// the patch is taken back (default: the guest's, 200 ms; 0: no window).
+    #[arg(long, value_name = "MS")]
+    pub health_ms: Option<u32>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -206,7 +211,8 @@ pub fn apply(args: ApplyArgs) -> Result<u8> {
         )));
     }
     let (state, mut mb) = open(&args.vm)?;
-    match hotpatch::apply(&mut mb, &patch)? {
+    let window = crate::update::HealthWindow::from_millis(args.health_ms);
+    match hotpatch::apply_with(&mut mb, &patch, window)? {
         Ok(r) => {
             let (line, kept) = persisted(keep_for_next_boot(&state, &mut mb, Some(&patch)));
             if args.json {
