@@ -2,8 +2,9 @@
 //! written is taken back, the VM stays on the image it ran, and every task continues
 //! from its state at the apply.
 //!
-//! `patch-panic` is v1 whose counter step panics on its first call, with no version or
-//! label change: the generator makes a hotpatch of that one function. Its apply must be
+//! `patch-panic` is v1 whose counter step panics on its first call, `patch-fault` v1
+//! whose counter step takes a page fault, both with no version or label change: the
+//! generator makes a hotpatch of that one function. Its apply must be
 //! answered `Reverted` with the panic's message and location; afterwards the stack is
 //! what it was (empty, or `patch-a` still applied and removable), the site holds v1's
 //! bytes, the counters count as before, the failed patch's memory is given back, and a
@@ -52,28 +53,42 @@ fn apply_ok(g: &mut Guest, name: &str, bytes: &[u8], counter: (u64, u64)) -> Pat
     r
 }
 
-/// Applies `patch-panic` and checks it was taken back: `Reverted`, the reason naming
-/// the panic, every task continuous across with the counters moving by `per_step`, the
-/// counter's site as it was (`site_bytes`), the stack as it was (`stack`).
+/// Applies `patch-panic` and checks it was taken back (see [`expect_reverted_by`]), the
+/// reason naming the panic and where it was.
 #[track_caller]
 fn expect_reverted(g: &mut Guest, name: &str, per_step: u64, stack: &[u64]) -> String {
-    let bad = patch("v1", "patch-panic");
+    let reason = expect_reverted_by(g, name, "patch-panic", per_step, stack);
+    assert!(
+        reason.contains("panic at kernel/src/tasks/counter.rs:")
+            && reason.contains("fails on its first call"),
+        "{name}: the reason carries the patched code's panic message and location: {reason}"
+    );
+    reason
+}
+
+/// Applies the patch v1 → `variant` and checks it was taken back: `Reverted`, the
+/// reason saying so, every task continuous across with the counters moving by
+/// `per_step`, the counter's site as it was, the stack as it was (`stack`).
+#[track_caller]
+fn expect_reverted_by(
+    g: &mut Guest,
+    name: &str,
+    variant: &str,
+    per_step: u64,
+    stack: &[u64],
+) -> String {
+    let bad = patch("v1", variant);
     let site = function("v1", COUNTER_STEP);
     let site_before = g.read_image(site.addr, 5);
     let before = g.snapshot();
     let refused: Refused = match g.patch_apply(&bad) {
-        Ok(r) => panic!("{name}: patch-panic was applied: {r:?}"),
+        Ok(r) => panic!("{name}: {variant} was applied: {r:?}"),
         Err(r) => r,
     };
     let after = g.snapshot();
     eprintln!("{name}: {:?}: {}", refused.status, refused.message);
     assert_eq!(refused.status, Status::Reverted, "{name}: {refused}");
     let reason = refused.message.clone();
-    assert!(
-        reason.contains("panic at kernel/src/tasks/counter.rs:")
-            && reason.contains("fails on its first call"),
-        "{name}: the reason carries the patched code's panic message and location: {reason}"
-    );
     assert!(
         reason.contains("health window")
             && reason.contains("the patch was removed and every task resumed"),
@@ -208,4 +223,19 @@ fn a_reverted_patch_leaves_the_patch_below_it_applied_and_removable() {
     let again = apply_ok(&mut g, &format!("{name} (patch-a again)"), &pa, (1, 2));
     assert_eq!(again.sequence, 1, "{again:?}");
     assert_counting(&mut g, &format!("{name} (patch-a again)"), 2);
+}
+
+#[test]
+fn a_patch_whose_new_code_takes_a_page_fault_is_reverted_through_the_guard() {
+    let name = "a_patch_whose_new_code_takes_a_page_fault_is_reverted_through_the_guard";
+    let mut g = patches::boot("v1", 2);
+    assert_counting(&mut g, &format!("{name} (v1)"), 1);
+    let reason = expect_reverted_by(&mut g, name, "patch-fault", 1, &[]);
+    // Recorded by the guard's exception entry (every CPU runs on the guard IDT inside
+    // the window), not by this kernel's handler and its panic.
+    assert!(
+        reason.contains("exception 14 (page fault)") && reason.contains("address 0x18"),
+        "{name}: the reason names the CPU's exception and the faulting address: {reason}"
+    );
+    assert_counting(&mut g, &format!("{name} (after the revert)"), 1);
 }

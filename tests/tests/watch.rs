@@ -22,7 +22,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::Instant;
 
 use hotkernel::{variant, workspace};
-use hotkernel_tests::{patches, Check, Guest, HANG_GUARD};
+use hotkernel_tests::{assert_continuous, patches, Check, Guest, StepRules, HANG_GUARD};
 use image_format::TaskKind;
 
 /// A running `hotkernel watch` and the lines it printed.
@@ -216,6 +216,14 @@ fn watch_says_a_hotpatch_whose_code_panics_was_reverted_and_why() {
     assert_eq!(status.image.label.as_str(), "v1", "{line}");
     assert_eq!((status.boot_seq, status.patches), (1, 0), "{line}");
     assert_eq!(status.tasks as usize, before.tasks.len(), "every task kept");
+    let after = g.snapshot();
+    assert_continuous(
+        "the reverted hotpatch",
+        &before,
+        &after,
+        StepRules::default(),
+        &[],
+    );
     assert_eq!(counter_step(&mut g), 1, "the counters run v1's code");
 
     save_from(&patch_a, &tree, &["kernel/src/tasks/counter.rs"]);

@@ -564,6 +564,11 @@ pub struct PatchWindow {
     pub memory_len: u64,
     /// The image's text hash before any patch (the statics that keep it are reset).
     pub text_hash: [u8; 32],
+    /// What a package staged before the apply was given (the staging window and the
+    /// overlay source, `staged_span` bytes each; the image mapped up to `mapped_span`):
+    /// freed on a revert, which forgets the staging with the statics.
+    pub staged_span: u64,
+    pub mapped_span: u64,
     pub sites: [WindowSite; MAX_WINDOW_SITES],
 }
 
@@ -579,6 +584,8 @@ impl PatchWindow {
         memory: 0,
         memory_len: 0,
         text_hash: [0; 32],
+        staged_span: 0,
+        mapped_span: 0,
         sites: [WindowSite {
             addr: 0,
             before: [0; 8],

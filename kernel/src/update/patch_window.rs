@@ -22,6 +22,8 @@
 //!
 //! Not taken back: console output, and anything a patch's code did outside the tasks'
 //! records and the image's statics (device registers, frames it allocated — leaked).
+//! Lost with the statics: a package staged before the apply (its memory is freed; stage
+//! it again) and a staging still in progress (its request goes unanswered).
 
 use alloc::format;
 use alloc::string::String;
@@ -124,6 +126,11 @@ pub fn open(seq: u64, applied: &Applied, length: Duration) -> Result<(), NoWindo
         memory: applied.memory.0,
         memory_len: applied.memory.1,
         text_hash: hotpatch::pristine_text_hash().unwrap_or_default(),
+        staged_span: crate::update::stage::STAGED
+            .lock()
+            .as_ref()
+            .map_or(0, |s| s.prepared.span),
+        mapped_span: crate::machine::record().image.len,
         ..PatchWindow::EMPTY
     };
     for (slot, s) in w.sites.iter_mut().zip(&applied.sites) {
@@ -252,7 +259,15 @@ pub fn report_revert(mb: &SharedMemory, guard: &mut handoff_region::DescriptorGu
     guard
         .state
         .store(SwapState::RolledBack as u32, Ordering::Release);
-    window::clear_revert();
+    if w.staged_span != 0 {
+        log::warn!(
+            "the package staged before the apply is forgotten with the revert: stage it again"
+        );
+    }
+    // Frees what a staged package was given (nothing when none was) and empties the
+    // undo log.
+    window::release_after_revert(w.staged_span, w.mapped_span.max(w.staged_span));
+    crate::update::requests::set_state(image_format::mailbox::GuestState::Running);
     let functions: Vec<PatchedFunction> = w.sites[..(w.site_count as usize).min(w.sites.len())]
         .iter()
         .map(|s| PatchedFunction {
