@@ -3,8 +3,9 @@
 //! from its state at the apply.
 //!
 //! `patch-panic` is v1 whose counter step panics on its first call, `patch-fault` v1
-//! whose counter step takes a page fault, both with no version or label change: the
-//! generator makes a hotpatch of that one function. Its apply must be
+//! whose counter step takes a page fault, `patch-hang` v1 whose counter step never
+//! returns, all with no version or label change: the generator makes a hotpatch of that
+//! one function. Its apply must be
 //! answered `Reverted` with the panic's message and location; afterwards the stack is
 //! what it was (empty, or `patch-a` still applied and removable), the site holds v1's
 //! bytes, the counters count as before, the failed patch's memory is given back, and a
@@ -236,6 +237,21 @@ fn a_patch_whose_new_code_takes_a_page_fault_is_reverted_through_the_guard() {
     assert!(
         reason.contains("exception 14 (page fault)") && reason.contains("address 0x18"),
         "{name}: the reason names the CPU's exception and the faulting address: {reason}"
+    );
+    assert_counting(&mut g, &format!("{name} (after the revert)"), 1);
+}
+
+#[test]
+fn a_patch_whose_new_code_never_returns_is_reverted_at_the_deadline() {
+    let name = "a_patch_whose_new_code_never_returns_is_reverted_at_the_deadline";
+    let mut g = patches::boot("v1", 2);
+    assert_counting(&mut g, &format!("{name} (v1)"), 1);
+    // Counters run on both CPUs: neither gets back to its scheduler, so the window
+    // fails from a timer tick.
+    let reason = expect_reverted_by(&mut g, name, "patch-hang", 1, &[]);
+    assert!(
+        reason.contains("the health check's deadline passed"),
+        "{name}: the reason names the missed deadline: {reason}"
     );
     assert_counting(&mut g, &format!("{name} (after the revert)"), 1);
 }
