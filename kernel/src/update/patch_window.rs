@@ -84,6 +84,19 @@ impl core::fmt::Display for NoWindow {
     }
 }
 
+/// Before the apply, while everything runs: a trial of the export [`open`] makes inside
+/// the pause, into the same half (as the swap's pre-flight does at staging). Its result
+/// is dropped; it is there so that the code the stopped section runs has run once —
+/// under an emulator that translates code on first execution (after a swap every page
+/// of code is new), that is most of a cold pause.
+pub fn rehearse() {
+    let mut guard = handoff_region::descriptor();
+    let (_, areas) = guard.areas();
+    if let Err(e) = export::export(areas.records) {
+        log::warn!("the trial export for the patch's health window failed: {e}");
+    }
+}
+
 /// Opens the window for `applied` (request `seq`, `length` long). Call on the BSP with
 /// interrupts off and every other CPU parked, before the jumps are written (the sites
 /// still hold what the patch found). On `Err` nothing is armed.

@@ -117,6 +117,9 @@ pub fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next 
             };
             match install::prepare(&bytes) {
                 Ok(prepared) => {
+                    if window.is_some() {
+                        patch_window::rehearse();
+                    }
                     let mut r = Response::new(seq, ResponseState::InProgress, Status::Accepted);
                     r.set_message(format_args!("patch loaded; writing its jumps"));
                     mb.respond(&r);
