@@ -127,6 +127,16 @@ pub fn open(seq: u64, applied: &Applied, length: Duration) -> Result<(), NoWindo
     if !swap::reset_undo(u) {
         return Err(NoWindow::NoPristinePages);
     }
+    // A package staged before the apply: a revert forgets it with the statics, so the
+    // undo log keeps what to free then — its memory (below) and its pristine pages.
+    let staged_span = match crate::update::stage::STAGED.lock().as_ref() {
+        Some(s) => {
+            u.next_pristine_count = s.prepared.pristine_count;
+            u.next_pristine = s.prepared.pristine;
+            s.prepared.span
+        }
+        None => 0,
+    };
     let mut label = [0u8; 32];
     set_text(&mut label, &applied.label);
     let mut w = PatchWindow {
@@ -139,10 +149,7 @@ pub fn open(seq: u64, applied: &Applied, length: Duration) -> Result<(), NoWindo
         memory: applied.memory.0,
         memory_len: applied.memory.1,
         text_hash: hotpatch::pristine_text_hash().unwrap_or_default(),
-        staged_span: crate::update::stage::STAGED
-            .lock()
-            .as_ref()
-            .map_or(0, |s| s.prepared.span),
+        staged_span,
         mapped_span: crate::machine::record().image.len,
         ..PatchWindow::EMPTY
     };
@@ -185,6 +192,8 @@ fn commit() {
     // atomics.
     let undo = unsafe { handoff_region::undo_mut() };
     undo.patch.active = 0;
+    // A staged package's pristine pages are still its own.
+    undo.next_pristine_count = 0;
     undo.armed.store(0, Ordering::Release);
 }
 
@@ -277,8 +286,8 @@ pub fn report_revert(mb: &SharedMemory, guard: &mut handoff_region::DescriptorGu
             "the package staged before the apply is forgotten with the revert: stage it again"
         );
     }
-    // Frees what a staged package was given (nothing when none was) and empties the
-    // undo log.
+    // Frees what a staged package was given — its memory and its pristine pages (nothing
+    // when none was) — and empties the undo log.
     window::release_after_revert(w.staged_span, w.mapped_span.max(w.staged_span));
     crate::update::requests::set_state(image_format::mailbox::GuestState::Running);
     let functions: Vec<PatchedFunction> = w.sites[..(w.site_count as usize).min(w.sites.len())]
