@@ -8,6 +8,8 @@
 //! | [`CHANNELS`] | 3 | producer/consumer channels and the values in them |
 //! | [`HISTORY`] | 4 | the images that ran, with their downtimes |
 //! | [`PATCH_SET`] | 5 | hotpatches applied to the running image |
+//! | [`RUN_QUEUES`] | 6 | how many tasks each CPU's run queue holds |
+//! | [`PATCH_SITES`] | 7 | every site an applied hotpatch wrote: what it wrote, what was there |
 //! | task state | `0x100 + task kind` | the states of every task of one kind ([`RecordKind::task_state`]) |
 //!
 //! Task kinds: 1 counter, 2 lcg, 3 producer, 4 consumer, 5 ticker, 6 heartbeat,
@@ -152,6 +154,9 @@ pub const HISTORY: RecordKind = RecordKind(4);
 pub const PATCH_SET: RecordKind = RecordKind(5);
 /// How many tasks each CPU's run queue holds (the task table is in CPU order).
 pub const RUN_QUEUES: RecordKind = RecordKind(6);
+/// The sites applied hotpatches wrote (a revert to the same image rebuilds its patch
+/// stack from them).
+pub const PATCH_SITES: RecordKind = RecordKind(7);
 /// States of counter tasks.
 pub const COUNTER: RecordKind = RecordKind::task_state(TaskKind::COUNTER);
 /// States of LCG tasks.
@@ -170,9 +175,22 @@ pub const SERVICE: RecordKind = RecordKind::task_state(TaskKind::SERVICE);
 pub const TABLE: RecordKind = RecordKind::task_state(TaskKind::TABLE);
 
 /// Every record kind this tree defines.
-pub const ALL: [RecordKind; 14] = [
-    MACHINE, TASK_TABLE, CHANNELS, HISTORY, PATCH_SET, RUN_QUEUES, COUNTER, LCG, PRODUCER,
-    CONSUMER, TICKER, HEARTBEAT, SERVICE, TABLE,
+pub const ALL: [RecordKind; 15] = [
+    MACHINE,
+    TASK_TABLE,
+    CHANNELS,
+    HISTORY,
+    PATCH_SET,
+    RUN_QUEUES,
+    PATCH_SITES,
+    COUNTER,
+    LCG,
+    PRODUCER,
+    CONSUMER,
+    TICKER,
+    HEARTBEAT,
+    SERVICE,
+    TABLE,
 ];
 
 /// The name of a record kind, or "unknown".
@@ -184,6 +202,7 @@ pub const fn kind_name(raw: u16) -> &'static str {
         4 => "history",
         5 => "patch-set",
         6 => "run-queues",
+        7 => "patch-sites",
         0x101 => "counter-state",
         0x102 => "lcg-state",
         0x103 => "producer-state",

@@ -11,7 +11,7 @@
 use image_format::{Capabilities, EmbeddedIdentity, ImageVersion, SchemaEntry, VersionRange};
 use updater::convert::Step;
 use updater::reconcile::{Image, RecordDecl};
-use updater::records::{history, machine, patch_set, run_queues, TaskKind};
+use updater::records::{history, machine, patch_set, patch_sites, run_queues, TaskKind};
 
 use crate::sched::{self, TaskEntry};
 use crate::tasks::{self, pipeline};
@@ -50,6 +50,7 @@ const SYSTEM_RECORDS: &[RecordDecl] = &[
     RecordDecl::of::<pipeline::ChannelV1>(false),
     RecordDecl::of::<history::V2>(false),
     RecordDecl::of::<patch_set::V1>(false),
+    RecordDecl::of::<patch_sites::V1>(false),
 ];
 
 /// Every record kind this image reads: the machinery's, then each task kind's state.

@@ -6,8 +6,8 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::arch::idt;
-use crate::{console, cpu, drivers, shell};
+use crate::arch::{apic, idt, tsc};
+use crate::{console, cpu, drivers, handoff_region, shell};
 
 /// Installs this module's handlers for the device vectors.
 pub fn register() {
@@ -31,12 +31,33 @@ const TICKS_PER_TLB_FLUSH: u64 = 10;
 /// code — which a swap does for every page of new code. Without these flushes the TLBs
 /// doubled at each swap, and a swap's downtime grew from 4 ms to 100–400 ms within a
 /// dozen swaps (docs/BENCHMARKS.md).
+///
+/// It is also the last backstop of a health window: when the deadline passed long ago
+/// (twice the guard's park wait after the checkpoints' backstop) and no CPU got back to
+/// its scheduler to fail the window — a task step that never returns on every CPU, as a
+/// hotpatch's new code can make it — the tick fails it.
 pub fn timer() {
     if let Some(me) = cpu::try_current() {
         let ticks = me.ticks.fetch_add(1, Ordering::Relaxed) + 1;
         if ticks % TICKS_PER_TLB_FLUSH == 0 {
             crate::arch::tlb::flush_all();
         }
+    }
+    let undo = handoff_region::undo();
+    if undo.armed.load(Ordering::Acquire) != 0
+        && undo.reverting.load(Ordering::Acquire) == 0
+        && tsc::read()
+            > undo
+                .deadline_tsc
+                .saturating_add(undo.park_wait_ticks.saturating_mul(2))
+    {
+        // The interrupted step is abandoned: acknowledge the tick, or the resumed
+        // kernel's timer stays masked behind it.
+        apic::end_of_interrupt();
+        handoff_region::fail_window(
+            updater::handoff::cause::DEADLINE,
+            "the health check's deadline passed and no CPU got back to its scheduler: a task step never returns",
+        );
     }
 }
 

@@ -78,25 +78,7 @@ const BSP_GRACE: Duration = Duration::from_millis(1000);
 pub fn checkpoint() {
     let control = handoff_region::park_control();
     let me = cpu::current();
-    if idt::guarded(me.id.index()) {
-        // A swap's health window: back to this kernel's own IDT once it closed; and, as
-        // a backstop for a bootstrap processor that never gets to its health check,
-        // the window fails a while after its deadline ([`BSP_GRACE`]).
-        let undo = handoff_region::undo();
-        if undo.armed.load(Ordering::Acquire) == 0 {
-            idt::load(me.id.index());
-        } else if me.id != CpuId::BSP
-            && tsc::read()
-                > undo
-                    .deadline_tsc
-                    .saturating_add(time::duration_to_ticks(BSP_GRACE))
-        {
-            handoff_region::fail_window(
-                updater::handoff::cause::DEADLINE,
-                "the health check's deadline passed and the bootstrap processor did not answer",
-            );
-        }
-    }
+    follow_window(me);
     let slot = &control.slots[me.id.index()];
     let requested = control.request.load(Ordering::Acquire);
     if requested <= slot.parked_gen.load(Ordering::Relaxed) {
@@ -118,7 +100,40 @@ pub fn checkpoint() {
     // SAFETY: interrupts are off; the entry, slot and control are the installed stub and
     // this CPU's structures in the hand-off region.
     unsafe { park::park(handoff_region::park_entry(), slot, control, requested) };
+    // Released into this kernel: a hotpatch may have opened a health window meanwhile.
+    follow_window(me);
     x86_64::instructions::interrupts::enable();
+}
+
+/// Keeps the calling CPU's IDT in step with the health window: the guard IDT while one
+/// is open (a hotpatch's opens with this kernel running on: its CPUs switch here, at the
+/// checkpoint where they were released), this kernel's own once it closed. As a
+/// backstop for a bootstrap processor that never gets to its health check, the window
+/// fails a while after its deadline.
+fn follow_window(me: &cpu::Cpu) {
+    let undo = handoff_region::undo();
+    let armed = undo.armed.load(Ordering::Acquire) != 0;
+    let i = me.id.index();
+    match (idt::guarded(i), armed) {
+        (true, false) => idt::load(i),
+        // SAFETY: the guard IDT is the hand-off region's; its device gates are rewritten
+        // with the same values by every CPU that loads it.
+        (false, true) => unsafe { idt::load_guarded(i, handoff_region::guard_idt()) },
+        (true, true) => {
+            if me.id != CpuId::BSP
+                && tsc::read()
+                    > undo
+                        .deadline_tsc
+                        .saturating_add(time::duration_to_ticks(BSP_GRACE))
+            {
+                handoff_region::fail_window(
+                    updater::handoff::cause::DEADLINE,
+                    "the health check's deadline passed and the bootstrap processor did not answer",
+                );
+            }
+        }
+        (false, false) => {}
+    }
 }
 
 /// Whether this CPU has a park request it has not answered (an idle CPU must not halt).

@@ -15,7 +15,7 @@ use updater::recordset::RecordSet;
 use crate::arch::tsc;
 use crate::cpu::{self, CpuId};
 use crate::memory::{self, frames::FrameBitmap, layout::stack_top};
-use crate::update::import;
+use crate::update::{import, patch_window};
 use crate::{
     boot, console, drivers, handoff_region, interrupts as routing, machine, quiesce, sched, smp,
     time,
@@ -41,7 +41,8 @@ extern "C" fn resume_main(_descriptor: *mut Descriptor) -> ! {
     let mut guard = handoff_region::descriptor();
     let d = &mut *guard;
     // A revert: this image is the *old* one, back because the new kernel failed inside
-    // its health window. It takes its own exported records again (no conversion).
+    // its health window — or this very image, back because a hotpatch's new code failed
+    // inside its window. It takes its own exported records again (no conversion).
     let undo = handoff_region::undo();
     let reverted = undo.reverting.load(Ordering::Acquire) != 0;
     // Faults a test injects into the new kernel (never into the old one after a revert).
@@ -74,6 +75,11 @@ extern "C" fn resume_main(_descriptor: *mut Descriptor) -> ! {
             m.phys_offset,
         )
     };
+    if reverted && patch_window::reverting_patch() {
+        // A hotpatch's window, taken back: the failed patch's jumps go before anything
+        // else could run its code.
+        patch_window::revert_sites();
+    }
     // This image's heap, over what the old kernel mapped (it mapped a larger one at
     // staging; the tail of a smaller one is freed here).
     m.heap = memory::adopt_heap(m.heap);
@@ -97,6 +103,10 @@ extern "C" fn resume_main(_descriptor: *mut Descriptor) -> ! {
     }
     // With a heap: everything else the set carries, before the queues adopt the tasks.
     let carried = import::read(&converted_set(records, at));
+    if reverted && patch_window::reverting_patch() {
+        // The patches applied before the failed one are still in the text.
+        patch_window::after_revert(&carried.patch_sites);
+    }
     boot::register_hooks();
     smp::register_cpus(false).expect("CPU stacks exist after a swap");
     smp::init_this_cpu(cpu::get(CpuId::BSP).expect("BSP registered"));

@@ -222,11 +222,23 @@ fn patch_outcome(answer: Answer, what: &str) -> Result<std::result::Result<Patch
 /// report names the patch and, when it got that far, the functions it would have
 /// replaced); `Err(_)` a failure of the host side.
 pub fn apply(mb: &mut Mailbox, patch: &[u8]) -> Result<std::result::Result<PatchReport, Refused>> {
+    apply_with(mb, patch, update::HealthWindow::Default)
+}
+
+/// [`apply`] with a health window of `window`: the patch's new code must let every CPU
+/// schedule and every task kind step, without an exception or a panic, within it, or
+/// the guest takes the patch back (answered `Reverted`, the reason in the refusal).
+pub fn apply_with(
+    mb: &mut Mailbox,
+    patch: &[u8],
+    window: update::HealthWindow,
+) -> Result<std::result::Result<PatchReport, Refused>> {
+    let (flags, args) = window.request(RequestFlags::empty());
     let answer = mb.call(
         Command::PatchApply,
-        RequestFlags::empty(),
+        flags,
         Some(patch),
-        [0; 4],
+        args,
         update::REQUEST_TIMEOUT,
         |_| {},
     )?;
@@ -258,6 +270,9 @@ pub const TRANSIENT_ATTEMPTS: u32 = 5;
 /// — unlike a scheduler loop, which its CPUs never leave (that refusal repeats).
 pub fn is_transient(r: &Refused) -> bool {
     let reason = refusal_reason(r);
+    if r.status == image_format::mailbox::Status::Reverted {
+        return false; // its code ran and failed: another attempt fails alike
+    }
     reason.contains("cannot be replaced now") || reason.contains("cannot be removed now")
 }
 
@@ -382,6 +397,7 @@ pub fn refused_json(op: &str, r: &Refused) -> Value {
         _ => json!({"op": op, "ok": false}),
     };
     v["refused"] = json!(refusal_reason(r));
+    v["reverted"] = json!(r.status == image_format::mailbox::Status::Reverted);
     v["status"] = json!(r.status.to_string());
     v["status_code"] = json!(r.status.code());
     v
@@ -410,6 +426,42 @@ pub fn load_base(patch: &[u8], report: &PatchReport) -> Option<u64> {
         reported.site.checked_sub(site.offset)
     });
     base
+}
+
+/// Names the functions of `report` that the guest could not name (a patch its health
+/// window took back is reported by its sites only) from `patch`: the load base is the
+/// one that puts the most of the patch's sites at reported addresses.
+pub fn name_sites(patch: &[u8], report: &mut PatchReport) {
+    let Ok(view) = image_format::hotpatch::parse(patch) else {
+        return;
+    };
+    let offsets: Vec<(u64, String)> = view
+        .functions()
+        .filter_map(|f| Some((f.site?.offset, f.name.to_string())))
+        .collect();
+    let matches = |base: u64| {
+        report
+            .functions
+            .iter()
+            .filter(|r| offsets.iter().any(|(o, _)| base.wrapping_add(*o) == r.site))
+            .count()
+    };
+    let Some(base) = report
+        .functions
+        .iter()
+        .flat_map(|r| offsets.iter().map(move |(o, _)| r.site.wrapping_sub(*o)))
+        .max_by_key(|&b| matches(b))
+    else {
+        return;
+    };
+    for r in report.functions.iter_mut().filter(|r| r.name.is_empty()) {
+        if let Some((_, name)) = offsets
+            .iter()
+            .find(|(o, _)| base.wrapping_add(*o) == r.site)
+        {
+            r.name = name.clone();
+        }
+    }
 }
 
 /// Bytes of the running text that differ from the ELF's.

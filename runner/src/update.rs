@@ -112,7 +112,9 @@ impl HealthWindow {
         }
     }
 
-    fn request(self, flags: RequestFlags) -> (RequestFlags, [u64; 4]) {
+    /// The request's flags and arguments for this window (a swap's Apply and a
+    /// PatchApply read it alike: `args[0]` ms, or `NO_HEALTH_WINDOW`).
+    pub fn request(self, flags: RequestFlags) -> (RequestFlags, [u64; 4]) {
         match self {
             Self::Default => (
                 flags,

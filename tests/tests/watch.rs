@@ -9,9 +9,11 @@
 //! 3. code that does not compile → cargo's error on `[watch]` lines and a `build
 //!    failed` line; the VM still answers and runs `fields`.
 //!
-//! Then Ctrl-C (SIGINT) stops `watch` and the VM runs on. Every wait is for a line or a
-//! state the guest reports, bounded by the hang guard; the printed lines carry the
-//! time split.
+//! Then Ctrl-C (SIGINT) stops `watch` and the VM runs on. A second test saves an edit
+//! whose new code panics (`patch-panic`'s): its hotpatch is reverted by the patch's
+//! health window and the line says why; a good edit after it is hotpatched. Every wait
+//! is for a line or a state the guest reports, bounded by the hang guard; the printed
+//! lines carry the time split.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -20,7 +22,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::Instant;
 
 use hotkernel::{variant, workspace};
-use hotkernel_tests::{patches, Check, Guest, HANG_GUARD};
+use hotkernel_tests::{assert_continuous, patches, Check, Guest, StepRules, HANG_GUARD};
 use image_format::TaskKind;
 
 /// A running `hotkernel watch` and the lines it printed.
@@ -177,5 +179,60 @@ fn watch_turns_saves_into_a_hotpatch_a_swap_and_a_shown_compile_error() {
     assert!(!g.vm.has_exited(), "Ctrl-C stops watching, not the VM");
     g.wait_all_progress(&after, &[]);
     // The next run starts from v1's sources again (copy_tree rewrites what differs).
+    variant::copy_tree(&root, &tree).check("restoring the scratch tree");
+}
+
+/// A saved edit whose new code panics: `watch` hotpatches it, the patch's health window
+/// takes it back, and the line says so and why; the VM runs v1 with every task, no
+/// patch applied, the counters as before. A good edit after it is hotpatched as usual.
+#[test]
+fn watch_says_a_hotpatch_whose_code_panics_was_reverted_and_why() {
+    let root = workspace::root();
+    let tree: PathBuf = workspace::hotkernel_dir().join("watch-tests/revert-tree");
+    variant::copy_tree(&root, &tree).check("copying the tree");
+    let panicking = variant::prepare(&root, "patch-panic").check("the patch-panic tree");
+    let patch_a = variant::prepare(&root, "patch-a").check("the patch-a tree");
+
+    let mut g = patches::boot("v1", 2);
+    let before = g.snapshot();
+    let vm = g.vm.name().to_owned();
+    let mut w = Watch::spawn(&["watch", "--vm", &vm, "--tree", tree.to_str().unwrap()]);
+    w.expect("watching", &[]);
+
+    save_from(&panicking, &tree, &["kernel/src/tasks/counter.rs"]);
+    let line = w.expect(
+        "#1 hotpatch",
+        &["#1 swap", "failed to build", "build failed"],
+    );
+    assert!(
+        line.contains("reverted"),
+        "the line says it was taken back: {line}"
+    );
+    assert!(
+        line.contains("panic at kernel/src/tasks/counter.rs:") && line.contains("first call"),
+        "the line says why (the panic and where): {line}"
+    );
+    let status = g.status();
+    assert_eq!(status.image.label.as_str(), "v1", "{line}");
+    assert_eq!((status.boot_seq, status.patches), (1, 0), "{line}");
+    assert_eq!(status.tasks as usize, before.tasks.len(), "every task kept");
+    let after = g.snapshot();
+    assert_continuous(
+        "the reverted hotpatch",
+        &before,
+        &after,
+        StepRules::default(),
+        &[],
+    );
+    assert_eq!(counter_step(&mut g), 1, "the counters run v1's code");
+
+    save_from(&patch_a, &tree, &["kernel/src/tasks/counter.rs"]);
+    let line = w.expect("#2 hotpatch", &["#2 swap", "reverted", "refused"]);
+    assert!(line.contains("kernel::tasks::counter::step"), "{line}");
+    assert_eq!(g.status().patches, 1, "{line}");
+    assert_eq!(counter_step(&mut g), 2, "the counters run the patched code");
+
+    let status = w.interrupt();
+    assert!(status.success(), "watch exits 0 on Ctrl-C: {status}");
     variant::copy_tree(&root, &tree).check("restoring the scratch tree");
 }

@@ -38,7 +38,7 @@
 use core::sync::atomic::{AtomicU32, AtomicU64};
 
 /// Version of this layout. Both images must have the same.
-pub const HANDOFF_ABI_VERSION: u32 = 2;
+pub const HANDOFF_ABI_VERSION: u32 = 3;
 /// Magic at the start of the descriptor.
 pub const DESCRIPTOR_MAGIC: [u8; 8] = *b"HKHANDOF";
 
@@ -434,6 +434,8 @@ pub fn text(field: &[u8]) -> &str {
 pub const MAX_UNDO_PTES: usize = 2048;
 /// Most pages of an image's writable segments the undo log restores.
 pub const MAX_PRISTINE_PAGES: usize = 64;
+/// Most sites a hotpatch's health window can take back ([`PatchWindow`]).
+pub const MAX_WINDOW_SITES: usize = 48;
 
 /// What stopped a new kernel inside its health window ([`Undo::cause`]).
 pub mod cause {
@@ -520,6 +522,75 @@ pub struct Undo {
     pub next_pristine_count: u32,
     pub _pad2: u32,
     pub next_pristine: [PristinePage; MAX_PRISTINE_PAGES],
+    /// When the window is a hotpatch's rather than a swap's: what to take back besides
+    /// the statics (read by the kernel only, never by the guard's assembly).
+    pub patch: PatchWindow,
+}
+
+/// A site of the hotpatch inside its health window: where its jump is, and the bytes
+/// that were there before it (restored on a revert).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, crate::Record)]
+pub struct WindowSite {
+    pub addr: u64,
+    /// The first [`WindowSite::LEN`] bytes are meaningful.
+    pub before: [u8; 8],
+}
+
+impl WindowSite {
+    /// Bytes of `before` a jump overwrote.
+    pub const LEN: usize = 5;
+}
+
+/// A hotpatch's health window ([`Undo::patch`]): the patch's jumps are written and its
+/// code runs, the kernel is the same image. A revert (the guard, with no page-table
+/// entry to restore) resets the statics and enters this image's own resume, which
+/// writes `sites` back, frees the patch memory and answers request `request_seq`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, crate::Record)]
+pub struct PatchWindow {
+    /// 1 while the armed window (or the revert that follows it) is a hotpatch's.
+    pub active: u32,
+    pub site_count: u32,
+    /// The PatchApply request the window answers.
+    pub request_seq: u64,
+    /// The patch: id, version, label.
+    pub id: u64,
+    pub version: u32,
+    pub _pad: u32,
+    pub label: [u8; 32],
+    /// Its patch memory (start, bytes).
+    pub memory: u64,
+    pub memory_len: u64,
+    /// The image's text hash before any patch (the statics that keep it are reset).
+    pub text_hash: [u8; 32],
+    /// What a package staged before the apply was given (the staging window and the
+    /// overlay source, `staged_span` bytes each; the image mapped up to `mapped_span`):
+    /// freed on a revert, which forgets the staging with the statics.
+    pub staged_span: u64,
+    pub mapped_span: u64,
+    pub sites: [WindowSite; MAX_WINDOW_SITES],
+}
+
+impl PatchWindow {
+    pub const EMPTY: PatchWindow = PatchWindow {
+        active: 0,
+        site_count: 0,
+        request_seq: 0,
+        id: 0,
+        version: 0,
+        _pad: 0,
+        label: [0; 32],
+        memory: 0,
+        memory_len: 0,
+        text_hash: [0; 32],
+        staged_span: 0,
+        mapped_span: 0,
+        sites: [WindowSite {
+            addr: 0,
+            before: [0; 8],
+        }; MAX_WINDOW_SITES],
+    };
 }
 
 /// The shared structures of the hand-off ABI, as one field table for the guard (never
@@ -642,6 +713,11 @@ mod tests {
         assert_eq!(
             core::mem::offset_of!(Undo, pristine),
             104 + 16 * MAX_UNDO_PTES
+        );
+        // Appended after everything the guard reads.
+        assert_eq!(
+            core::mem::offset_of!(Undo, patch),
+            104 + 16 * MAX_UNDO_PTES + 2 * 16 * MAX_PRISTINE_PAGES + 8
         );
     }
 }

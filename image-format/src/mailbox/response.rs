@@ -152,7 +152,7 @@ status_codes! {
     /// a fixed one changed size, or one is missing), or its memory could not be mapped.
     RegionMismatch = 20 => "the new image's address map does not fit the running kernel's",
     /// The new kernel failed inside its health window; the old kernel runs again.
-    Reverted = 21 => "the new kernel failed its health check; the swap was taken back",
+    Reverted = 21 => "the new code failed its health check; the swap or patch was taken back",
     /// The package or patch carries no signature trailer.
     Unsigned = 22 => "the package or patch is not signed",
     /// Signed by a key the running kernel does not trust.

@@ -33,7 +33,9 @@ pub fn apply_from_ramdisk(boot_info: &BootInfo) {
     for (i, patch) in set.iter().enumerate() {
         let result = patch.map_err(|e| alloc::format!("{e}")).and_then(|bytes| {
             let prepared = install::prepare(bytes).map_err(|r| alloc::format!("{r}"))?;
-            install::install(prepared).map_err(|(r, _, _)| alloc::format!("{r}"))
+            install::install(prepared, |_| ())
+                .map(|(applied, pause, ())| (applied, pause))
+                .map_err(|(r, _, _)| alloc::format!("{r}"))
         });
         match result {
             Ok((p, _)) => {

@@ -368,8 +368,9 @@ fn resume(parked: Parked) -> Pause {
     }
 }
 
-/// Parks every other CPU, checks stacks, writes the jumps, releases. BSP only, between
-/// task steps, interrupts are disabled inside.
+/// Parks every other CPU, checks stacks, calls `before_jumps` (every other CPU parked,
+/// the sites as the patch found them: a health window opens there), writes the jumps,
+/// releases. BSP only, between task steps, interrupts are disabled inside.
 ///
 /// On a refusal the patch memory is freed and the patch's description (what it would
 /// have written) comes back with the reason.
@@ -377,7 +378,10 @@ fn resume(parked: Parked) -> Pause {
     clippy::result_large_err,
     reason = "the refusal carries the patch it refused"
 )]
-pub fn install(mut prepared: Prepared) -> Result<(Applied, Pause), (PatchRefusal, Pause, Applied)> {
+pub fn install<T>(
+    mut prepared: Prepared,
+    before_jumps: impl FnOnce(&Applied) -> T,
+) -> Result<(Applied, Pause, T), (PatchRefusal, Pause, Applied)> {
     let result = x86_64::instructions::interrupts::without_interrupts(|| {
         let parked = stop().map_err(|r| (r, Pause::default()))?;
         // A return address `ra` lies inside `[site, site + size)` when `ra - 1` does.
@@ -396,6 +400,7 @@ pub fn install(mut prepared: Prepared) -> Result<(Applied, Pause), (PatchRefusal
                 return Err((refusal, resume(parked)));
             }
         }
+        let opened = before_jumps(&prepared.applied);
         for s in prepared.applied.sites.iter_mut() {
             // SAFETY: every other CPU is parked and none stands in this function
             // (checked above); interrupts are off; the site is mapped text.
@@ -404,10 +409,10 @@ pub fn install(mut prepared: Prepared) -> Result<(Applied, Pause), (PatchRefusal
                 text::write(s.addr, &s.jump);
             }
         }
-        Ok(resume(parked))
+        Ok((resume(parked), opened))
     });
     match result {
-        Ok(pause) => {
+        Ok((pause, opened)) => {
             let mut stack = STACK.lock();
             prepared.applied.sequence = stack.len() as u32 + 1;
             prepared.applied.applied_ns = time::since_boot().as_nanos() as u64;
@@ -416,7 +421,7 @@ pub fn install(mut prepared: Prepared) -> Result<(Applied, Pause), (PatchRefusal
             // The memory is the applied patch's now (freed when it is removed).
             prepared.owns_memory = false;
             super::bump_generation();
-            Ok((prepared.applied.clone(), pause))
+            Ok((prepared.applied.clone(), pause, opened))
         }
         Err((refusal, pause)) => {
             // Dropping `prepared` frees its memory.

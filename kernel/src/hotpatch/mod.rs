@@ -178,6 +178,81 @@ pub fn records() -> Vec<updater::records::patch_set::V1> {
         .collect()
 }
 
+/// Every site of the applied patches as hand-off records (with [`records`]: a revert to
+/// this image rebuilds the stack from both, [`restore`]).
+pub fn site_records() -> Vec<updater::records::patch_sites::V1> {
+    let stack = STACK.lock();
+    let mut out = Vec::new();
+    for p in stack.iter() {
+        for (i, s) in p.sites.iter().enumerate() {
+            let mut before = [0u8; 8];
+            before[..JUMP_LEN].copy_from_slice(&s.before);
+            let mut jump = [0u8; 8];
+            jump[..JUMP_LEN].copy_from_slice(&s.jump);
+            let mut function = [0u8; 96];
+            updater::handoff::set_text(&mut function, &s.function);
+            out.push(updater::records::patch_sites::V1 {
+                patch: p.id,
+                addr: s.addr,
+                code: p.code,
+                applied_ns: p.applied_ns,
+                old_size: s.old_size,
+                index: i as u32,
+                before,
+                jump,
+                function,
+            });
+        }
+    }
+    out
+}
+
+/// After a hotpatch's health window was reverted: this image resumed from its own
+/// records, its statics (the stack among them) afresh, while its text still holds the
+/// jumps of the patches applied before the failed one. Rebuilds the stack as it was at
+/// the apply from the patch set and its sites, and the pristine text hash from
+/// `text_hash` (the import counted their memory as live already).
+pub fn restore(
+    patches: Vec<updater::records::patch_set::V1>,
+    sites: &[updater::records::patch_sites::V1],
+    text_hash: [u8; 32],
+) {
+    PRISTINE_TEXT.call_once(|| text_hash);
+    let mut stack = STACK.lock();
+    stack.clear();
+    let mut patches = patches;
+    patches.sort_by_key(|p| p.sequence);
+    for p in patches {
+        let mut mine: Vec<_> = sites.iter().filter(|s| s.patch == p.id).collect();
+        mine.sort_by_key(|s| s.index);
+        let site = |s: &updater::records::patch_sites::V1| {
+            let mut before = [0u8; JUMP_LEN];
+            before.copy_from_slice(&s.before[..JUMP_LEN]);
+            let mut jump = [0u8; JUMP_LEN];
+            jump.copy_from_slice(&s.jump[..JUMP_LEN]);
+            SiteWrite {
+                addr: s.addr,
+                old_size: s.old_size,
+                before,
+                jump,
+                function: String::from(updater::handoff::text(&s.function)),
+            }
+        };
+        stack.push(Applied {
+            id: p.id,
+            version: p.version,
+            label: String::from(updater::handoff::text(&p.label)),
+            sequence: p.sequence,
+            sites: mine.iter().map(|s| site(s)).collect(),
+            memory: (p.memory, u64::from(p.pages) * 4096),
+            code: mine.first().map_or(0, |s| s.code),
+            applied_ns: mine.first().map_or(0, |s| s.applied_ns),
+        });
+    }
+    drop(stack);
+    bump_generation();
+}
+
 /// After a swap: frees the patch memory the previous kernel's patches used (the new
 /// image never runs them).
 pub fn free_handed_over(patches: &[updater::records::patch_set::V1]) {

@@ -1,6 +1,6 @@
-//! What a swap's health window waits for, as the scheduler sees it: every CPU
-//! scheduling again, and every task kind this kernel has tasks of stepped at least once
-//! since the swap. The update layer asks ([`missing`]) and decides (commit, or revert
+//! What a health window waits for, as the scheduler sees it: every CPU scheduling
+//! again, and every task kind this kernel has tasks of stepped at least once since the
+//! swap (or the hotpatch) opened it. The update layer asks ([`missing`]) and decides (commit, or revert
 //! when the window's deadline passes); this module only counts.
 #![deny(unsafe_code)]
 
@@ -14,6 +14,8 @@ static WATCHING: AtomicBool = AtomicBool::new(false);
 /// Kinds with tasks on a queue, and kinds stepped (bit = `KindIndex`).
 static PRESENT: AtomicU64 = AtomicU64::new(0);
 static STEPPED: AtomicU64 = AtomicU64::new(0);
+/// CPUs that passed their scheduler loop since the window opened (bit = CPU index).
+static SCHEDULED: AtomicU64 = AtomicU64::new(0);
 
 fn bit(kind: KindIndex) -> u64 {
     1u64.checked_shl(kind.get() as u32).unwrap_or(0)
@@ -40,7 +42,15 @@ pub(super) fn before_step() {
 /// Starts counting (at resume, with the window open).
 pub fn watch() {
     STEPPED.store(0, Ordering::Relaxed);
+    SCHEDULED.store(0, Ordering::Relaxed);
     WATCHING.store(true, Ordering::Release);
+}
+
+/// Starts counting with `kinds` the kinds that have tasks (a hotpatch's window: the
+/// queues keep their tasks, nothing adopts them).
+pub fn watch_present(kinds: u64) {
+    PRESENT.store(kinds, Ordering::Relaxed);
+    watch();
 }
 
 /// Stops counting (the window closed).
@@ -60,6 +70,16 @@ pub(super) fn note_present_all(kinds: u64) {
     PRESENT.fetch_or(kinds, Ordering::Relaxed);
 }
 
+/// CPU `cpu` is in its scheduler loop (once per round).
+pub(super) fn note_scheduling(cpu: CpuId) {
+    if WATCHING.load(Ordering::Relaxed) {
+        let b = 1u64.checked_shl(cpu.index() as u32).unwrap_or(0);
+        if SCHEDULED.load(Ordering::Relaxed) & b == 0 {
+            SCHEDULED.fetch_or(b, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A task of `kind` finished a step.
 pub(super) fn note_step(kind: KindIndex) {
     if WATCHING.load(Ordering::Relaxed) && STEPPED.load(Ordering::Relaxed) & bit(kind) == 0 {
@@ -70,8 +90,12 @@ pub(super) fn note_step(kind: KindIndex) {
 /// What the window still waits for: the first CPU not scheduling yet, and the first
 /// kind with tasks not stepped yet (`None`, `None`: healthy).
 pub fn missing() -> (Option<CpuId>, Option<&'static str>) {
+    let scheduled = SCHEDULED.load(Ordering::Acquire);
     let cpu = cpu::all()
-        .find(|c| !c.online.load(Ordering::Acquire))
+        .find(|c| {
+            !c.online.load(Ordering::Acquire)
+                || scheduled & 1u64.checked_shl(c.id.index() as u32).unwrap_or(0) == 0
+        })
         .map(|c| c.id);
     let waiting = PRESENT.load(Ordering::Acquire) & !STEPPED.load(Ordering::Acquire);
     let kind = (waiting != 0)

@@ -104,6 +104,19 @@ pub fn adopt_queue(cpu: CpuId, entries: tasks::Pool<TaskEntry>, states: tasks::P
     QUEUES[cpu.index()].adopt(entries, states);
 }
 
+/// The task kinds with tasks on some queue (bit = `KindIndex`), for a health window.
+pub fn kinds_present() -> u64 {
+    lock_all().queues().fold(0, |k, q| k | q.kinds())
+}
+
+/// Makes every task ready now: a health window opened without a swap sees every kind
+/// step at once, not after its period (a heartbeat's is a second).
+pub fn wake_all() {
+    for c in cpu::all() {
+        queue(c.id).wake_all();
+    }
+}
+
 /// Total tasks on all run queues.
 pub fn task_count() -> usize {
     TASKS.load(Ordering::Relaxed)
@@ -120,6 +133,7 @@ pub fn run() -> ! {
     let coordinator = COORDINATOR.get().filter(|_| me.id == CpuId::BSP);
     loop {
         quiesce::checkpoint();
+        health::note_scheduling(me.id);
         if let Some(c) = coordinator {
             // Work that stops the other CPUs runs here, with no task in flight.
             (c.run)();

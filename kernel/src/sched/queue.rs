@@ -77,6 +77,13 @@ impl Queue {
         }
     }
 
+    /// The kinds of the tasks queued (bit = `KindIndex`).
+    pub fn kinds(&self) -> u64 {
+        self.slots.iter().fold(0, |k, s| {
+            k | 1u64.checked_shl(s.kind.get() as u32).unwrap_or(0)
+        })
+    }
+
     /// The task-table entries, in queue order.
     pub fn entries(&self) -> &[TaskEntry] {
         self.entries.as_slice()
@@ -193,6 +200,13 @@ impl RunQueue {
         let (kind, state) = (slot.kind, slot.state);
         q.states.put(kind, state, taken.task.state);
         q.entries.as_mut_slice()[taken.at] = taken.task.entry;
+    }
+
+    /// Makes every task ready now (as after a swap, whose adopted tasks are all ready).
+    pub fn wake_all(&self) {
+        for s in self.queue.lock().slots.iter_mut() {
+            s.wake_at = 0;
+        }
     }
 
     /// Whether any task is ready at `now`.

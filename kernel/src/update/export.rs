@@ -1,7 +1,7 @@
 //! Export: the old kernel writes its persistent state into the hand-off region as a
 //! record set in its own schema versions — the machine, the task table, the run queues,
 //! each task kind's states (`tasks::export_states`), the channels, the history and the
-//! patch set — each with its field table from this image's description.
+//! patch set with its sites — each with its field table from this image's description.
 //!
 //! Runs on the coordinator with every other CPU parked, so every task is on a run queue
 //! between two steps; nothing is removed from the queues, so a rollback has nothing to
@@ -90,6 +90,11 @@ pub fn export(half: &mut [u8]) -> Result<Exported, RecordSetError> {
         0,
         table::<updater::records::patch_set::V1>(d),
         &hotpatch::records(),
+    )?;
+    w.add(
+        0,
+        table::<updater::records::patch_sites::V1>(d),
+        &hotpatch::site_records(),
     )?;
     let end = w.finish();
     Ok(Exported { tasks: count, end })

@@ -17,7 +17,7 @@ use spin::Mutex;
 use updater::record::entries_mut;
 use updater::records::machine::V1 as MachineRecord;
 use updater::records::task_table::TaskEntry as _;
-use updater::records::{history, kinds, patch_set, run_queues};
+use updater::records::{history, kinds, patch_set, patch_sites, run_queues};
 use updater::recordset::{EntriesMut, RecordSet};
 
 use crate::cpu::CpuId;
@@ -29,6 +29,9 @@ pub struct Carried {
     pub history: Vec<history::V2>,
     pub channels: Vec<pipeline::ChannelV1>,
     pub queues: Vec<run_queues::V1>,
+    /// The sites of the patches in the set (used only when the set is this image's own:
+    /// a reverted hotpatch window, `update::patch_window`).
+    pub patch_sites: Vec<patch_sites::V1>,
 }
 
 /// The hotpatches the previous kernel had applied (their memory is freed once the swap
@@ -66,6 +69,7 @@ pub fn read(set: &RecordSet<'_>) -> Carried {
         history: all(set),
         channels: all(set),
         queues: all(set),
+        patch_sites: all(set),
     }
 }
 

@@ -30,10 +30,11 @@ pub enum Job {
     },
     /// Report every task's state, all CPUs stopped (request `seq`).
     Snapshot { seq: u64 },
-    /// Write a loaded patch's jumps.
+    /// Write a loaded patch's jumps, with a health window of `window`.
     PatchApply {
         seq: u64,
         prepared: alloc::boxed::Box<crate::hotpatch::install::Prepared>,
+        window: Option<Duration>,
     },
     /// Remove patches down to `id` (`None`: the newest).
     PatchRemove { seq: u64, id: Option<u64> },
@@ -191,9 +192,13 @@ pub fn run_pending() {
             requests::set_state(GuestState::Running);
             respond(seq, status, format_args!("{reason}"), Some(Report::Swap(r)));
         }
-        Job::PatchApply { seq, prepared } => {
+        Job::PatchApply {
+            seq,
+            prepared,
+            window,
+        } => {
             if let Some(mb) = mailbox::shared() {
-                crate::update::patches::run_apply(&mb, seq, *prepared);
+                crate::update::patches::run_apply(&mb, seq, *prepared, window);
             }
         }
         Job::PatchRemove { seq, id } => {

@@ -14,7 +14,8 @@
 //!    old kernel, after the guard took the swap back) say what failed; [`report`] tells
 //!    the host.
 //!
-//! [`patches`] answers the hotpatch commands (the jumps are written by `crate::hotpatch`);
+//! [`patches`] answers the hotpatch commands (the jumps are written by `crate::hotpatch`),
+//! [`patch_window`] keeps an applied patch's health window (the swap's revert, reused);
 //! [`selfswap`] lets the self-test swap into this very image without a host.
 pub mod bootstrap;
 pub mod enter;
@@ -22,6 +23,7 @@ pub mod export;
 pub mod import;
 pub mod jobs;
 pub mod overlay;
+pub mod patch_window;
 pub mod patches;
 pub mod preflight;
 pub mod prepare;

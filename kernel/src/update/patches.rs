@@ -1,5 +1,6 @@
-//! Patch requests from the mailbox: `PatchApply` (patch bytes in the data area),
-//! `PatchRemove` (`args[0]`: the id to remove down to; 0 = the newest), `PatchList`.
+//! Patch requests from the mailbox: `PatchApply` (patch bytes in the data area;
+//! `args[0]`: its health window in ms, 0 = the default, `RequestFlags::NO_HEALTH_WINDOW`:
+//! none — see `update::patch_window`), `PatchRemove` (`args[0]`: the id to remove down to; 0 = the newest), `PatchList`.
 //!
 //! Checks and loading happen in the service task; the jumps are written (and removed)
 //! by the BSP at its checkpoint with every other CPU parked (`update::jobs`), which
@@ -10,14 +11,16 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use image_format::mailbox::report::{PatchOp, PatchReport, PatchedFunction, Report};
-use image_format::mailbox::{Command, Request, Response, ResponseState, Status};
+use image_format::mailbox::{Command, Request, RequestFlags, Response, ResponseState, Status};
 
 use crate::drivers::mailbox::SharedMemory;
 use crate::hotpatch::install::{self, Pause, Rejected};
 use crate::hotpatch::Applied;
 use crate::tasks::update_service::UpdateServiceV1 as Service;
 use crate::tasks::Next;
+use crate::time::Duration;
 use crate::update::jobs::{self, Job};
+use crate::update::patch_window;
 
 /// The report of an apply or remove of `patches` (the last one named as the patch).
 pub fn report(
@@ -105,8 +108,18 @@ pub fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next 
                     return Next::Period;
                 }
             };
+            let window = if request.flags.contains(RequestFlags::NO_HEALTH_WINDOW) {
+                None
+            } else if request.args[0] == 0 {
+                Some(patch_window::DEFAULT)
+            } else {
+                Some(Duration::from_millis(request.args[0]))
+            };
             match install::prepare(&bytes) {
                 Ok(prepared) => {
+                    if window.is_some() {
+                        patch_window::rehearse();
+                    }
                     let mut r = Response::new(seq, ResponseState::InProgress, Status::Accepted);
                     r.set_message(format_args!("patch loaded; writing its jumps"));
                     mb.respond(&r);
@@ -115,6 +128,7 @@ pub fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next 
                         Job::PatchApply {
                             seq,
                             prepared: alloc::boxed::Box::new(prepared),
+                            window,
                         },
                         request.flags,
                     );
@@ -153,10 +167,17 @@ pub fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next 
     Next::Period
 }
 
-/// The BSP's half of `PatchApply`.
-pub fn run_apply(mb: &SharedMemory, seq: u64, prepared: install::Prepared) {
-    match install::install(prepared) {
-        Ok((applied, pause)) => {
+/// The BSP's half of `PatchApply`: with a health window of `window` (`None`: none),
+/// the answer waits for the window to close (`patch_window::finish`).
+pub fn run_apply(
+    mb: &SharedMemory,
+    seq: u64,
+    prepared: install::Prepared,
+    window: Option<Duration>,
+) {
+    let open = |applied: &Applied| window.map(|length| patch_window::open(seq, applied, length));
+    match install::install(prepared, open) {
+        Ok((applied, pause, opened)) => {
             log::info!(
                 "patch {:016x} ({}) applied: {} sites, pause {} µs",
                 applied.id,
@@ -164,6 +185,18 @@ pub fn run_apply(mb: &SharedMemory, seq: u64, prepared: install::Prepared) {
                 applied.sites.len(),
                 pause.ns / 1000
             );
+            match opened {
+                Some(Ok(())) => {
+                    log::info!(
+                        "health window open: {} ms",
+                        window.map_or(0, |w| w.as_millis())
+                    );
+                    patch_window::wait(seq, applied, pause);
+                    return;
+                }
+                Some(Err(why)) => log::warn!("no health window for this patch: {why}"),
+                None => {}
+            }
             respond(
                 mb,
                 seq,

@@ -82,6 +82,7 @@ pub fn poll(state: &mut Service) -> Next {
     if finish_swap(&mb) {
         state.applied += 1;
     }
+    crate::update::patch_window::finish(&mb);
     if let Some(next) = continue_staging(&mb, state) {
         return next;
     }
@@ -119,7 +120,7 @@ fn handle(mb: &SharedMemory, state: &mut Service, request: Request) -> Next {
             seq,
             Status::Busy,
             format_args!(
-                "the last swap's health window is still open: try again once it is reported"
+                "the last update's health window is still open: try again once it is reported"
             ),
             None,
         );
@@ -425,6 +426,10 @@ fn finish_swap(mb: &SharedMemory) -> bool {
     match window::gate() {
         window::Gate::Waiting => return false,
         window::Gate::Healthy => window::commit(),
+        window::Gate::Reverted if crate::update::patch_window::reverting_patch() => {
+            crate::update::patch_window::report_revert(mb, &mut guard);
+            return false; // the patch was taken back
+        }
         window::Gate::Reverted => {
             report_revert(mb, &mut guard);
             return false; // nothing was applied

@@ -169,17 +169,11 @@ fn include_patched_pages(d: &mut Descriptor) {
     }
 }
 
-/// Fills the undo log for a swap with a health window of `window` (`None`: no window):
-/// how to take the swap back if the new kernel fails before it proves healthy. Returns
-/// why there is no window when one was asked for but cannot be had (a warning).
-fn prepare_undo(
-    d: &Descriptor,
-    loaded: &Prepared,
-    window: Option<Duration>,
-) -> Option<&'static str> {
-    // SAFETY: the coordinating CPU, holding the descriptor guard; no other CPU writes
-    // the undo log, and none reads its plain fields until the bootstrap arms it.
-    let u = unsafe { handoff_region::undo_mut() };
+/// Empties the undo log and fills what every window's revert needs: the CPUs, the
+/// local APIC, this image's resume entries and its own pristine pages — what a revert
+/// copies back (a swap's new kernel frees them otherwise). Returns whether those pages
+/// are kept (none kept: no window is possible). The caller arms it.
+pub(crate) fn reset_undo(u: &mut updater::handoff::Undo) -> bool {
     u.armed.store(0, Ordering::Relaxed);
     u.reverting.store(0, Ordering::Relaxed);
     u.cause.store(0, Ordering::Relaxed);
@@ -197,13 +191,11 @@ fn prepare_undo(
     u.resume_entry = unsafe { &hk_resume as *const u8 as u64 };
     u.ap_entry = hk_ap_resume as unsafe extern "C" fn(u64) -> ! as usize as u64;
     u.park_wait_ticks = crate::time::duration_to_ticks(Duration::from_millis(100));
-    // The new image's pristine pages travel with the swap either way.
-    u.next_pristine_count = loaded.pristine_count;
-    u.next_pristine = loaded.pristine;
-    // This image's own pristine pages: what a revert copies back, and otherwise what the
-    // new kernel frees once it runs.
+    u.next_pristine_count = 0;
+    u.patch.active = 0;
+    u.patch.site_count = 0;
     let own = crate::image::pristine();
-    let kept = own.len() <= u.pristine.len();
+    let kept = !own.is_empty() && own.len() <= u.pristine.len();
     let offset = crate::memory::phys_offset();
     u.pristine_count = if kept { own.len() as u32 } else { 0 };
     for (slot, &(page, phys)) in u.pristine.iter_mut().zip(own.iter()) {
@@ -212,8 +204,26 @@ fn prepare_undo(
             copy: offset + phys,
         };
     }
+    kept
+}
+
+/// Fills the undo log for a swap with a health window of `window` (`None`: no window):
+/// how to take the swap back if the new kernel fails before it proves healthy. Returns
+/// why there is no window when one was asked for but cannot be had (a warning).
+fn prepare_undo(
+    d: &Descriptor,
+    loaded: &Prepared,
+    window: Option<Duration>,
+) -> Option<&'static str> {
+    // SAFETY: the coordinating CPU, holding the descriptor guard; no other CPU writes
+    // the undo log, and none reads its plain fields until the bootstrap arms it.
+    let u = unsafe { handoff_region::undo_mut() };
+    let own = reset_undo(u);
+    // The new image's pristine pages travel with the swap either way.
+    u.next_pristine_count = loaded.pristine_count;
+    u.next_pristine = loaded.pristine;
     let window = window?;
-    let why_not = if own.is_empty() || !kept {
+    let why_not = if !own {
         Some("this image's pristine pages are not kept")
     } else if d.overlay_method != OverlayMethod::Remap as u32 {
         Some("the overlay copies over the old image")

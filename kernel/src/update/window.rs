@@ -1,5 +1,6 @@
 //! A swap's health window, from the kernel that runs after it: the new kernel's check
-//! and commit, and the old kernel's account of a revert.
+//! and commit, and the old kernel's account of a revert. A hotpatch's window uses the
+//! same check ([`gate`]) and revert; what differs is `update::patch_window`'s.
 //!
 //! The window opens at the overlay (the bootstrap arms the undo log,
 //! `updater::handoff::Undo`) and lasts until the new kernel is healthy — every CPU
@@ -121,8 +122,18 @@ pub fn commit() {
 
 /// What the failed kernel did, for the report (after a revert).
 pub fn revert_reason(d: &Descriptor) -> String {
+    format!(
+        "the new kernel failed inside its health window: {}; the swap was taken back and {} runs again, every task from its state at the swap",
+        failure(d),
+        crate::identity::describe()
+    )
+}
+
+/// What failed inside the window (after a revert): the exception, the panic or the
+/// missed deadline.
+pub fn failure(d: &Descriptor) -> String {
     let undo = handoff_region::undo();
-    let what = match undo.cause.load(Ordering::Acquire) {
+    match undo.cause.load(Ordering::Acquire) {
         cause::EXCEPTION => {
             let vector = undo.vector.load(Ordering::Relaxed);
             let mut s = format!(
@@ -142,11 +153,7 @@ pub fn revert_reason(d: &Descriptor) -> String {
         }
         cause::PANIC | cause::DEADLINE => String::from(text(&d.failure)),
         other => format!("unknown cause {other}"),
-    };
-    format!(
-        "the new kernel failed inside its health window: {what}; the swap was taken back and {} runs again, every task from its state at the swap",
-        crate::identity::describe()
-    )
+    }
 }
 
 fn exception_name(vector: u32) -> &'static str {
@@ -203,7 +210,16 @@ pub fn release_after_revert(span: u64, mapped_span: u64) {
         memory::free_frame(phys);
     }
     undo.next_pristine_count = 0;
+    clear_revert();
+}
+
+/// After a revert was reported: the undo log is empty again.
+pub fn clear_revert() {
+    // SAFETY: the bootstrap processor of the kernel that resumed after the revert;
+    // nothing else uses the undo log now.
+    let undo = unsafe { handoff_region::undo_mut() };
     undo.pte_count = 0;
+    undo.patch.active = 0;
     undo.cause.store(0, Ordering::Relaxed);
     REVERTED.store(false, Ordering::Release);
 }

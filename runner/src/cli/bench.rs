@@ -72,6 +72,10 @@ pub enum BenchWhat {
         /// CPU counts to sweep (comma separated).
         #[arg(long, value_delimiter = ',', default_value = "1,4")]
         cpus: Vec<u32>,
+        /// Each apply's health window, in ms (default: the guest's; 0: none, the pause
+        /// without the window's export).
+        #[arg(long, value_name = "MS")]
+        health_ms: Option<u32>,
     },
 }
 
@@ -229,6 +233,15 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
             }
             Ok(0)
         }
-        BenchWhat::Patch { rounds, cpus } => crate::cli::patch::bench(rounds, &cpus, args.json),
+        BenchWhat::Patch {
+            rounds,
+            cpus,
+            health_ms,
+        } => crate::cli::patch::bench(
+            rounds,
+            &cpus,
+            crate::update::HealthWindow::from_millis(health_ms),
+            args.json,
+        ),
     }
 }

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use image_format::mailbox::report::{PatchList, PatchReport, PatchedFunction, Report};
+use image_format::mailbox::Status;
 use serde_json::{json, Value};
 
 use super::VmArgs;
@@ -56,6 +57,11 @@ pub struct ApplyArgs {
     pub patch: PathBuf,
     #[command(flatten)]
     pub vm: VmArgs,
+    /// The health window, in milliseconds: with the patch's code running, every CPU must
+    /// schedule and every task kind step, without an exception or panic, within it, or
+    /// the patch is taken back (default: the guest's, 200 ms; 0: no window).
+    #[arg(long, value_name = "MS")]
+    pub health_ms: Option<u32>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -111,6 +117,22 @@ pub(super) fn pause_line(r: &PatchReport) -> String {
 /// Prints a refused apply or remove the way a person reads it.
 fn print_refusal(op: &str, r: &Refused) {
     let reason = hotpatch::refusal_reason(r);
+    if r.status == Status::Reverted {
+        // Applied, then taken back by its health window: the guest says why.
+        if let Some(Report::Patch(p)) = &r.report {
+            outln!(
+                "{op} of patch {} \"{}\" (version {}) reverted: {reason}",
+                hotpatch::id_text(p.id),
+                p.label,
+                p.version
+            );
+            functions_lines(&p.functions, "taken back from");
+        } else {
+            outln!("{op} reverted: {reason}");
+        }
+        outln!("  status {} ({})", r.status.code(), r.status);
+        return;
+    }
     match &r.report {
         Some(Report::Patch(p)) if p.id != 0 => outln!(
             "{op} of patch {} \"{}\" (version {}) refused: {reason}",
@@ -190,7 +212,8 @@ pub fn apply(args: ApplyArgs) -> Result<u8> {
         )));
     }
     let (state, mut mb) = open(&args.vm)?;
-    match hotpatch::apply(&mut mb, &patch)? {
+    let window = crate::update::HealthWindow::from_millis(args.health_ms);
+    match hotpatch::apply_with(&mut mb, &patch, window)? {
         Ok(r) => {
             let (line, kept) = persisted(keep_for_next_boot(&state, &mut mb, Some(&patch)));
             if args.json {
@@ -212,7 +235,10 @@ pub fn apply(args: ApplyArgs) -> Result<u8> {
             }
             Ok(0)
         }
-        Err(refused) => {
+        Err(mut refused) => {
+            if let Some(Report::Patch(p)) = &mut refused.report {
+                hotpatch::name_sites(&patch, p);
+            }
             if args.json {
                 outln!("{}", hotpatch::refused_json("apply", &refused));
             } else {

@@ -54,7 +54,13 @@ impl PauseRun {
 
 /// Boots v1 on `cpus` CPUs, lets the tasks run, then applies and removes `patch`
 /// `rounds` times.
-pub fn run(cpus: u32, rounds: usize, patch: &[u8]) -> Result<PauseRun> {
+/// Each apply has the health window `window`.
+pub fn run(
+    cpus: u32,
+    rounds: usize,
+    patch: &[u8],
+    window: update::HealthWindow,
+) -> Result<PauseRun> {
     let vm = Vm::launch(VmConfig::variant("v1").cpus(cpus))?;
     vm.wait_for_line("first task step", GUARD)?;
     let mut mb = Mailbox::open(vm.paths())?;
@@ -66,8 +72,10 @@ pub fn run(cpus: u32, rounds: usize, patch: &[u8]) -> Result<PauseRun> {
         ..PauseRun::default()
     };
     for round in 0..rounds {
-        let (applied, retries) =
-            super::retrying(|| super::apply(&mut mb, patch), TRANSIENT_ATTEMPTS)?;
+        let (applied, retries) = super::retrying(
+            || super::apply_with(&mut mb, patch, window),
+            TRANSIENT_ATTEMPTS,
+        )?;
         run.retries += retries;
         let applied = applied.map_err(|r| Error::PatchRefused {
             what: format!("apply {round}"),

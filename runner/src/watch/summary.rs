@@ -150,6 +150,21 @@ pub fn hotpatch(
     times.apply = Some(steps.apply);
     let report = match result {
         Ok(r) => r,
+        Err(refused) if refused.status == image_format::mailbox::Status::Reverted => {
+            // Its code ran and failed inside the health window: a swap to the same code
+            // would fail alike. The guest says what failed.
+            let label = match &refused.report {
+                Some(image_format::mailbox::report::Report::Patch(p)) => {
+                    format!(" {} \"{}\"", hotpatch::id_text(p.id), p.label)
+                }
+                _ => String::new(),
+            };
+            return Ok(format!(
+                "#{n} hotpatch{label} reverted: {}; the VM runs on as it was | {}",
+                refused.message,
+                times.line(true)
+            ));
+        }
         Err(refused) => {
             let reason = hotpatch::refusal_reason(&refused);
             say(&format!(

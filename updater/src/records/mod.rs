@@ -1,5 +1,5 @@
 //! The update machinery's own hand-off records: the machine, the task table, the run
-//! queues, the update history and the patch set. Every kernel exports them; task kinds
+//! queues, the update history, the patch set and its sites. Every kernel exports them; task kinds
 //! add their state records, declared with the kind in the kernel (`kernel/src/tasks/`).
 //!
 //! Each schema version of a record kind is its own type (`V1`, `V2`, …) with
@@ -13,6 +13,7 @@
 pub mod history;
 pub mod machine;
 pub mod patch_set;
+pub mod patch_sites;
 pub mod run_queues;
 pub mod task_table;
 

@@ -87,7 +87,12 @@ pub fn demo(cpus: u32, json: bool) -> Result<u8> {
 }
 
 /// The hotpatch pause benchmark: `rounds` apply+remove of patch-a per CPU count.
-pub fn bench(rounds: usize, cpus: &[u32], json: bool) -> Result<u8> {
+pub fn bench(
+    rounds: usize,
+    cpus: &[u32],
+    window: crate::update::HealthWindow,
+    json: bool,
+) -> Result<u8> {
     if rounds == 0 {
         return Err(Error::Patch("--rounds must be at least 1".into()));
     }
@@ -100,7 +105,8 @@ pub fn bench(rounds: usize, cpus: &[u32], json: bool) -> Result<u8> {
     let mut runs = Vec::new();
     if !json {
         outln!(
-            "hotpatch pause, patch-a on v1, {rounds} apply+remove rounds (guest TSC: first park IPI → release)"
+            "hotpatch pause, patch-a on v1, {rounds} apply+remove rounds (guest TSC: first park IPI → release), health window {}",
+            window_text(window)
         );
         outln!(
             "{:>4} {:>6} | {:<38} | {:<38}",
@@ -113,7 +119,7 @@ pub fn bench(rounds: usize, cpus: &[u32], json: bool) -> Result<u8> {
         outln!("{:>4} {:>6} | {columns} | {columns}", "cpus", "parked");
     }
     for &cpus in cpus {
-        let r = hotpatch::bench::run(cpus, rounds, &patch)?;
+        let r = hotpatch::bench::run(cpus, rounds, &patch, window)?;
         if !json {
             let (amin, amed, ap99) = crate::bench::stats(&r.apply_us);
             let (rmin, rmed, rp99) = crate::bench::stats(&r.remove_us);
@@ -148,6 +154,7 @@ pub fn bench(rounds: usize, cpus: &[u32], json: bool) -> Result<u8> {
         let v = json!({
             "patch": "patch-a",
             "rounds": rounds,
+            "health_window": window_text(window),
             "median_apply_pause_us_4_cpus": head.map(|r| crate::bench::stats(&r.apply_us).1),
             "median_remove_pause_us_4_cpus": head.map(|r| crate::bench::stats(&r.remove_us).1),
             "configs": runs.iter().map(hotpatch::bench::PauseRun::json).collect::<Vec<_>>(),
@@ -155,4 +162,12 @@ pub fn bench(rounds: usize, cpus: &[u32], json: bool) -> Result<u8> {
         outln!("{v}");
     }
     Ok(0)
+}
+
+fn window_text(window: crate::update::HealthWindow) -> String {
+    match window {
+        crate::update::HealthWindow::Default => "the guest's default".into(),
+        crate::update::HealthWindow::Millis(ms) => format!("{ms} ms"),
+        crate::update::HealthWindow::Off => "none".into(),
+    }
 }
