@@ -30,13 +30,21 @@ fn own_entry(downtime_ns: u64, request_seq: u64, floor_before: u32) -> Entry {
     }
 }
 
-/// The highest security version that ran in this VM (this kernel's included): a package
-/// or patch below it is refused.
+/// The highest security version that ran in this VM (this kernel's and its hotpatches'
+/// included): a package or patch below it is refused.
 pub fn svn_floor() -> u32 {
     HISTORY
         .lock()
         .last()
         .map_or(identity::SVN, |e| e.svn_floor.max(identity::SVN))
+}
+
+/// A hotpatch of security version `svn` runs: this kernel's entry keeps it as the floor
+/// (the highest that ran), so it crosses swaps with the history.
+pub fn raise_floor(svn: u32) {
+    if let Some(last) = HISTORY.lock().last_mut() {
+        last.svn_floor = last.svn_floor.max(svn);
+    }
 }
 
 /// First boot: the history starts with this kernel.

@@ -109,7 +109,7 @@ pub fn checkpoint() {
 /// is open (a hotpatch's opens with this kernel running on: its CPUs switch here, at the
 /// checkpoint where they were released), this kernel's own once it closed. As a
 /// backstop for a bootstrap processor that never gets to its health check, the window
-/// fails a while after its deadline.
+/// fails a while after its deadline ([`BSP_GRACE`]).
 fn follow_window(me: &cpu::Cpu) {
     let undo = handoff_region::undo();
     let armed = undo.armed.load(Ordering::Acquire) != 0;

@@ -143,3 +143,31 @@ fn bad_signatures_and_a_lower_svn_are_refused_and_a_signed_patch_still_applies()
     );
     assert_counter_stride(&mut g, "patched", 2);
 }
+
+/// A hotpatch's security version counts as run once it is applied: after patch-a with
+/// SVN 2 was applied and removed on v1 (SVN 1), a package of SVN 1 is a rollback of the
+/// patch's fix and is refused at staging naming both numbers; v1 runs on, every task
+/// continuous.
+#[test]
+fn a_package_below_an_applied_patchs_security_version_is_refused() {
+    let name = "a_package_below_an_applied_patchs_security_version_is_refused";
+    println!("{name}");
+    let mut g = patches::boot("v1", 2);
+    let patch = with_svn(&patches::patch("v1", "patch-a"), 2);
+    g.patch_apply_ok(&patch);
+    g.patch_remove_ok(None);
+    let before = g.snapshot();
+    let refused = match g.stage(&hotkernel_tests::packages::package("twin")) {
+        Ok((report, _)) => panic!("{name}: staged: {report:?}"),
+        Err(r) => r,
+    };
+    assert_eq!(refused.status, Status::SvnRollback, "{name}: {refused}");
+    assert!(
+        refused.message.contains('1') && refused.message.contains('2'),
+        "{name}: both numbers: {refused}"
+    );
+    let after = g.snapshot();
+    assert_continuous(name, &before, &after, StepRules::default(), &[]);
+    g.assert_running("v1", 1);
+    println!("{name}: {refused}");
+}

@@ -112,6 +112,8 @@ impl core::fmt::Display for PatchRefusal {
 /// mapped in the patch area that no applied patch owns.
 pub struct Prepared {
     pub applied: Applied,
+    /// The patch's security version: once it runs, the VM's floor is at least this.
+    svn: u32,
     /// Whether the patch memory is still this value's to free (not once installed).
     owns_memory: bool,
 }
@@ -309,6 +311,7 @@ fn prepare_view(view: &hotpatch::PatchView<'_>) -> Result<Prepared, PatchRefusal
             code,
             applied_ns: 0,
         },
+        svn: view.svn(),
         owns_memory: true,
     })
 }
@@ -418,6 +421,9 @@ pub fn install<T>(
             prepared.applied.applied_ns = time::since_boot().as_nanos() as u64;
             stack.push(prepared.applied.clone());
             drop(stack);
+            // Its code runs: a package or patch below its security version is a rollback
+            // from now on (a patch window's revert takes the history back with the rest).
+            crate::history::raise_floor(prepared.svn);
             // The memory is the applied patch's now (freed when it is removed).
             prepared.owns_memory = false;
             super::bump_generation();
