@@ -25,6 +25,7 @@ use std::time::Duration;
 mod guest;
 pub mod packages;
 pub mod patches;
+pub mod swaps;
 
 pub use guest::{assert_continuous, guest_seconds, kind_name, tasks_of, Guest, StepRules};
 pub use hotkernel::{Error, GuestExit, KernelChoice, SerialLine, Vm, VmConfig, VmPaths, VmState};
