@@ -251,14 +251,7 @@ pub fn remove(
     mb: &mut Mailbox,
     down_to: Option<u64>,
 ) -> Result<std::result::Result<PatchReport, Refused>> {
-    let answer = mb.call(
-        Command::PatchRemove,
-        RequestFlags::empty(),
-        None,
-        [down_to.unwrap_or(0), 0, 0, 0],
-        update::REQUEST_TIMEOUT,
-        |_| {},
-    )?;
+    let answer = mb.request(Command::PatchRemove, [down_to.unwrap_or(0), 0, 0, 0])?;
     patch_outcome(answer, "a patch removal")
 }
 
@@ -294,14 +287,7 @@ pub fn retrying(
 
 /// The applied patches, bottom first.
 pub fn list(mb: &mut Mailbox) -> Result<PatchList> {
-    let answer = mb.call(
-        Command::PatchList,
-        RequestFlags::empty(),
-        None,
-        [0; 4],
-        update::REQUEST_TIMEOUT,
-        |_| {},
-    )?;
+    let answer = mb.request(Command::PatchList, [0; 4])?;
     match outcome(answer) {
         Ok(Answer {
             report: Some(Report::PatchList(l)),

@@ -40,6 +40,9 @@ use crate::vm::VmPaths;
 /// How often a wait for an answer checks that the VM is still there.
 pub const WATCH_EVERY: Duration = Duration::from_millis(100);
 
+/// How long a request may take before the runner gives up (a hang guard, not a target).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// An open mailbox.
 pub struct Mailbox {
     map: MmapMut,
@@ -349,6 +352,19 @@ impl Mailbox {
             waiting_for,
             death: Box::new(death),
         })
+    }
+
+    /// A request without payload or flags, answered within [`REQUEST_TIMEOUT`] (no
+    /// progress shown): a list, a snapshot, a removal, a reset.
+    pub fn request(&mut self, command: Command, args: [u64; 4]) -> Result<Answer> {
+        self.call(
+            command,
+            RequestFlags::empty(),
+            None,
+            args,
+            REQUEST_TIMEOUT,
+            |_| {},
+        )
     }
 
     /// Sends `command` (with `payload` in the data area) and waits for the answer.

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use image_format::mailbox::report::{PatchList, StageReport};
-use image_format::mailbox::{Command, RequestFlags, Status};
+use image_format::mailbox::{Command, Status};
 use image_format::package::parse_header;
 use image_format::ImageSummary;
 use patchgen::{FunctionVerdict, PatchOptions, Verdict};
@@ -470,14 +470,7 @@ pub fn preflight(mb: &mut Mailbox, plan: &mut Plan) -> Result<()> {
     let started = Instant::now();
     let opts = PushOptions::default().without_host_check();
     let staged = update::stage(mb, &plan.package, &opts, |_| {})?;
-    let released = mb.call(
-        Command::Reset,
-        RequestFlags::empty(),
-        None,
-        [0; 4],
-        update::REQUEST_TIMEOUT,
-        |_| {},
-    )?;
+    let released = mb.request(Command::Reset, [0; 4])?;
     if released.response.status.is_error() {
         return Err(Error::Mailbox(format!(
             "the staging pre-flight could not release the staging buffer: {}",

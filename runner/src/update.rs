@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use image_format::mailbox::report::{Report, Snapshot, StageReport, SwapReport};
 use image_format::mailbox::{Command, RequestFlags, Response, Status};
@@ -20,8 +19,7 @@ use crate::error::{Error, Result};
 use crate::mailbox::{Answer, Mailbox};
 use crate::workspace;
 
-/// How long a request may take before the runner gives up (a hang guard, not a target).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub use crate::mailbox::REQUEST_TIMEOUT;
 
 /// Packs the kernel ELF at `elf` (label: the ELF's own unless `label` is given), signed
 /// with the development key.
@@ -309,14 +307,7 @@ pub fn push_and_apply(
 
 /// Every task's state, taken with all CPUs stopped.
 pub fn snapshot(mailbox: &mut Mailbox) -> Result<Snapshot> {
-    let answer = mailbox.call(
-        Command::Snapshot,
-        RequestFlags::empty(),
-        None,
-        [0; 4],
-        REQUEST_TIMEOUT,
-        |_| {},
-    )?;
+    let answer = mailbox.request(Command::Snapshot, [0; 4])?;
     match outcome(answer) {
         Ok(Answer {
             report: Some(Report::Snapshot(s)),
@@ -330,14 +321,7 @@ pub fn snapshot(mailbox: &mut Mailbox) -> Result<Snapshot> {
 /// `len` bytes of the running image at virtual address `address`, as its CPUs see them
 /// (at most [`MAX_IMAGE_READ`](image_format::mailbox::report::MAX_IMAGE_READ)).
 pub fn read_image(mailbox: &mut Mailbox, address: u64, len: usize) -> Result<Vec<u8>> {
-    let answer = mailbox.call(
-        Command::ReadImage,
-        RequestFlags::empty(),
-        None,
-        [address, len as u64, 0, 0],
-        REQUEST_TIMEOUT,
-        |_| {},
-    )?;
+    let answer = mailbox.request(Command::ReadImage, [address, len as u64, 0, 0])?;
     match outcome(answer) {
         Ok(Answer {
             report: Some(Report::ImageBytes(b)),

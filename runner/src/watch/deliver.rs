@@ -112,14 +112,7 @@ pub fn swap(mb: &mut Mailbox, package: &[u8]) -> Result<(SwapOutcome, Steps)> {
     };
     let message = staged.response.message.to_string();
     if message.contains(crate::plan::PREDICTS_REFUSAL) {
-        mb.call(
-            Command::Reset,
-            RequestFlags::empty(),
-            None,
-            [0; 4],
-            update::REQUEST_TIMEOUT,
-            |_| {},
-        )?;
+        mb.request(Command::Reset, [0; 4])?;
         return Ok((SwapOutcome::Predicted(message), steps));
     }
     let started = Instant::now();
