@@ -33,6 +33,8 @@ pub const PARK_BOUND: Duration = Duration::from_millis(200);
 /// The health window a swap gets unless the request says otherwise.
 pub const DEFAULT_HEALTH_WINDOW: Duration = Duration::from_millis(200);
 
+// SAFETY: both symbols are defined by this image's own assembly (`resume.rs`) with
+// these types; only their addresses are taken, nothing is read or called here.
 unsafe extern "C" {
     /// This image's resume and AP entries (`resume.rs`), where a revert sends the CPUs.
     static hk_resume: u8;

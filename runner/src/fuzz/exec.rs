@@ -149,10 +149,10 @@ impl Target {
             .write(true)
             .open(&paths.mailbox)
             .map_err(io(format!("open the mailbox {}", paths.mailbox.display())))?;
-        #[allow(unsafe_code)]
         // SAFETY: the VM's shared memory, as `Mailbox::open_file` maps it: the guest
         // changes it under us, so every block is copied out before it is decoded, and
         // the host writes only its own blocks (request and data).
+        #[allow(unsafe_code)]
         let map = unsafe { MmapMut::map_mut(&file) }
             .map_err(io(format!("map the mailbox {}", paths.mailbox.display())))?;
         if map.len() <= DATA_OFFSET {
