@@ -271,6 +271,21 @@ pub fn fail_window(cause: u32, why: &str) -> ! {
     unsafe { core::arch::asm!("jmp {}", in(reg) entry, in("edi") cause, options(noreturn)) }
 }
 
+/// Joins a revert the guard has begun (`undo().reverting` set by another CPU's failure):
+/// the bootstrap processor does it, any other CPU parks for it. For a CPU that found the
+/// guard's park request at its checkpoint — parking there, on the park stub's IDT, would
+/// swallow the guard's NMI, and a bootstrap processor parked that way never reverts. The
+/// failure the revert reports is the one recorded first; this adds none.
+pub fn join_revert() -> ! {
+    x86_64::instructions::interrupts::disable();
+    let entry = guard_trigger();
+    // SAFETY: as in `fail_window`; cause 0 leaves the recorded cause as it is (the
+    // trigger keeps the first).
+    unsafe {
+        core::arch::asm!("jmp {}", in(reg) entry, in("edi") updater::handoff::cause::NONE, options(noreturn))
+    }
+}
+
 /// The undo log and the state of the health window.
 ///
 /// Written only by the CPU coordinating a swap — the old kernel before it enters the

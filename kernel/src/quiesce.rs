@@ -84,6 +84,13 @@ pub fn checkpoint() {
     if requested <= slot.parked_gen.load(Ordering::Relaxed) {
         return;
     }
+    // The guard raised this request for a revert (it marks the revert before it raises
+    // the generation, so a CPU that sees the request sees the mark): park through the
+    // guard, where the bootstrap processor does the revert, not here — the guard's NMI
+    // to it would find the park stub's IDT and be dropped.
+    if handoff_region::undo().reverting.load(Ordering::Acquire) != 0 {
+        handoff_region::join_revert();
+    }
     if control.ignore_cpu.load(Ordering::Relaxed) == me.id.index() as u32 {
         // Fault injection: behave like a CPU that never answers this request.
         slot.parked_gen.store(requested, Ordering::Relaxed);

@@ -50,6 +50,8 @@ pub fn init_this_cpu(me: &'static Cpu) {
         idt::load(me.id.index());
     }
     apic::enable_this_cpu(vector::SPURIOUS, vector::APIC_ERROR);
+    // A kernel entered after a revert may find a handler the guard cut short unacknowledged.
+    apic::clear_in_service();
     let per_ms = machine::record().apic_timer_per_ms;
     apic::start_periodic_timer(vector::TIMER, (per_ms as u64 * 1000 / TICK_HZ) as u32);
 }

@@ -20,6 +20,7 @@ mod reg {
     pub const ID: usize = 0x20;
     pub const TPR: usize = 0x80;
     pub const EOI: usize = 0xb0;
+    pub const ISR: usize = 0x100;
     pub const SVR: usize = 0xf0;
     pub const ESR: usize = 0x280;
     pub const ICR_LOW: usize = 0x300;
@@ -97,6 +98,20 @@ pub fn id() -> u32 {
 /// Signals the end of the interrupt being handled.
 pub fn end_of_interrupt() {
     write(reg::EOI, 0);
+}
+
+/// Acknowledges every interrupt the calling CPU's APIC still counts as in service. A
+/// revert can leave the bootstrap processor's interrupted handler unacknowledged — the
+/// guard's NMI may come in the middle of one — and the resumed kernel would then never
+/// see that vector (or any below its priority) again. Each end of interrupt clears the
+/// highest bit of the in-service register; there are at most 256.
+pub fn clear_in_service() {
+    for _ in 0..256 {
+        if (0..8).all(|i| read(reg::ISR + 0x10 * i) == 0) {
+            return;
+        }
+        end_of_interrupt();
+    }
 }
 
 /// Reads (and clears) the error status register.
