@@ -255,3 +255,79 @@ fn a_patch_whose_new_code_never_returns_is_reverted_at_the_deadline() {
     );
     assert_counting(&mut g, &format!("{name} (after the revert)"), 1);
 }
+
+/// How many times [`many_reverts_in_a_row_leave_the_kernel_as_it_was`] applies
+/// `patch-panic`. On 2 CPUs the bootstrap processor reached its checkpoint between an
+/// AP's failure and the guard's NMI to it about once in 8–40 reverts before that was
+/// handled (the VM hung, unanswered), and each revert moved the patch area's next
+/// address up by the failed patch's size.
+const REVERTS_IN_A_ROW: usize = 40;
+
+/// Where the patch area starts (`kernel::memory::layout::PATCH_AREA`).
+const PATCH_AREA_START: u64 = 0xffff_ffff_c000_0000;
+
+/// The destination of the `jmp rel32` a patched site starts with.
+fn jump_target(g: &mut Guest, site: u64) -> u64 {
+    let bytes = g.read_image(site, 5);
+    assert_eq!(
+        bytes[0], 0xe9,
+        "a patched site starts with jmp rel32: {bytes:02x?}"
+    );
+    let rel = i32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+    site.wrapping_add(5).wrapping_add(rel as i64 as u64)
+}
+
+#[test]
+fn many_reverts_in_a_row_leave_the_kernel_as_it_was() {
+    let name = "many_reverts_in_a_row_leave_the_kernel_as_it_was";
+    let pa = patch("v1", "patch-a");
+    let pb = patch("v1", "patch-b");
+    let bad = patch("v1", "patch-panic");
+    let mut g = patches::boot("v1", 2);
+    let a = apply_ok(&mut g, &format!("{name} (patch-a)"), &pa, (1, 2));
+    let a_end = a
+        .functions
+        .iter()
+        .map(|f| jump_target(&mut g, f.site))
+        .max()
+        .expect("patch-a replaces functions");
+    g.wait_polls(2);
+    let free = g.status().free_frames;
+    let before = g.snapshot();
+    for i in 0..REVERTS_IN_A_ROW {
+        match g.patch_apply(&bad) {
+            Ok(r) => panic!("{name}: revert {i}: patch-panic was applied: {r:?}"),
+            Err(r) => assert_eq!(r.status, Status::Reverted, "{name}: revert {i}: {r}"),
+        }
+    }
+    let after = g.snapshot();
+    let c = assert_continuous(name, &before, &after, StepRules { counter: (2, 2) }, &[]);
+    eprintln!(
+        "{name}: {REVERTS_IN_A_ROW} reverts, {} tasks continuous across them",
+        c.tasks_compared
+    );
+    let listed: Vec<u64> = g.patch_list().patches.iter().map(|p| p.id).collect();
+    assert_eq!(listed, vec![a.id], "{name}: patch-a alone is applied");
+    assert_counting(&mut g, &format!("{name} (after the reverts)"), 2);
+    g.wait_polls(2);
+    assert_eq!(
+        g.status().free_frames,
+        free,
+        "{name}: free frames before and after {REVERTS_IN_A_ROW} reverted applies"
+    );
+
+    // The failed patches' addresses were given back: a good patch on top of patch-a
+    // lands right above it, not above {REVERTS_IN_A_ROW} failed ones.
+    let b = g.patch_apply_ok(&pb);
+    assert_eq!(b.sequence, 2, "{b:?}");
+    let b_start = b
+        .functions
+        .iter()
+        .map(|f| jump_target(&mut g, f.site))
+        .min()
+        .expect("patch-b replaces functions");
+    assert!(
+        b_start > a_end && b_start - PATCH_AREA_START < 64 * 1024,
+        "{name}: patch-b's code at {b_start:#x}, patch-a's ends near {a_end:#x}"
+    );
+}

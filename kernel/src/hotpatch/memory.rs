@@ -76,6 +76,14 @@ pub fn adopt(start: u64, len: u64) {
     area.live += 1;
 }
 
+/// Unmaps memory of a patch this kernel never counted and frees its frames: the patch a
+/// reverted health window took back (its allocation was lost with the statics). The
+/// next allocation may reuse its addresses.
+pub fn discard(start: u64, len: u64) {
+    let _area = AREA.lock();
+    unmap(start, len);
+}
+
 fn unmap(start: u64, len: u64) {
     memory::with_tables(|t| {
         let _ = t.unmap(start, len.next_multiple_of(4096), true);

@@ -250,9 +250,9 @@ pub fn revert_sites() {
 /// the failed patch's memory and rebuilds the stack of the patches applied before it.
 pub fn after_revert(sites: &[updater::records::patch_sites::V1]) {
     let w = &handoff_region::undo().patch;
-    // Counted live (the import adopted only the patches in the records), then freed.
-    hotpatch::memory::adopt(w.memory, w.memory_len);
-    hotpatch::memory::free(w.memory, w.memory_len);
+    // Not counted (the import adopted only the patches in the records): unmapped, and its
+    // addresses are free for the next patch.
+    hotpatch::memory::discard(w.memory, w.memory_len);
     hotpatch::restore(
         crate::update::import::take_handed_over_patches(),
         sites,
