@@ -50,10 +50,20 @@ pub struct QuiesceTimeout {
     /// The first CPU that did not acknowledge.
     pub missing: Option<CpuId>,
     pub waited: Duration,
+    /// Nothing was asked: this CPU, released by the last park, had not left the park
+    /// stub within the bound.
+    pub still_leaving: Option<CpuId>,
 }
 
 impl core::fmt::Display for QuiesceTimeout {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if let Some(c) = self.still_leaving {
+            return write!(
+                f,
+                "{c}, released by the last park, had not left the park stub after {} µs: no park was asked",
+                self.waited.as_micros()
+            );
+        }
         write!(
             f,
             "{} of {} CPUs parked within {} µs",
@@ -162,6 +172,13 @@ pub fn park_others(bound: Duration, ignore: Option<CpuId>) -> Result<Parked, Qui
     let others: usize = cpu::all()
         .filter(|c| c.id != me.id && c.online.load(Ordering::Acquire))
         .count();
+    wait_until_out(control, me.id, bound).map_err(|(c, waited)| QuiesceTimeout {
+        acked: 0,
+        asked: others,
+        missing: None,
+        waited,
+        still_leaving: Some(c),
+    })?;
     let generation = control.request.load(Ordering::Relaxed) + 1;
     control.ignore_cpu.store(
         ignore.map_or(u32::MAX, |c| c.index() as u32),
@@ -205,7 +222,40 @@ pub fn park_others(bound: Duration, ignore: Option<CpuId>) -> Result<Parked, Qui
                 asked: others,
                 missing,
                 waited: now.saturating_duration_since(ipi_at),
+                still_leaving: None,
             });
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// Waits (up to `bound`) until no CPU but `me` is still in the park stub after the
+/// last release. A released CPU reads where to go — back into the kernel it parked
+/// from, or a new kernel's entry — only when it runs again, and a vCPU the host has not
+/// run for a while may not have yet: the next park must not change the entry under it
+/// (after a swap, it would return into the old kernel's stack, whose heap is gone). The
+/// stub stamps `release_tsc` after reading the entry; a CPU whose acknowledgement is
+/// newer than its release stamp is still inside. CPUs parked and not released (none,
+/// outside a revert the guard is doing) are not waited for.
+fn wait_until_out(
+    control: &updater::handoff::ParkControl,
+    me: CpuId,
+    bound: Duration,
+) -> Result<(), (CpuId, Duration)> {
+    let start = time::now();
+    loop {
+        let released = control.release.load(Ordering::Acquire);
+        let inside = cpu::all().filter(|c| c.id != me).find(|c| {
+            let slot = &control.slots[c.id.index()];
+            slot.parked_gen.load(Ordering::Acquire) <= released
+                && slot.ack_tsc.load(Ordering::Acquire) > slot.release_tsc.load(Ordering::Acquire)
+        });
+        let Some(c) = inside else {
+            return Ok(());
+        };
+        let waited = time::now().saturating_duration_since(start);
+        if waited > bound {
+            return Err((c.id, waited));
         }
         core::hint::spin_loop();
     }

@@ -121,6 +121,9 @@ extern "C" fn resume_main(_descriptor: *mut Descriptor) -> ! {
         Ordering::Relaxed,
     );
     control.release.store(generation, Ordering::Release);
+    if inject & updater::handoff::inject::PARK_IN_RESUME != 0 {
+        park_at_once();
+    }
     quiesce::wake_parked(cpu::count() - 1);
     d.clock.all_released.store(tsc::read(), Ordering::Relaxed);
 
@@ -145,6 +148,10 @@ extern "C" fn resume_main(_descriptor: *mut Descriptor) -> ! {
     // Every task is on a queue: wake the CPUs that idled while the queues filled.
     quiesce::wake_parked(cpu::count() - 1);
     d.clock.reinitialised.store(tsc::read(), Ordering::Relaxed);
+    // The next park (a snapshot or a hotpatch the service takes at once) counts the CPUs
+    // that are scheduling: every AP must be one by then, or it would neither be waited
+    // for nor be stopped — it could run a task step through the park.
+    wait_all_scheduling();
     d.state.store(SwapState::Resumed as u32, Ordering::Release);
     let self_test = d.request_seq == crate::selftest::SELF_SWAP_SEQ;
     drop(guard);
@@ -154,10 +161,23 @@ extern "C" fn resume_main(_descriptor: *mut Descriptor) -> ! {
         handoff_region::park_control().slots[0]
             .resumed_tsc
             .store(tsc::read(), Ordering::Relaxed);
-        wait_all_scheduling();
         crate::selftest::after_self_swap();
     }
     sched::run()
+}
+
+/// Fault injection (`inject::PARK_IN_RESUME`): parks the other CPUs and releases them at
+/// once, while they may still be in the park stub from the swap's release — the next
+/// park must not send them back into the old kernel (`quiesce::park_others`).
+fn park_at_once() {
+    match quiesce::park_others(time::Duration::from_secs(2), None) {
+        Ok(parked) => {
+            let cpus = parked.cpus;
+            quiesce::release(parked);
+            log::info!("injected park in the resume: {cpus} CPUs parked and released");
+        }
+        Err(e) => log::warn!("injected park in the resume: {e}"),
+    }
 }
 
 /// The converted set in the adopted half (the bootstrap checked it).

@@ -277,6 +277,57 @@ fn twenty_swaps_in_a_row_between_v1_and_twin() {
     );
 }
 
+/// A park asked for right after the new kernel released the CPUs into itself — before
+/// they have left the park stub (the injection parks before it wakes them) — must wait
+/// for them to leave: a released CPU reads where to go only when it runs again, and a
+/// park that set "back where you parked" under it sent it into the old kernel's stack
+/// (the fuzzer's "stage, swap, then snapshot at once": a corrupt heap, counters with
+/// values from nowhere, a triple fault).
+#[test]
+fn a_park_at_once_after_the_release_into_the_new_kernel_keeps_every_cpu_in_it() {
+    let name = "a_park_at_once_after_the_release_into_the_new_kernel_keeps_every_cpu_in_it";
+    let mut g = Guest::boot(VmConfig::variant("v1").cpus(4));
+    for (boot_seq, variant) in [(1, "twin"), (2, "v1"), (3, "v2")] {
+        let pkg = package(variant);
+        let label = parse_header(&pkg).unwrap().summary().label;
+        g.stage_ok(&pkg);
+        let before = g.snapshot();
+        let report = match g.apply(RequestFlags::INJECT_PARK_IN_RESUME) {
+            Ok(r) => r,
+            Err(refused) => panic!(
+                "{name} ({variant}): the swap was refused: {refused}\n{}",
+                g.console_tail(30)
+            ),
+        };
+        let after = g.snapshot();
+        assert_continuous(
+            &format!("{name} ({variant})"),
+            &before,
+            &after,
+            StepRules::default(),
+            &[],
+        );
+        assert_eq!(report.cpus_parked, 3, "{report:?}");
+        g.assert_running(label.as_str(), boot_seq + 1);
+        assert!(
+            g.console_tail(400)
+                .contains("injected park in the resume: 0 CPUs parked and released"),
+            "{name} ({variant}): the new kernel parked at once:\n{}",
+            g.console_tail(30)
+        );
+        // Every CPU schedules in the new kernel, and the tasks carry on from there.
+        assert_eq!(g.status().cpus_online, 4);
+        let later = g.wait_all_progress(&after, &[]);
+        assert_continuous(
+            &format!("{name} ({variant}, later)"),
+            &after,
+            &later,
+            StepRules::default(),
+            &[],
+        );
+    }
+}
+
 /// A patch made from two variants' ELF files (built once per process).
 fn patch_between(old: &str, new: &str) -> Vec<u8> {
     use hotkernel::build::{build_kernel_cached, Variant};

@@ -233,6 +233,9 @@ pub mod inject {
     pub const FAIL_IN_RESUME: u64 = 1 << 4;
     /// The new kernel's first task step panics.
     pub const FAIL_FIRST_ROUND: u64 = 1 << 5;
+    /// Not a fault: the new kernel parks the other CPUs once right after it released
+    /// them into itself, before it wakes them.
+    pub const PARK_IN_RESUME: u64 = 1 << 6;
     /// Where [`CONVERTER_FAIL`] keeps its record kind.
     pub const CONVERTER_KIND_SHIFT: u32 = 32;
     /// Not a fault: make the overlay install every page (to measure against the

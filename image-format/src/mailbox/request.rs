@@ -139,6 +139,11 @@ bitflags::bitflags! {
         /// until the guest has read the next request, instead of running at the BSP's
         /// next checkpoint.
         const HOLD_JOB = 1 << 12;
+        /// `Apply` (a test of a park asked for at once after a swap): the new kernel
+        /// parks the other CPUs once right after it releases them into itself, before
+        /// it wakes them — as a snapshot or a hotpatch the new kernel's service takes at
+        /// once would, while a CPU may still be leaving the park stub.
+        const INJECT_PARK_IN_RESUME = 1 << 13;
     }
 }
 

@@ -116,6 +116,9 @@ fn inject_bits(flags: RequestFlags, args: [u64; 4]) -> u64 {
     if flags.contains(RequestFlags::INJECT_FAIL_FIRST_ROUND) {
         bits |= inject::FAIL_FIRST_ROUND;
     }
+    if flags.contains(RequestFlags::INJECT_PARK_IN_RESUME) {
+        bits |= inject::PARK_IN_RESUME;
+    }
     if flags.contains(RequestFlags::INJECT_RECONCILE_FAIL) {
         bits |= inject::RECONCILE_FAIL;
     }

@@ -66,12 +66,14 @@ hk_park_enter:
     cli
     jmp 2b
 5:
+    // Where to go, read before the release is stamped: a coordinator that sees the stamp
+    // may set the entry for its next park (`quiesce::park_others`).
+    mov r8, [rsi + 24]
     rdtsc
     shl rdx, 32
     or rax, rdx
     mov [rdi + 32], rax
-    mov rax, [rsi + 24]
-    test rax, rax
+    test r8, r8
     jnz 3f
     lgdt [rdi + 176]
     lidt [rdi + 192]
@@ -83,7 +85,7 @@ hk_park_enter:
     mov rdi, [rdi + 0]
     xor ebp, ebp
     push 0
-    jmp rax
+    jmp r8
 hk_park_nmi:
     iretq
     // A device or IPI vector: acknowledge it at the local APIC and return. The control
