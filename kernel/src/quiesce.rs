@@ -9,6 +9,11 @@
 //! releases the ones that did and reports which did not: a missing CPU causes a refusal,
 //! never a hang. A CPU that parks after that finds the release already given and goes on.
 //!
+//! A park is not asked while a CPU the last release let go is still in the stub: it
+//! reads where to go only when it runs again, and the next park resets that to "back
+//! where you parked" — after a swap, the old kernel's stack ([`park_others`] waits).
+//! A CPU that finds a park the guard raised for a revert joins the revert instead.
+//!
 //! The coordinator never waits for an interrupt: it polls the acknowledgement counter.
 //! Parked CPUs halt between checks of the release generation, and their own timer ticks
 //! bound the wait if a wake IPI is ever lost.

@@ -10,7 +10,8 @@
 //! reaches its own. A wake IPI ends the halt; the CPU's APIC timer keeps ticking, so a
 //! lost IPI delays the release by one tick at most. Then it either returns into the kernel it came
 //! from (restoring that kernel's GDT and IDT) or jumps to the new kernel's AP entry on a
-//! fresh stack, as the control block says.
+//! fresh stack, as the control block says — read before it stamps `release_tsc`, which
+//! tells the coordinator it may change that for the next park.
 //!
 //! A CPU going to a new kernel reloads CR3 first: the overlay may have pointed the
 //! image's pages at other frames, and this CPU's TLB still holds the old translations.
