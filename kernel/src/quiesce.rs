@@ -174,12 +174,9 @@ fn arch_index() -> usize {
 pub fn park_others(bound: Duration, ignore: Option<CpuId>) -> Result<Parked, QuiesceTimeout> {
     let control = handoff_region::park_control();
     let me = cpu::current();
-    let others: usize = cpu::all()
-        .filter(|c| c.id != me.id && c.online.load(Ordering::Acquire))
-        .count();
     wait_until_out(control, me.id, bound).map_err(|(c, waited)| QuiesceTimeout {
         acked: 0,
-        asked: others,
+        asked: cpu::count() - 1,
         missing: None,
         waited,
         still_leaving: Some(c),
@@ -197,6 +194,14 @@ pub fn park_others(bound: Duration, ignore: Option<CpuId>) -> Result<Parked, Qui
         .store(generation, Ordering::Relaxed);
     let ipi_at = time::now();
     control.request.store(generation, Ordering::Release);
+    // The CPUs to wait for are counted once the request is visible (the fence pairs with
+    // the one in `sched::run`): a CPU that starts scheduling after this finds the request
+    // at its first checkpoint and parks before it runs a task; one that started before
+    // is counted and acknowledges.
+    core::sync::atomic::fence(Ordering::SeqCst);
+    let others: usize = cpu::all()
+        .filter(|c| c.id != me.id && c.online.load(Ordering::Acquire))
+        .count();
     if others > 0 {
         apic::send_ipi_to_others(vector::WAKE);
     }
@@ -285,7 +290,8 @@ pub fn release(parked: Parked) -> Released {
     let park = parked
         .all_parked_at
         .saturating_duration_since(parked.ipi_at);
-    wake_parked(parked.cpus);
+    // Every other CPU: one that parked at its first checkpoint was not counted.
+    wake_parked(cpu::count() - 1);
     Released { pause, park }
 }
 

@@ -94,12 +94,9 @@ extern "C" fn resume_main(_descriptor: *mut Descriptor) -> ! {
         let own = &undo.pristine[..(undo.pristine_count as usize).min(undo.pristine.len())];
         crate::image::adopt_pristine(own.iter().map(|p| (p.page, p.copy - offset)));
     } else if undo.armed.load(Ordering::Acquire) != 0 {
-        // The window is open: count what the health check waits for.
+        // The window is open: count what the health check waits for (the update service
+        // says so, `window::say_open`).
         sched::health::watch();
-        log::info!(
-            "health window open: {} µs left",
-            time::ticks_to_nanos(undo.deadline_tsc.saturating_sub(tsc::read())) / 1000
-        );
     }
     // With a heap: everything else the set carries, before the queues adopt the tasks.
     let carried = import::read(&converted_set(records, at));
@@ -148,10 +145,6 @@ extern "C" fn resume_main(_descriptor: *mut Descriptor) -> ! {
     // Every task is on a queue: wake the CPUs that idled while the queues filled.
     quiesce::wake_parked(cpu::count() - 1);
     d.clock.reinitialised.store(tsc::read(), Ordering::Relaxed);
-    // The next park (a snapshot or a hotpatch the service takes at once) counts the CPUs
-    // that are scheduling: every AP must be one by then, or it would neither be waited
-    // for nor be stopped — it could run a task step through the park.
-    wait_all_scheduling();
     d.state.store(SwapState::Resumed as u32, Ordering::Release);
     let self_test = d.request_seq == crate::selftest::SELF_SWAP_SEQ;
     drop(guard);
@@ -161,6 +154,7 @@ extern "C" fn resume_main(_descriptor: *mut Descriptor) -> ! {
         handoff_region::park_control().slots[0]
             .resumed_tsc
             .store(tsc::read(), Ordering::Relaxed);
+        wait_all_scheduling();
         crate::selftest::after_self_swap();
     }
     sched::run()

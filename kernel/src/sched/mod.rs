@@ -130,6 +130,9 @@ pub fn run() -> ! {
         .resumed_tsc
         .store(time::now().ticks(), Ordering::Relaxed);
     me.online.store(true, Ordering::Release);
+    // Pairs with the fence in `quiesce::park_others`: either the coordinator counts this
+    // CPU, or this CPU's first checkpoint sees its request.
+    core::sync::atomic::fence(Ordering::SeqCst);
     let coordinator = COORDINATOR.get().filter(|_| me.id == CpuId::BSP);
     loop {
         quiesce::checkpoint();

@@ -423,6 +423,7 @@ fn finish_swap(mb: &SharedMemory) -> bool {
     if guard.state.load(Ordering::Acquire) != SwapState::Resumed as u32 {
         return false;
     }
+    window::say_open();
     match window::gate() {
         window::Gate::Waiting => return false,
         window::Gate::Healthy => window::commit(),

@@ -64,6 +64,24 @@ pub fn note_reverted() {
     undo.reverting.store(0, Ordering::Release);
 }
 
+/// Whether this kernel said its window is open (once; statics start afresh per kernel).
+static SAID_OPEN: AtomicBool = AtomicBool::new(false);
+
+/// Logs, once, that this kernel's window is open and how long it has left. The update
+/// service says it at its first poll after the swap: a console line costs about a
+/// millisecond under TCG, which in the resume itself would be downtime.
+pub fn say_open() {
+    let undo = handoff_region::undo();
+    if undo.armed.load(Ordering::Acquire) == 0 || SAID_OPEN.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let left = undo.deadline_tsc.saturating_sub(time::now().ticks());
+    log::info!(
+        "health window open: {} µs left",
+        time::ticks_to_nanos(left) / 1000
+    );
+}
+
 /// Decides (see the module doc). Fails the window, never returning, when the deadline
 /// passed without the kernel being healthy.
 pub fn gate() -> Gate {
