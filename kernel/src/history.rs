@@ -13,9 +13,9 @@ use crate::{identity, image, machine, time};
 static HISTORY: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
 fn own_entry(downtime_ns: u64, request_seq: u64, floor_before: u32) -> Entry {
-    let v = identity::IDENTITY.version();
+    let v = identity::this().version();
     let mut l = [0u8; 32];
-    set_text(&mut l, identity::IDENTITY.label().as_str());
+    set_text(&mut l, identity::this().label().as_str());
     Entry {
         boot_seq: machine::boot_seq(),
         version: [v.major, v.minor, v.patch],

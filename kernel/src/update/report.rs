@@ -32,7 +32,7 @@ pub fn summary_of(r: &ImageRef) -> ImageSummary {
 
 /// This image, as a report summary.
 pub fn own_summary() -> ImageSummary {
-    identity::IDENTITY.summary(crate::image::build_id())
+    identity::this().summary(crate::image::build_id())
 }
 
 /// The status block for `state`.

@@ -328,7 +328,7 @@ fn read_trailer(mailbox: &SharedMemory, total: u64, len: u64) -> Result<Trailer,
 
 /// Checks that `header` may replace this kernel; returns the optional records it drops.
 fn compatible(header: &Header<'_>) -> Result<Vec<String>, StageRefusal> {
-    match updater::compat::check(&identity::IDENTITY, header.identity()) {
+    match updater::compat::check(identity::this(), header.identity()) {
         Ok(drops) => Ok(drops
             .iter()
             .map(|d| {

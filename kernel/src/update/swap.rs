@@ -81,7 +81,7 @@ impl core::fmt::Display for SwapRefusal {
 /// This image, as the descriptor's `old_image`.
 pub fn own_image_ref() -> ImageRef {
     let mut r = ImageRef::EMPTY;
-    let id = &identity::IDENTITY;
+    let id = identity::this();
     let version = id.version();
     r.version = [version.major, version.minor, version.patch, 0];
     let (len, build_id) = crate::image::build_id_bytes();
