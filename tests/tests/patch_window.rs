@@ -266,15 +266,23 @@ const REVERTS_IN_A_ROW: usize = 40;
 /// Where the patch area starts (`kernel::memory::layout::PATCH_AREA`).
 const PATCH_AREA_START: u64 = 0xffff_ffff_c000_0000;
 
-/// The destination of the `jmp rel32` a patched site starts with.
-fn jump_target(g: &mut Guest, site: u64) -> u64 {
-    let bytes = g.read_image(site, 5);
-    assert_eq!(
-        bytes[0], 0xe9,
-        "a patched site starts with jmp rel32: {bytes:02x?}"
-    );
-    let rel = i32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-    site.wrapping_add(5).wrapping_add(rel as i64 as u64)
+/// Where the sites of an applied patch jump to (the `jmp rel32` each starts with).
+fn jump_targets(g: &mut Guest, r: &PatchReport) -> Vec<u64> {
+    let targets: Vec<u64> = r
+        .functions
+        .iter()
+        .map(|f| {
+            let bytes = g.read_image(f.site, 5);
+            assert_eq!(
+                bytes[0], 0xe9,
+                "a patched site starts with jmp rel32: {bytes:02x?}"
+            );
+            let rel = i32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+            f.site.wrapping_add(5).wrapping_add(rel as i64 as u64)
+        })
+        .collect();
+    assert!(!targets.is_empty(), "the patch replaces functions: {r:?}");
+    targets
 }
 
 #[test]
@@ -285,12 +293,10 @@ fn many_reverts_in_a_row_leave_the_kernel_as_it_was() {
     let bad = patch("v1", "patch-panic");
     let mut g = patches::boot("v1", 2);
     let a = apply_ok(&mut g, &format!("{name} (patch-a)"), &pa, (1, 2));
-    let a_end = a
-        .functions
-        .iter()
-        .map(|f| jump_target(&mut g, f.site))
+    let a_end = jump_targets(&mut g, &a)
+        .into_iter()
         .max()
-        .expect("patch-a replaces functions");
+        .unwrap_or_default();
     g.wait_polls(2);
     let free = g.status().free_frames;
     let before = g.snapshot();
@@ -320,12 +326,10 @@ fn many_reverts_in_a_row_leave_the_kernel_as_it_was() {
     // lands right above it, not above {REVERTS_IN_A_ROW} failed ones.
     let b = g.patch_apply_ok(&pb);
     assert_eq!(b.sequence, 2, "{b:?}");
-    let b_start = b
-        .functions
-        .iter()
-        .map(|f| jump_target(&mut g, f.site))
+    let b_start = jump_targets(&mut g, &b)
+        .into_iter()
         .min()
-        .expect("patch-b replaces functions");
+        .unwrap_or_default();
     assert!(
         b_start > a_end && b_start - PATCH_AREA_START < 64 * 1024,
         "{name}: patch-b's code at {b_start:#x}, patch-a's ends near {a_end:#x}"
