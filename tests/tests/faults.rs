@@ -235,6 +235,34 @@ fn a_fault_in_the_new_kernels_resume_is_reverted_with_state_intact() {
     swap_to(&mut g, &format!("{name} (then)"), "v2", &[], 1);
 }
 
+/// Past the point of no return only the health window can take a swap back: an
+/// injected failure there without one would lose the VM, so it is refused before
+/// anything stops (and found by the live-guest fuzzer, which sent both bits).
+#[test]
+fn a_fault_injected_past_the_overlay_without_a_health_window_is_refused() {
+    let name = "a_fault_injected_past_the_overlay_without_a_health_window_is_refused";
+    let mut g = Guest::boot(VmConfig::variant("v1").cpus(2));
+    g.stage_ok(&package("v2"));
+    for inject in [
+        RequestFlags::INJECT_FAIL_IN_RESUME,
+        RequestFlags::INJECT_FAIL_FIRST_ROUND,
+    ] {
+        let reason = expect_failed_swap(
+            &mut g,
+            &format!("{name} ({inject:?})"),
+            inject | RequestFlags::NO_HEALTH_WINDOW,
+            Status::BadRequest,
+            "v1",
+            1,
+        );
+        assert!(
+            reason.contains("needs a health window") && reason.contains("the VM would be lost"),
+            "the reason says why: {reason}"
+        );
+    }
+    swap_to(&mut g, &format!("{name} (then)"), "v2", &[], 1);
+}
+
 #[test]
 fn a_fault_in_the_new_kernels_first_scheduling_round_is_reverted() {
     let name = "a_fault_in_the_new_kernels_first_scheduling_round_is_reverted";

@@ -116,10 +116,11 @@ bitflags::bitflags! {
         /// bootstrap, so the old kernel must roll back.
         const INJECT_CONVERTER_FAIL = 1 << 5;
         /// `Apply`: the new kernel panics in its resume, after the overlay (the health
-        /// window reverts the swap; without one the VM is lost).
+        /// window reverts the swap; a swap without one refuses this, `BadRequest`: the
+        /// VM would be lost).
         const INJECT_FAIL_IN_RESUME = 1 << 6;
         /// `Apply`: the new kernel's first task step panics (its first scheduling
-        /// round; the health window reverts the swap).
+        /// round; the health window reverts the swap; refused without one, as above).
         const INJECT_FAIL_FIRST_ROUND = 1 << 7;
         /// `Stage`: go on to `Apply` (with the same flags) once the package verifies,
         /// saving a round trip.

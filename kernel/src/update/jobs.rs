@@ -180,7 +180,9 @@ pub fn run_pending() {
             let refusal = swap::apply(&prepared, seq, inject_bits(flags, args), window);
             let status = match refusal {
                 swap::SwapRefusal::Quiesce(_) => Status::QuiesceTimeout,
-                swap::SwapRefusal::CopyWithWindow => Status::BadRequest,
+                swap::SwapRefusal::CopyWithWindow | swap::SwapRefusal::InjectedWithoutWindow(_) => {
+                    Status::BadRequest
+                }
                 _ => Status::RolledBack,
             };
             let reason = alloc::format!("{refusal}");

@@ -54,6 +54,9 @@ pub enum SwapRefusal {
     InjectedAfterExport,
     /// The copy overlay writes over the old image's frames, which a revert needs.
     CopyWithWindow,
+    /// A test asked for a failure past the point of no return, and the swap would have
+    /// no health window to take it back (the VM would be lost: nothing to test).
+    InjectedWithoutWindow(&'static str),
 }
 
 impl core::fmt::Display for SwapRefusal {
@@ -73,6 +76,10 @@ impl core::fmt::Display for SwapRefusal {
             SwapRefusal::CopyWithWindow => write!(
                 f,
                 "the copy overlay writes over the old image's frames, which a revert inside the health window needs: swap with --health-ms 0 to copy without a window"
+            ),
+            SwapRefusal::InjectedWithoutWindow(why) => write!(
+                f,
+                "an injected failure after the overlay needs a health window to take the swap back, and this swap has none ({why}): without one the VM would be lost"
             ),
         }
     }
@@ -255,10 +262,22 @@ pub fn apply(
     if window.is_some() && inject_bits & inject::OVERLAY_COPY != 0 {
         return SwapRefusal::CopyWithWindow;
     }
+    let fails_late = inject_bits & (inject::FAIL_IN_RESUME | inject::FAIL_FIRST_ROUND) != 0;
+    if window.is_none() && fails_late {
+        return SwapRefusal::InjectedWithoutWindow("it was asked for without one");
+    }
     x86_64::instructions::interrupts::disable();
     let mut guard = handoff_region::descriptor();
     reset(&mut guard, loaded, request_seq, inject_bits);
     if let Some(why) = prepare_undo(&guard, loaded, window) {
+        if fails_late {
+            guard
+                .state
+                .store(SwapState::RolledBack as u32, Ordering::Release);
+            drop(guard);
+            x86_64::instructions::interrupts::enable();
+            return SwapRefusal::InjectedWithoutWindow(why);
+        }
         log::warn!("no health window for this swap: {why}");
         let i = guard.warning_count as usize;
         if let Some(slot) = guard.warnings.get_mut(i) {
