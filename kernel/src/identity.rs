@@ -142,7 +142,7 @@ static IDENTITY: EmbeddedIdentity = EmbeddedIdentity::new(
 /// This image's identity. Read through an opaque reference, not folded into the code
 /// that uses it: builds that differ only in version and label (`twin` and `v1`) then
 /// have the same code, so a swap between them installs only the pages that differ —
-/// under TCG every installed code page is translated again, about 35 µs each. (The
+/// under TCG every installed code page is translated again, about 40 µs each. (The
 /// label copied into the history entry made every page after it move by 16 bytes, and a
 /// v1 ⇄ twin swap's re-initialisation went from about 1 ms to 7.)
 pub fn this() -> &'static EmbeddedIdentity {
