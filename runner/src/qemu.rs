@@ -4,7 +4,7 @@
 //!
 //! | what | QEMU option | guest sees |
 //! | --- | --- | --- |
-//! | boot disk | `-drive format=raw,file=<boot.img>,snapshot=on` | BIOS disk 0x80 |
+//! | boot disk | `-drive format=raw,snapshot=on,if=virtio,file=<boot.img>` | BIOS disk 0x80 (virtio-blk: SeaBIOS reads it about 1 s faster a boot than the IDE disk under TCG; the kernel has no disk driver) |
 //! | console | `-chardev socket,…,server=on,wait=on` + `-serial chardev:ser0` | COM1 (0x3f8) |
 //! | doorbell | `-chardev socket,…,server=on,wait=off` + `-serial chardev:bell` | COM2 (0x2f8) |
 //! | mailbox | `memory-backend-file` on `/dev/shm/hotkernel-<vm>` + `ivshmem-plain` | PCI BAR2, 32 MiB |
@@ -164,7 +164,10 @@ impl QemuSpec {
         ]);
         push(&[
             "-drive",
-            &format!("format=raw,snapshot=on,file={}", escape(&self.boot_image)),
+            &format!(
+                "format=raw,snapshot=on,if=virtio,file={}",
+                escape(&self.boot_image)
+            ),
         ]);
         push(&[
             "-device",
@@ -370,7 +373,7 @@ mod tests {
         for expected in [
             "-machine pc -accel tcg -m 512 -smp 4",
             "-display none -monitor none -nic none -no-reboot",
-            "-drive format=raw,snapshot=on,file=/t/boot,,1.img",
+            "-drive format=raw,snapshot=on,if=virtio,file=/t/boot,,1.img",
             "-device isa-debug-exit,iobase=0xf4,iosize=0x04",
             "-chardev socket,id=ser0,path=/t/vm/serial.sock,server=on,wait=on -serial chardev:ser0",
             "-chardev socket,id=bell,path=/t/vm/doorbell.sock,server=on,wait=off -serial chardev:bell",
