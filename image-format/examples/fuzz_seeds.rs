@@ -1,9 +1,15 @@
 //! Writes the seed corpus of the fuzz targets in `image-format/fuzz`: valid packages of
 //! several shapes (for `parse` and `parse_resealed`) and valid mailbox blocks and
-//! reports (for `mailbox`), one subdirectory per target.
+//! reports (for `mailbox`), hand-made patches (for `patch`) and real signature trailers
+//! (for `signature`), one subdirectory per target. The signed seeds are signed with the
+//! key the `signature` target trusts.
 //!
 //! `cargo run -p image-format --example fuzz_seeds -- image-format/fuzz/corpus`
 
+use image_format::hotpatch::{
+    self, Anchor, DataSpec, FunctionSpec, PatchSpec, RelocKind, RelocationSpec, Site, SpecTarget,
+    TargetImage, ORIGINAL_LEN,
+};
 use image_format::mailbox::report::{
     KindInfo, Outcome, PhaseId, PhaseTime, Snapshot, StageReport, SwapReport, TaskSnapshot,
 };
@@ -11,8 +17,9 @@ use image_format::mailbox::{
     Command, GuestState, GuestStatus, Request, RequestFlags, Response, ResponseState, Status,
 };
 use image_format::package::{Entries, PackageSpec, Relocation, SegmentFlags, SegmentSpec};
+use image_format::signature::{self, Signed};
 use image_format::{
-    kinds, BuildId, Capabilities, EmbeddedIdentity, ImageVersion, SchemaEntry, VersionRange,
+    kinds, BuildId, Capabilities, EmbeddedIdentity, ImageVersion, Label, SchemaEntry, VersionRange,
 };
 
 const IDENTITY: EmbeddedIdentity = EmbeddedIdentity::new(
@@ -26,6 +33,9 @@ const IDENTITY: EmbeddedIdentity = EmbeddedIdentity::new(
         SchemaEntry::new(kinds::HEARTBEAT, 1, 1).optional(),
     ],
 );
+
+/// The key the signed seeds are signed with: the `signature` target trusts it.
+const SIGNING_SEED: [u8; 32] = [7; 32];
 
 fn segment(vaddr: u64, file: usize, mem: u64, flags: SegmentFlags) -> SegmentSpec {
     SegmentSpec {
@@ -52,6 +62,7 @@ fn main() {
         .nth(1)
         .expect("usage: fuzz_seeds <corpus directory>");
     packages(&root);
+    patches(&root);
     mailbox(&format!("{root}/mailbox"));
 }
 
@@ -128,14 +139,163 @@ fn packages(root: &str) {
             svn: 1,
         };
         let bytes = spec.build().unwrap_or_else(|e| panic!("seed {i}: {e}"));
+        let header = image_format::package::parse_header(&bytes)
+            .unwrap_or_else(|e| panic!("seed {i}: {e}"))
+            .header_digest();
+        let mut signed = bytes.clone();
+        signed.extend_from_slice(&signature::sign(Signed::Package, &header, &SIGNING_SEED));
         for target in ["parse", "parse_resealed"] {
-            write(
-                &format!("{root}/{target}"),
-                &format!("seed-{i}.hkpkg"),
-                &bytes,
-            );
+            let dir = format!("{root}/{target}");
+            write(&dir, &format!("seed-{i}.hkpkg"), &bytes);
+            write(&dir, &format!("seed-{i}-signed.hkpkg"), &signed);
         }
+        signatures(&format!("{root}/signature"), Signed::Package, &header, i);
     }
+}
+
+/// Patches for `patch`: the first byte of each input tells the target whether to
+/// reseal, so each patch is written both ways, unsigned and signed.
+fn patches(root: &str) {
+    let dir = &format!("{root}/patch");
+    let target = TargetImage {
+        build_id: BuildId::new(&[0x41; 20]),
+        header_hash: [1; 32],
+        text_hash: [2; 32],
+        text_offset: 0x9000,
+        text_size: 0x4_0000,
+    };
+    let site = |offset, old_size| {
+        Some(Site {
+            offset,
+            old_size,
+            original: [0x55; ORIGINAL_LEN],
+        })
+    };
+    let function = |name: &str, code: Vec<u8>, site| FunctionSpec {
+        name: name.into(),
+        code,
+        site,
+    };
+    let reloc = |at, offset, kind, target, symbol: &str| RelocationSpec {
+        at,
+        offset,
+        kind,
+        target,
+        addend: -4,
+        symbol: symbol.into(),
+    };
+    let specs = [
+        // One replaced function, nothing else (the shape of a one-line fix).
+        PatchSpec {
+            version: 1,
+            svn: 1,
+            label: Label::new("one"),
+            target,
+            functions: vec![function(
+                "kernel::tasks::counter::step",
+                vec![0x48, 0x83, 0x07, 0x02, 0xc3],
+                site(0xa000, 16),
+            )],
+            data: vec![],
+            relocations: vec![],
+        },
+        // Two replaced functions and a new one, a string and a GOT slot, relocations
+        // into the image, the code and the data.
+        PatchSpec {
+            version: 3,
+            svn: 4,
+            label: Label::new("fix-counter"),
+            target,
+            functions: vec![
+                function(
+                    "kernel::tasks::ticker::step",
+                    vec![0xe8, 0, 0, 0, 0, 0xc3],
+                    site(0xa100, 32),
+                ),
+                function(
+                    "kernel::tasks::helper",
+                    vec![0x48, 0x8d, 0x05, 0, 0, 0, 0, 0xff, 0x15, 0, 0, 0, 0, 0xc3],
+                    None,
+                ),
+                function(
+                    "kernel::tasks::counter::step",
+                    vec![0x48, 0x83, 0x07, 0x02, 0xc3],
+                    site(0xa000, 16),
+                ),
+            ],
+            data: vec![
+                DataSpec {
+                    name: "anon str".into(),
+                    bytes: b"hello".to_vec(),
+                    align: 1,
+                },
+                DataSpec {
+                    name: "got".into(),
+                    bytes: vec![0; 8],
+                    align: 8,
+                },
+            ],
+            relocations: vec![
+                reloc(
+                    Anchor::Function(0),
+                    1,
+                    RelocKind::Pc32,
+                    SpecTarget::Image(0xc000),
+                    "kernel::tasks::unchanged",
+                ),
+                reloc(
+                    Anchor::Function(1),
+                    3,
+                    RelocKind::Pc32,
+                    SpecTarget::Patch(Anchor::Data(0), 0),
+                    "anon str",
+                ),
+                reloc(
+                    Anchor::Function(1),
+                    9,
+                    RelocKind::Pc32,
+                    SpecTarget::Patch(Anchor::Data(1), 0),
+                    "got",
+                ),
+                RelocationSpec {
+                    addend: 0,
+                    ..reloc(
+                        Anchor::Data(1),
+                        0,
+                        RelocKind::Abs64,
+                        SpecTarget::Image(0xb000),
+                        "kernel::log",
+                    )
+                },
+            ],
+        },
+    ];
+    for (i, spec) in specs.iter().enumerate() {
+        let bytes = spec
+            .build()
+            .unwrap_or_else(|e| panic!("patch seed {i}: {e}"));
+        let header = hotpatch::parse(&bytes)
+            .unwrap_or_else(|e| panic!("patch seed {i}: {e}"))
+            .header_digest();
+        let mut signed = bytes.clone();
+        signed.extend_from_slice(&signature::sign(Signed::Patch, &header, &SIGNING_SEED));
+        for (mode, how) in [(0u8, "as-is"), (1, "resealed")] {
+            for (bytes, signed) in [(&bytes, ""), (&signed, "-signed")] {
+                let mut input = vec![mode];
+                input.extend_from_slice(bytes);
+                write(dir, &format!("seed-{i}{signed}-{how}.hkpat"), &input);
+            }
+        }
+        signatures(&format!("{root}/signature"), Signed::Patch, &header, i);
+    }
+}
+
+/// Inputs for `signature`: the kind byte, the header digest, the trailer.
+fn signatures(dir: &str, what: Signed, header: &[u8; 32], i: usize) {
+    let mut input = vec![u8::from(what == Signed::Patch)];
+    input.extend_from_slice(header);
+    input.extend_from_slice(&signature::sign(what, header, &SIGNING_SEED));
+    write(dir, &format!("{}-{i}.sig", what.name()), &input);
 }
 
 fn mailbox(dir: &str) {

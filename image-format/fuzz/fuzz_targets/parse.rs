@@ -1,8 +1,10 @@
 //! `parse` and `parse_header` on arbitrary bytes: they must never panic, and whatever
-//! they accept must be self-consistent.
+//! they accept must be self-consistent (a package is followed by nothing or by one
+//! signature trailer, which is read and checked too).
 #![no_main]
 
 use image_format::package::{parse, parse_header};
+use image_format::signature::{Signed, TRAILER_LEN};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,7 +18,13 @@ fuzz_target!(|data: &[u8]| {
         let _ = h.summary();
     }
     if let Ok(p) = parse(data) {
-        assert_eq!(p.total_size(), data.len() as u64);
+        // Exactly the package, or the package and its signature trailer.
+        let after = data.len() as u64 - p.total_size();
+        assert!(after == 0 || after == TRAILER_LEN as u64);
+        let trailer = &data[p.total_size() as usize..];
+        if let Ok(t) = image_format::signature::find(trailer) {
+            let _ = t.check(Signed::Package, &p.header().header_digest());
+        }
         for s in p.segments() {
             assert_eq!(p.segment_bytes(&s).len() as u64, s.file_size);
         }
